@@ -1,0 +1,276 @@
+//! `mailoauth add`: create or update an account in the config file, keeping the
+//! rest of the file (comments, order) as the user wrote it.
+//!
+//! Secrets are never taken as flag values (they would show in `ps` and shell
+//! history): `--client-secret-env`, `--client-secret-command`, or
+//! `--client-secret-stdin`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use clap::Args;
+use toml_edit::{DocumentMut, InlineTable, Item, Table, value};
+
+use mailoauth::Error;
+use mailoauth::store::file::write_atomic;
+
+#[derive(Args, Debug, Default)]
+pub struct AddArgs {
+    /// Account name
+    name: String,
+    /// microsoft | google | yahoo | aol | custom
+    #[arg(long)]
+    provider: Option<String>,
+    /// Mailbox address
+    #[arg(long)]
+    user: Option<String>,
+    /// Microsoft tenant (domain or id; default common)
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Microsoft cloud: global | usgov | china
+    #[arg(long)]
+    cloud: Option<String>,
+    /// OAuth client id of your app registration
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Read the client secret from this environment variable at run time
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["client_secret_command", "client_secret_stdin"])]
+    client_secret_env: Option<String>,
+    /// Run this shell command to get the client secret at run time
+    #[arg(long, value_name = "CMD", conflicts_with = "client_secret_stdin")]
+    client_secret_command: Option<String>,
+    /// Read the client secret from stdin now and store it in the config (0600)
+    #[arg(long)]
+    client_secret_stdin: bool,
+    /// auth-code | device | client-credentials
+    #[arg(long)]
+    flow: Option<String>,
+    /// Services, comma-separated: imap,pop,smtp
+    #[arg(long, value_delimiter = ',')]
+    services: Vec<String>,
+    /// Explicit scopes, comma-separated (replace the provider's)
+    #[arg(long, value_delimiter = ',')]
+    scopes: Vec<String>,
+    /// auto | keyring | file | encrypted-file
+    #[arg(long)]
+    store: Option<String>,
+    /// Authorization endpoint
+    #[arg(long)]
+    authorize_url: Option<String>,
+    /// Token endpoint
+    #[arg(long)]
+    token_url: Option<String>,
+    /// Device authorization endpoint
+    #[arg(long)]
+    device_url: Option<String>,
+    /// Revocation endpoint
+    #[arg(long)]
+    revoke_url: Option<String>,
+    /// Redirect URI registered for the app (loopback)
+    #[arg(long)]
+    redirect_uri: Option<String>,
+    /// Seconds of validity a handed-out token must still have
+    #[arg(long)]
+    min_validity: Option<u64>,
+    /// Command to run when the account needs a new login
+    #[arg(long)]
+    notify_command: Option<String>,
+}
+
+impl AddArgs {
+    fn is_empty(&self) -> bool {
+        let AddArgs {
+            name: _,
+            services,
+            scopes,
+            client_secret_stdin,
+            min_validity,
+            ..
+        } = self;
+        let strings = [
+            &self.provider,
+            &self.user,
+            &self.tenant,
+            &self.cloud,
+            &self.client_id,
+            &self.client_secret_env,
+            &self.client_secret_command,
+            &self.flow,
+            &self.store,
+            &self.authorize_url,
+            &self.token_url,
+            &self.device_url,
+            &self.revoke_url,
+            &self.redirect_uri,
+            &self.notify_command,
+        ];
+        strings.iter().all(|s| s.is_none())
+            && services.is_empty()
+            && scopes.is_empty()
+            && !client_secret_stdin
+            && min_validity.is_none()
+    }
+}
+
+fn ask(prompt: &str, default: Option<&str>) -> Result<Option<String>, Error> {
+    let d = default.map(|d| format!(" [{d}]")).unwrap_or_default();
+    eprint!("{prompt}{d}: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::Io {
+            context: "stdin".into(),
+            source: e,
+        })?;
+    let t = line.trim();
+    Ok(if t.is_empty() {
+        default.map(str::to_owned)
+    } else {
+        Some(t.to_owned())
+    })
+}
+
+fn interactive(args: &mut AddArgs) -> Result<(), Error> {
+    eprintln!(
+        "New account `{}` (Enter keeps the default in brackets).",
+        args.name
+    );
+    args.provider = ask(
+        "provider (microsoft, google, yahoo, aol, custom)",
+        Some("microsoft"),
+    )?;
+    args.user = ask("mailbox address", None)?;
+    args.client_id = ask("client id of your app registration", None)?;
+    if args.provider.as_deref() == Some("microsoft") {
+        args.tenant = ask("tenant (domain or id)", Some("common"))?;
+    }
+    if args.provider.as_deref() == Some("custom") {
+        args.authorize_url = ask("authorization endpoint URL", None)?;
+        args.token_url = ask("token endpoint URL", None)?;
+        args.scopes = ask("scopes (comma-separated)", None)?
+            .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect())
+            .unwrap_or_default();
+    }
+    args.flow = ask(
+        "flow (auth-code, device, client-credentials)",
+        Some("auth-code"),
+    )?;
+    Ok(())
+}
+
+/// Run `add`.
+pub fn run(path: &Path, args: &AddArgs) -> Result<(), Error> {
+    let mut args_owned;
+    let args = if args.is_empty() {
+        args_owned = AddArgs {
+            name: args.name.clone(),
+            ..AddArgs::default()
+        };
+        interactive(&mut args_owned)?;
+        &args_owned
+    } else {
+        args
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(Error::Io {
+                context: format!("cannot read {}", path.display()),
+                source: e,
+            });
+        }
+    };
+    // Refuse to edit a file we cannot parse: rewriting it could lose the user's text.
+    mailoauth::Config::parse(&text, path)?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| Error::Config {
+            path: path.to_owned(),
+            line: None,
+            message: e.to_string(),
+        })?;
+    let accounts = doc.entry("accounts").or_insert(Item::Table(Table::new()));
+    let accounts = accounts.as_table_mut().ok_or_else(|| Error::Config {
+        path: path.to_owned(),
+        line: None,
+        message: "`accounts` is not a table".into(),
+    })?;
+    accounts.set_implicit(true);
+    let acct = accounts
+        .entry(&args.name)
+        .or_insert(Item::Table(Table::new()));
+    let t = acct.as_table_mut().ok_or_else(|| Error::Config {
+        path: path.to_owned(),
+        line: None,
+        message: format!("accounts.{} is not a table", args.name),
+    })?;
+    let strings = [
+        ("provider", &args.provider),
+        ("user", &args.user),
+        ("tenant", &args.tenant),
+        ("cloud", &args.cloud),
+        ("client_id", &args.client_id),
+        ("flow", &args.flow),
+        ("store", &args.store),
+        ("authorize_url", &args.authorize_url),
+        ("token_url", &args.token_url),
+        ("device_url", &args.device_url),
+        ("revoke_url", &args.revoke_url),
+        ("redirect_uri", &args.redirect_uri),
+        ("notify_command", &args.notify_command),
+    ];
+    for (k, v) in strings {
+        if let Some(v) = v {
+            t[k] = value(v.as_str());
+        }
+    }
+    let list = |v: &[String]| {
+        let mut a = toml_edit::Array::new();
+        v.iter().for_each(|s| a.push(s.as_str()));
+        value(a)
+    };
+    if !args.services.is_empty() {
+        t["services"] = list(&args.services);
+    }
+    if !args.scopes.is_empty() {
+        t["scopes"] = list(&args.scopes);
+    }
+    if let Some(m) = args.min_validity {
+        t["min_validity"] = value(m as i64);
+    }
+    let secret = |k: &str, v: &str| {
+        let mut it = InlineTable::new();
+        it.insert(k, v.into());
+        value(it)
+    };
+    if let Some(v) = &args.client_secret_env {
+        t["client_secret"] = secret("env", v);
+    }
+    if let Some(v) = &args.client_secret_command {
+        t["client_secret"] = secret("command", v);
+    }
+    if args.client_secret_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::Io {
+                context: "stdin".into(),
+                source: e,
+            })?;
+        t["client_secret"] = value(line.trim_end_matches(['\r', '\n']));
+    }
+    let new_text = doc.to_string();
+    super::validate(&new_text, path, &args.name)?;
+    write_atomic(path, new_text.as_bytes())?;
+    eprintln!(
+        "mailoauth: account `{}` saved in {}; next: mailoauth login {}",
+        args.name,
+        path.display(),
+        args.name
+    );
+    Ok(())
+}

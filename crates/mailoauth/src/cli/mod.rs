@@ -1,0 +1,342 @@
+//! Command-line interface: clap definitions and dispatch.
+//!
+//! Owns: flags, human/JSON output, exit codes. Must not: contain token logic —
+//! every command calls the library and prints what it returns.
+
+mod add;
+mod report;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use mailoauth::error::exit;
+use mailoauth::{Client, Config, Error, LoginOptions, paths, sasl};
+
+/// OAuth 2.0 for IMAP, POP and SMTP: sign in once, then hand fresh tokens to any mail client.
+#[derive(Parser, Debug)]
+#[command(name = "mailoauth", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $XDG_CONFIG_HOME/mailoauth/config.toml]
+    #[arg(long, global = true, env = "MAILOAUTH_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    /// More detail on stderr (repeat for even more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or update an account in the config (asks interactively when given no flags)
+    Add(Box<add::AddArgs>),
+    /// Sign in with the account's flow and store the tokens
+    Login {
+        /// Account name
+        name: String,
+        /// Do not open a browser: print the URL, accept the redirect or a pasted URL
+        #[arg(long)]
+        no_browser: bool,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
+        /// Listen for the redirect on this port (default: the redirect URI's, else any free port)
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Print a valid access token (refreshing it if needed) and nothing else on stdout
+    Token {
+        /// Account name
+        name: String,
+        /// Print the base64 SASL initial response instead of the bare token
+        #[arg(long, value_enum)]
+        sasl: Option<SaslMech>,
+        /// Another resource of the same login (e.g. `graph`)
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Print the stored refresh token (for OfflineIMAP's oauth2_refresh_token_eval)
+    RefreshToken {
+        /// Account name
+        name: String,
+    },
+    /// Refresh the access token now, even if it is still valid
+    Refresh {
+        /// Account name
+        name: String,
+        /// Another resource of the same login (e.g. `graph`)
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Show accounts, stores, token expiry, refresh-token age and last errors
+    Status {
+        /// Only this account
+        name: Option<String>,
+    },
+    /// Decode the current access token's claims (audience, scopes, user, expiry) and check them
+    Inspect {
+        /// Account name
+        name: String,
+        /// Another resource of the same login (e.g. `graph`)
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Delete the stored tokens (and revoke the refresh token where the provider supports it)
+    Logout {
+        /// Account name
+        name: String,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// Shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum SaslMech {
+    /// XOAUTH2 (Gmail, Microsoft, Dovecot)
+    Xoauth2,
+    /// OAUTHBEARER, RFC 7628
+    Oauthbearer,
+}
+
+struct StderrLogger(log::LevelFilter);
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= self.0 && m.target().starts_with("mailoauth")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "mailoauth: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn install_panic_hook() {
+    // A panic message could be built from anything; print only literal messages
+    // (which we wrote) and the location, never formatted payloads that might hold a token.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("(details withheld)");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("mailoauth: internal error{at}: {msg}; please report it");
+    }));
+}
+
+/// Entry point of the binary.
+pub fn main() -> i32 {
+    install_panic_hook();
+    // Hot path: `mailoauth token NAME` exactly (what mail clients run on every
+    // connection) skips building the clap command tree; same code, same output.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(4).collect();
+    if args.len() == 3
+        && args[1] == "token"
+        && let Some(name) = args[2].to_str().filter(|n| !n.starts_with('-'))
+    {
+        let config = std::env::var_os("MAILOAUTH_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(paths::default_config_file);
+        set_logger(log::LevelFilter::Warn);
+        return finish(token(&config, name, None, None));
+    }
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    set_logger(level);
+    finish(run(&cli))
+}
+
+fn set_logger(level: log::LevelFilter) {
+    let logger: &'static StderrLogger = Box::leak(Box::new(StderrLogger(level)));
+    let _ = log::set_logger(logger).map(|()| log::set_max_level(level));
+}
+
+fn finish(result: Result<(), Error>) -> i32 {
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("mailoauth: error: {e}");
+            if let Some(h) = e.hint() {
+                for (i, line) in h.lines().enumerate() {
+                    eprintln!("{} {line}", if i == 0 { "  fix:" } else { "      " });
+                }
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .unwrap_or_else(paths::default_config_file)
+}
+
+fn client(cli: &Cli) -> Result<Client, Error> {
+    Client::with_config_file(&config_path(cli))
+}
+
+fn print_stdout(s: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (e.g. `| head -c0`) is the reader's choice, not our error.
+    match writeln!(out, "{s}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            context: "stdout".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `token`: config → store → print. No HTTP client or TLS unless a refresh is due.
+fn token(
+    config: &std::path::Path,
+    name: &str,
+    mech: Option<SaslMech>,
+    resource: Option<&str>,
+) -> Result<(), Error> {
+    let broker = Client::with_config_file(config)?.broker(name)?;
+    let token = broker.token(resource)?;
+    let account = broker.account();
+    let out = match mech {
+        None => token,
+        Some(SaslMech::Xoauth2) => sasl::xoauth2(&account.user, &token),
+        Some(SaslMech::Oauthbearer) => {
+            let imap = account.imap.as_ref();
+            sasl::oauthbearer(
+                &account.user,
+                imap.map(|s| s.host.as_str()),
+                imap.map(|s| s.port),
+                &token,
+            )
+        }
+    };
+    print_stdout(&out)
+}
+
+fn run(cli: &Cli) -> Result<(), Error> {
+    match &cli.command {
+        Command::Token {
+            name,
+            sasl: mech,
+            resource,
+        } => {
+            let client = client(cli)?;
+            let broker = client.broker(name)?;
+            let token = broker.token(resource.as_deref())?;
+            let account = broker.account();
+            let out = match mech {
+                None => token,
+                Some(SaslMech::Xoauth2) => sasl::xoauth2(&account.user, &token),
+                Some(SaslMech::Oauthbearer) => {
+                    let imap = account.imap.as_ref();
+                    sasl::oauthbearer(
+                        &account.user,
+                        imap.map(|s| s.host.as_str()),
+                        imap.map(|s| s.port),
+                        &token,
+                    )
+                }
+            };
+            print_stdout(&out)
+        }
+        Command::Login {
+            name,
+            no_browser,
+            timeout,
+            port,
+        } => {
+            let client = client(cli)?;
+            let broker = client.broker(name)?;
+            let opts = LoginOptions {
+                open_browser: !no_browser && !mailoauth::flows::over_ssh(),
+                paste: true,
+                timeout: Duration::from_secs(*timeout),
+                port: *port,
+            };
+            let out = broker.login(&opts)?;
+            if let Some(p) = &out.set_aside {
+                eprintln!("mailoauth: the unreadable old token record was kept as {p}");
+            }
+            report::login(cli.json, name, &out)
+        }
+        Command::RefreshToken { name } => {
+            print_stdout(&client(cli)?.broker(name)?.refresh_token()?)
+        }
+        Command::Refresh { name, resource } => {
+            let broker = client(cli)?.broker(name)?;
+            broker.renew(resource.as_deref(), true)?;
+            report::status(cli.json, &[report::account_status(&broker)?])
+        }
+        Command::Status { name } => {
+            let client = client(cli)?;
+            let names: Vec<String> = match name {
+                Some(n) => vec![n.clone()],
+                None => client.config().accounts.keys().cloned().collect(),
+            };
+            let mut rows = Vec::new();
+            for n in &names {
+                rows.push(report::account_status(&client.broker(n)?)?);
+            }
+            report::status(cli.json, &rows)
+        }
+        Command::Inspect { name, resource } => {
+            let broker = client(cli)?.broker(name)?;
+            report::inspect(cli.json, &broker, resource.as_deref())
+        }
+        Command::Logout { name } => {
+            let out = client(cli)?.broker(name)?.logout()?;
+            report::logout(cli.json, name, &out)
+        }
+        Command::Add(args) => add::run(&config_path(cli), args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "mailoauth",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| Error::Io {
+                context: "man page".into(),
+                source: e,
+            }),
+    }
+}
+
+/// Parse-check a config without running anything (used by `add`).
+pub(crate) fn validate(text: &str, path: &std::path::Path, name: &str) -> Result<(), Error> {
+    let c = Config::parse(text, path)?;
+    mailoauth::providers::resolve(&c, name).map(|_| ())
+}

@@ -1,0 +1,486 @@
+//! The TOML configuration file: its schema, its loading, and its errors.
+//!
+//! Owns: parsing `config.toml` into [`Config`], secrets given as literal / `{ env }` /
+//! `{ command }`, and errors that name file, line, key and the valid choices.
+//! Must not: apply provider defaults (that is `providers`), or touch tokens.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Accounts by name.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountConfig>,
+    /// Where this config came from (not part of the file).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The file's text, kept to locate keys in later validation errors.
+    #[serde(skip)]
+    source: String,
+}
+
+/// Which provider preset an account starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Microsoft 365 / Outlook.com (Entra ID v2 endpoints).
+    Microsoft,
+    /// Gmail / Google Workspace.
+    Google,
+    /// Yahoo Mail.
+    Yahoo,
+    /// AOL Mail.
+    Aol,
+    /// Any OAuth 2.0 server; endpoints and scopes come from the config.
+    Custom,
+}
+
+impl ProviderKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Microsoft => "microsoft",
+            ProviderKind::Google => "google",
+            ProviderKind::Yahoo => "yahoo",
+            ProviderKind::Aol => "aol",
+            ProviderKind::Custom => "custom",
+        }
+    }
+}
+
+/// Microsoft national clouds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cloud {
+    /// Worldwide (login.microsoftonline.com).
+    #[default]
+    Global,
+    /// US Government (GCC High).
+    Usgov,
+    /// China (21Vianet).
+    China,
+}
+
+/// How tokens are acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowKind {
+    /// Authorization code with PKCE, through a browser.
+    #[default]
+    AuthCode,
+    /// Device authorization grant (code typed on another device).
+    Device,
+    /// App-only client credentials (no user, no refresh token).
+    ClientCredentials,
+}
+
+impl FlowKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowKind::AuthCode => "auth-code",
+            FlowKind::Device => "device",
+            FlowKind::ClientCredentials => "client-credentials",
+        }
+    }
+}
+
+/// Where tokens are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// The keyring when reachable, else the 0600 file.
+    #[default]
+    Auto,
+    /// The OS keyring (Secret Service, Keychain, Credential Manager).
+    Keyring,
+    /// A 0600 JSON file under the state directory.
+    File,
+    /// An XChaCha20-Poly1305 encrypted file under the state directory.
+    EncryptedFile,
+}
+
+impl StoreKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Auto => "auto",
+            StoreKind::Keyring => "keyring",
+            StoreKind::File => "file",
+            StoreKind::EncryptedFile => "encrypted-file",
+        }
+    }
+}
+
+/// Mail services an account uses; the provider expands them into scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// IMAP.
+    Imap,
+    /// POP3.
+    Pop,
+    /// SMTP submission.
+    Smtp,
+}
+
+/// Transport security of a mail server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (993, 995, 465).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS / STLS.
+    Starttls,
+    /// No TLS: refused unless the host is loopback.
+    None,
+}
+
+/// A mail server endpoint (`imap = { host = …, port = …, tls = … }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Host name.
+    pub host: String,
+    /// Port; the protocol's default for the TLS mode when absent.
+    pub port: Option<u16>,
+    /// TLS mode; the provider's (or `implicit`) when absent.
+    pub tls: Option<TlsMode>,
+}
+
+/// Local listeners of the proxy (used by the daemon).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// IMAP listen address.
+    pub imap: Option<String>,
+    /// POP3 listen address.
+    pub pop: Option<String>,
+    /// SMTP listen address.
+    pub smtp: Option<String>,
+    /// What local clients must send as password.
+    pub password: Option<SecretSource>,
+}
+
+/// One account as written in the file; `providers::Account` is the resolved form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Provider preset.
+    pub provider: ProviderKind,
+    /// The mailbox address (also sent as `login_hint`).
+    pub user: String,
+    /// Microsoft tenant (default `common`).
+    pub tenant: Option<String>,
+    /// Microsoft national cloud.
+    pub cloud: Option<Cloud>,
+    /// OAuth client id of the registered app.
+    pub client_id: Option<String>,
+    /// Client secret for confidential clients.
+    pub client_secret: Option<SecretSource>,
+    /// PEM certificate for a certificate credential (client credentials with a signed assertion).
+    pub client_certificate: Option<PathBuf>,
+    /// PEM private key (PKCS#8 or PKCS#1 RSA) matching `client_certificate`.
+    pub client_key: Option<PathBuf>,
+    /// Acquisition flow.
+    pub flow: Option<FlowKind>,
+    /// Service shorthands the provider turns into scopes.
+    pub services: Option<Vec<Service>>,
+    /// Explicit scopes (replace the provider's).
+    pub scopes: Option<Vec<String>>,
+    /// Other resources a token can be minted for from the same login (`token --resource NAME`).
+    pub resources: Option<BTreeMap<String, Vec<String>>>,
+    /// Token store.
+    pub store: Option<StoreKind>,
+    /// Passphrase for the encrypted file store; without it the key lives in the keyring.
+    pub passphrase: Option<SecretSource>,
+    /// Seconds of validity a handed-out access token must still have (default 300).
+    pub min_validity: Option<u64>,
+    /// Shell command run when the account needs a new login.
+    pub notify_command: Option<String>,
+    /// Microsoft: authority (host + tenant) override.
+    pub authority: Option<String>,
+    /// Authorization endpoint override.
+    pub authorize_url: Option<String>,
+    /// Token endpoint override.
+    pub token_url: Option<String>,
+    /// Device authorization endpoint override.
+    pub device_url: Option<String>,
+    /// Revocation endpoint override (RFC 7009).
+    pub revoke_url: Option<String>,
+    /// Redirect URI registered for the app; a missing port means "any free port".
+    pub redirect_uri: Option<String>,
+    /// Extra query parameters for the authorization request.
+    pub authorize_params: Option<BTreeMap<String, String>>,
+    /// IMAP server.
+    pub imap: Option<ServerConfig>,
+    /// POP3 server.
+    pub pop: Option<ServerConfig>,
+    /// SMTP submission server.
+    pub smtp: Option<ServerConfig>,
+    /// Extra trusted root certificates (PEM) for this account's servers and endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds before an HTTP request to the provider is abandoned (default 30).
+    pub http_timeout: Option<u64>,
+    /// Proxy listeners for password-only clients.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// A secret given literally, from an environment variable, or from a command's output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a string, `{ env = \"VARIABLE\" }` or `{ command = \"shell command\" }`"
+)]
+pub enum SecretSource {
+    /// Written in the file.
+    Literal(String),
+    /// `{ env = "NAME" }`.
+    Env {
+        /// Variable name.
+        env: String,
+    },
+    /// `{ command = "pass show x" }`: first line of stdout.
+    Command {
+        /// Shell command, run with `sh -c`.
+        command: String,
+    },
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Literal(_) => f.write_str("Literal([redacted])"),
+            SecretSource::Env { env } => write!(f, "Env({env})"),
+            SecretSource::Command { command } => write!(f, "Command({command})"),
+        }
+    }
+}
+
+impl SecretSource {
+    /// Produce the secret. `what` names it in errors (never the value).
+    pub fn resolve(&self, what: &str) -> Result<Zeroizing<String>> {
+        match self {
+            SecretSource::Literal(s) => Ok(Zeroizing::new(s.clone())),
+            SecretSource::Env { env } => std::env::var(env).map(Zeroizing::new).map_err(|_| {
+                Error::Usage(format!(
+                    "{what}: environment variable `{env}` is not set (the config says {what} = {{ env = \"{env}\" }})"
+                ))
+            }),
+            SecretSource::Command { command } => {
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(command)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .map_err(|e| Error::io(format!("{what}: cannot run `{command}`"), e))?;
+                let stdout = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+                if !out.status.success() {
+                    return Err(Error::Usage(format!(
+                        "{what}: command `{command}` failed ({}); fix the command or the secret it reads",
+                        out.status
+                    )));
+                }
+                let first = stdout.lines().next().unwrap_or("").trim_end_matches('\r');
+                if first.is_empty() {
+                    return Err(Error::Usage(format!("{what}: command `{command}` printed nothing")));
+                }
+                Ok(Zeroizing::new(first.to_owned()))
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Read and parse a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let source = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Config {
+                    path: path.to_owned(),
+                    line: None,
+                    message:
+                        "config file not found; create it with `mailoauth add NAME --provider …` \
+                              (or point MAILOAUTH_CONFIG / --config at yours)"
+                            .into(),
+                });
+            }
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        };
+        Self::parse(&source, path)
+    }
+
+    /// Parse config text; `path` is used in errors only.
+    pub fn parse(source: &str, path: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(source).map_err(|e| {
+            let line = e.span().map(|s| line_of(source, s.start));
+            let snippet = line
+                .and_then(|l| source.lines().nth(l - 1))
+                .map(|t| format!(" (`{}`)", t.trim()))
+                .unwrap_or_default();
+            Error::Config {
+                path: path.to_owned(),
+                line,
+                message: format!("{}{snippet}", e.message().trim_end()),
+            }
+        })?;
+        config.path = path.to_owned();
+        config.source = source.to_owned();
+        Ok(config)
+    }
+
+    /// The named account, or an error listing the known ones.
+    pub fn account(&self, name: &str) -> Result<&AccountConfig> {
+        self.accounts
+            .get(name)
+            .ok_or_else(|| Error::UnknownAccount {
+                name: name.to_owned(),
+                path: self.path.clone(),
+                known: self.accounts.keys().cloned().collect(),
+            })
+    }
+
+    /// A config error about `accounts.<account>.<key>`, pointing at its line.
+    pub fn error_at(&self, account: &str, key: Option<&str>, message: impl Into<String>) -> Error {
+        Error::Config {
+            path: self.path.clone(),
+            line: self.locate(account, key),
+            message: message.into(),
+        }
+    }
+
+    /// Line of `accounts.<account>.<key>` (or of the account's table), if the file says it.
+    fn locate(&self, account: &str, key: Option<&str>) -> Option<usize> {
+        let doc = toml_edit::Document::parse(self.source.as_str()).ok()?;
+        let acct = doc
+            .as_table()
+            .get("accounts")?
+            .as_table_like()?
+            .get(account)?;
+        let span = match key {
+            Some(k) => acct
+                .as_table_like()?
+                .get(k)
+                .and_then(|i| i.span())
+                .or_else(|| acct.span())?,
+            None => acct.span()?,
+        };
+        Some(line_of(&self.source, span.start))
+    }
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config> {
+        Config::parse(s, Path::new("/cfg.toml"))
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let c = parse(
+            r#"
+[accounts.work]
+provider = "microsoft"
+user = "alice@contoso.com"
+tenant = "contoso.onmicrosoft.com"
+cloud = "global"
+client_id = "00000000-0000-0000-0000-000000000000"
+client_secret = { command = "echo s3cret" }
+flow = "auth-code"
+services = ["imap", "smtp"]
+store = "auto"
+min_validity = 300
+notify_command = "notify-send mailoauth"
+
+[accounts.other]
+provider = "custom"
+user = "bob@example.com"
+authorize_url = "https://idp.example.com/oauth2/authorize"
+token_url = "https://idp.example.com/oauth2/token"
+imap = { host = "imap.example.com", port = 993, tls = "implicit" }
+smtp = { host = "smtp.example.com", port = 587, tls = "starttls" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.accounts.len(), 2);
+        let w = &c.accounts["work"];
+        assert_eq!(
+            w.services.as_deref(),
+            Some(&[Service::Imap, Service::Smtp][..])
+        );
+        assert_eq!(
+            w.client_secret
+                .as_ref()
+                .unwrap()
+                .resolve("client_secret")
+                .unwrap()
+                .as_str(),
+            "s3cret"
+        );
+    }
+
+    #[test]
+    fn bad_enum_names_line_key_and_choices() {
+        let e = parse("[accounts.a]\nprovider = \"microsfot\"\nuser = \"a@b\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("/cfg.toml:2:"), "{msg}");
+        assert!(msg.contains("provider"), "{msg}");
+        assert!(msg.contains("microsoft") && msg.contains("custom"), "{msg}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[accounts.a]\nprovider = \"google\"\nuser = \"a@b\"\nclientid = \"x\"\n")
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(":4:") && msg.contains("clientid"), "{msg}");
+    }
+
+    #[test]
+    fn garbage_is_a_config_error_not_a_panic() {
+        let e = parse("[accounts.a\nprovider = ").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains(":1:"), "{e}");
+    }
+
+    #[test]
+    fn secret_debug_never_shows_literal() {
+        let s = SecretSource::Literal("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn error_at_finds_the_key_line() {
+        let c = parse(
+            "[accounts.a]\nprovider = \"custom\"\nuser = \"a@b\"\ntoken_url = \"http://x\"\n",
+        )
+        .unwrap();
+        match c.error_at("a", Some("token_url"), "nope") {
+            Error::Config { line, .. } => assert_eq!(line, Some(4)),
+            e => panic!("{e}"),
+        }
+    }
+}

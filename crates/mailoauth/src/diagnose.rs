@@ -1,0 +1,421 @@
+//! Diagnoses: what a provider's error means and what to do about it, and what an
+//! access token's claims say.
+//!
+//! Owns: the catalog (data, not scattered `if`s) mapping token-endpoint errors —
+//! Microsoft `AADSTS` codes, OAuth error codes, Google's texts — to cause and fix,
+//! with the account's own values filled in; and a best-effort JWT claim reader.
+//! Must not: do I/O, or verify signatures (claims are read only to explain).
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::providers::Account;
+
+/// Cause and fix of a failure, ready to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// What it means.
+    pub cause: String,
+    /// What to do, concretely.
+    pub fix: String,
+    /// True when only a new interactive login helps.
+    pub login_required: bool,
+}
+
+enum Match {
+    /// Microsoft `AADSTS` code (in `error_codes` or the description).
+    Aad(u64),
+    /// OAuth `error` value.
+    Error(&'static str),
+    /// Text in `error_description` (Google gives no codes).
+    Text(&'static str),
+}
+
+struct Entry {
+    m: Match,
+    login_required: bool,
+    cause: &'static str,
+    /// `{account}`, `{user}`, `{client_id}`, `{redirect_uri}` are filled in.
+    fix: &'static str,
+}
+
+const fn e(m: Match, login_required: bool, cause: &'static str, fix: &'static str) -> Entry {
+    Entry {
+        m,
+        login_required,
+        cause,
+        fix,
+    }
+}
+
+/// Most specific first: codes, then texts, then generic OAuth error values.
+const CATALOG: &[Entry] = &[
+    e(
+        Match::Aad(50076),
+        true,
+        "multi-factor authentication is required",
+        "sign in interactively: `mailoauth login {account}`",
+    ),
+    e(
+        Match::Aad(50079),
+        true,
+        "the user must register for multi-factor authentication",
+        "sign in interactively and complete MFA registration: `mailoauth login {account}`",
+    ),
+    e(
+        Match::Aad(50126),
+        false,
+        "wrong user name or password",
+        "sign in again with the right password",
+    ),
+    e(
+        Match::Aad(65001),
+        true,
+        "the app has not been consented for these permissions",
+        "sign in interactively to consent, or have an admin grant consent in Entra (Enterprise applications → Permissions → Grant admin consent)",
+    ),
+    e(
+        Match::Aad(90094),
+        true,
+        "admin consent is required for these permissions",
+        "ask a tenant admin to grant consent for app {client_id} in Entra (Enterprise applications → Permissions)",
+    ),
+    e(
+        Match::Aad(700016),
+        false,
+        "the app (client id {client_id}) is not found in this tenant",
+        "check `client_id` and `tenant` of account {account}; a single-tenant app needs its own tenant, not `common`",
+    ),
+    e(
+        Match::Aad(7000218),
+        false,
+        "the app is confidential: the request needs a client secret or assertion",
+        "enable 'Allow public client flows' in the app registration (Authentication), or set `client_secret` for account {account}",
+    ),
+    e(
+        Match::Aad(700025),
+        false,
+        "a public client must not send a client secret",
+        "remove `client_secret` from account {account}",
+    ),
+    e(
+        Match::Aad(70000),
+        true,
+        "the refresh token is not valid any more",
+        "sign in again",
+    ),
+    e(
+        Match::Aad(70008),
+        true,
+        "the refresh token expired (unused for too long)",
+        "sign in again; keep `mailoauth daemon` running so tokens are refreshed regularly",
+    ),
+    e(
+        Match::Aad(700082),
+        true,
+        "the refresh token expired (unused for too long)",
+        "sign in again; keep `mailoauth daemon` running so tokens are refreshed regularly",
+    ),
+    e(
+        Match::Aad(700084),
+        true,
+        "the refresh token of a single-page app is older than 24 h",
+        "register the redirect URI under 'Mobile and desktop applications', not 'Single-page application', then sign in again",
+    ),
+    e(
+        Match::Aad(50173),
+        true,
+        "the grant was revoked (password changed or sessions revoked)",
+        "sign in again",
+    ),
+    e(
+        Match::Aad(70043),
+        true,
+        "a sign-in frequency policy (Conditional Access) expired the session",
+        "sign in again",
+    ),
+    e(
+        Match::Aad(53003),
+        false,
+        "blocked by a Conditional Access policy",
+        "ask the tenant admin which policy blocks app {client_id} (Entra sign-in logs show it)",
+    ),
+    e(
+        Match::Aad(530035),
+        false,
+        "blocked by security defaults",
+        "ask the tenant admin (Entra sign-in logs show the reason)",
+    ),
+    e(
+        Match::Aad(530033),
+        false,
+        "Conditional Access blocks this flow (device code flow is often blocked)",
+        "use flow = \"auth-code\" (with --no-browser over SSH), or ask the admin",
+    ),
+    e(
+        Match::Aad(50011),
+        false,
+        "the redirect URI is not registered for the app",
+        "register exactly {redirect_uri} (port-less http://localhost serves any port) under 'Mobile and desktop applications'",
+    ),
+    e(
+        Match::Aad(90002),
+        false,
+        "the tenant does not exist",
+        "check `tenant` (a domain like contoso.onmicrosoft.com or the tenant id)",
+    ),
+    e(
+        Match::Aad(90038),
+        false,
+        "the tenant is in another national cloud",
+        "set `cloud` (global | usgov | china) for account {account}",
+    ),
+    e(
+        Match::Aad(50020),
+        false,
+        "the user is not in this tenant",
+        "use the user's own tenant, or invite them as a guest",
+    ),
+    e(
+        Match::Aad(50034),
+        false,
+        "the user does not exist in this directory",
+        "check `user` of account {account}",
+    ),
+    e(
+        Match::Aad(700022),
+        false,
+        "the scopes name more than one resource",
+        "request one resource per token: mail scopes (IMAP/POP/SMTP on outlook) apart from Graph; use `token --resource`",
+    ),
+    e(
+        Match::Aad(28000),
+        false,
+        "the scopes name more than one resource",
+        "request one resource per token: mail scopes apart from Graph",
+    ),
+    e(
+        Match::Aad(70011),
+        false,
+        "a requested scope is invalid",
+        "check `scopes` of account {account} (e.g. https://outlook.office.com/IMAP.AccessAsUser.All)",
+    ),
+    e(
+        Match::Aad(9001023),
+        false,
+        "this grant type is not allowed on /common or /consumers",
+        "set `tenant` to your tenant's domain or id",
+    ),
+    e(
+        Match::Aad(50194),
+        false,
+        "a single-tenant app cannot use /common",
+        "set `tenant` to your tenant's domain or id",
+    ),
+    e(
+        Match::Text("has been expired or revoked"),
+        true,
+        "Google says the token expired or was revoked (apps in 'Testing' mode get 7-day refresh tokens)",
+        "sign in again; publish the OAuth consent screen (In production) to get long-lived tokens",
+    ),
+    e(
+        Match::Error("redirect_uri_mismatch"),
+        false,
+        "the redirect URI is not registered for the app",
+        "register {redirect_uri} for client {client_id}",
+    ),
+    e(
+        Match::Error("invalid_grant"),
+        true,
+        "the provider no longer accepts the refresh token (expired, revoked, or rotated away)",
+        "sign in again",
+    ),
+    e(
+        Match::Error("interaction_required"),
+        true,
+        "the provider requires an interactive sign-in",
+        "sign in again",
+    ),
+    e(
+        Match::Error("login_required"),
+        true,
+        "the provider requires an interactive sign-in",
+        "sign in again",
+    ),
+    e(
+        Match::Error("consent_required"),
+        true,
+        "the provider requires consent",
+        "sign in interactively to consent",
+    ),
+    e(
+        Match::Error("invalid_client"),
+        false,
+        "the client id or client credential was rejected",
+        "check `client_id` and `client_secret` / `client_certificate` of account {account}",
+    ),
+    e(
+        Match::Error("unauthorized_client"),
+        false,
+        "the app may not use this grant type",
+        "enable the flow in the app registration (e.g. 'Allow public client flows' for device code)",
+    ),
+    e(
+        Match::Error("invalid_scope"),
+        false,
+        "a requested scope is not valid for this app",
+        "check `scopes`/`services` of account {account}",
+    ),
+    e(
+        Match::Error("access_denied"),
+        false,
+        "the user or an admin declined the request",
+        "sign in again and accept",
+    ),
+    e(
+        Match::Error("expired_token"),
+        false,
+        "the device code expired before the sign-in was completed",
+        "run `mailoauth login {account}` again and finish within the time shown",
+    ),
+];
+
+/// Look up a token-endpoint error. `codes` are Microsoft's `error_codes`; codes in
+/// the description (`AADSTS70008: …`) are found too.
+pub fn token_error(
+    account: &Account,
+    error: &str,
+    description: &str,
+    codes: &[u64],
+) -> Option<Diagnosis> {
+    let mut all: Vec<u64> = codes.to_vec();
+    all.extend(aadsts_codes(description));
+    let found = CATALOG.iter().find(|en| match en.m {
+        Match::Aad(c) => all.contains(&c),
+        Match::Text(t) => description.contains(t),
+        Match::Error(er) => er == error,
+    })?;
+    let fill = |s: &str| {
+        s.replace("{account}", &account.name)
+            .replace("{user}", &account.user)
+            .replace("{client_id}", &account.client_id)
+            .replace("{redirect_uri}", &account.redirect_uri)
+    };
+    let mut fix = fill(found.fix);
+    if let Some(c) = all.first() {
+        fix.push_str(&format!(
+            " (details: https://login.microsoftonline.com/error?code={c})"
+        ));
+    }
+    Some(Diagnosis {
+        cause: fill(found.cause),
+        fix,
+        login_required: found.login_required,
+    })
+}
+
+fn aadsts_codes(text: &str) -> Vec<u64> {
+    text.match_indices("AADSTS")
+        .filter_map(|(i, _)| {
+            let digits: String = text[i + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// The claims of a JWT, or `None` for an opaque token (e.g. Microsoft personal accounts).
+/// The signature is not checked: this is for explanations only.
+pub fn jwt_claims(token: &str) -> Option<Map<String, Value>> {
+    let mut parts = token.split('.');
+    let (_h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(p.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The user a token (access or id token) names, from the claims providers use.
+pub fn token_user(claims: &Map<String, Value>) -> Option<String> {
+    ["upn", "unique_name", "preferred_username", "email"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(Value::as_str))
+        .filter(|s| s.contains('@'))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn account() -> Account {
+        let c = Config::parse(
+            "[accounts.work]\nprovider = \"microsoft\"\nuser = \"a@c.com\"\nclient_id = \"cid-1\"\n",
+            std::path::Path::new("/c"),
+        )
+        .unwrap();
+        crate::providers::resolve(&c, "work").unwrap()
+    }
+
+    #[test]
+    fn aadsts_code_in_description_is_found_and_filled() {
+        let d = token_error(
+            &account(),
+            "invalid_grant",
+            "AADSTS700016: Application with identifier 'x' was not found",
+            &[],
+        )
+        .unwrap();
+        assert!(d.cause.contains("cid-1"), "{d:?}");
+        assert!(!d.login_required);
+        assert!(d.fix.contains("code=700016"));
+    }
+
+    #[test]
+    fn refresh_expiry_is_login_required() {
+        let d = token_error(
+            &account(),
+            "invalid_grant",
+            "AADSTS70008: The refresh token has expired",
+            &[70008],
+        )
+        .unwrap();
+        assert!(d.login_required && d.cause.contains("expired"));
+        let g = token_error(
+            &account(),
+            "invalid_grant",
+            "Token has been expired or revoked.",
+            &[],
+        )
+        .unwrap();
+        assert!(g.login_required && g.cause.contains("Testing"));
+    }
+
+    #[test]
+    fn unknown_errors_have_no_diagnosis() {
+        assert!(token_error(&account(), "weird", "", &[]).is_none());
+    }
+
+    #[test]
+    fn jwt_claims_and_user() {
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let t = format!(
+            "{}.{}.sig",
+            b("{\"alg\":\"RS256\"}"),
+            b("{\"upn\":\"a@c.com\",\"aud\":\"x\"}")
+        );
+        let c = jwt_claims(&t).unwrap();
+        assert_eq!(token_user(&c).as_deref(), Some("a@c.com"));
+        assert!(jwt_claims("EwBAAl3B-opaque").is_none());
+        assert!(jwt_claims("a.b.c.d").is_none());
+    }
+}

@@ -1,0 +1,180 @@
+//! The library's error type.
+//!
+//! Owns: the classification of every failure into the exit codes of the spec and
+//! the user-facing fix (`hint`). Must not: print anything, or carry a secret in
+//! any field (errors end up in terminals, logs and bug reports).
+
+use std::path::PathBuf;
+
+/// What went wrong, typed so the CLI can pick the exit code and show the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file is unreadable, malformed, or names an invalid value.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending key, when known.
+        line: Option<usize>,
+        /// What is wrong and what would be valid.
+        message: String,
+    },
+
+    /// No account of that name in the config.
+    #[error("no account named `{name}` in {}", path.display())]
+    UnknownAccount {
+        /// The requested name.
+        name: String,
+        /// The config file searched.
+        path: PathBuf,
+        /// Accounts that do exist.
+        known: Vec<String>,
+    },
+
+    /// Usage error that clap could not catch (e.g. a flag that makes no sense for this account).
+    #[error("{0}")]
+    Usage(String),
+
+    /// The account has no usable token: a (new) interactive login is needed.
+    #[error("account `{account}` needs a new login: {reason}")]
+    LoginRequired {
+        /// Account name.
+        account: String,
+        /// Why (e.g. the provider's explanation of `invalid_grant`).
+        reason: String,
+        /// The provider's fix, when the error code is known.
+        fix: Option<String>,
+    },
+
+    /// The authorization server refused a request for a reason a new login will not fix
+    /// (bad client id, scope, secret …).
+    #[error("{endpoint} refused the request: {summary}")]
+    OAuth {
+        /// Which endpoint (e.g. "token endpoint").
+        endpoint: &'static str,
+        /// The OAuth error code and description, secrets removed.
+        summary: String,
+        /// Cause and fix from the diagnosis catalog.
+        fix: Option<String>,
+    },
+
+    /// The provider or server could not be reached, or kept failing transiently.
+    #[error("{what} unreachable: {detail}")]
+    Unreachable {
+        /// What we tried to reach.
+        what: String,
+        /// The last error seen.
+        detail: String,
+    },
+
+    /// The server answered something that is not the protocol (HTML instead of JSON …).
+    #[error("{what} sent an invalid response: {detail}")]
+    BadResponse {
+        /// Who answered.
+        what: String,
+        /// What was wrong with it, and the likely cause.
+        detail: String,
+    },
+
+    /// The signed-in user is not the account's user.
+    #[error(
+        "signed in as `{got}`, but account `{account}` is for `{expected}`; tokens were not stored"
+    )]
+    UserMismatch {
+        /// Account name.
+        account: String,
+        /// The account's configured user.
+        expected: String,
+        /// The user the token belongs to.
+        got: String,
+    },
+
+    /// A token store could not be read or written.
+    #[error("token store {store}: {detail}")]
+    Store {
+        /// Which store (e.g. a file path, or "keyring").
+        store: String,
+        /// What failed.
+        detail: String,
+        /// How to recover without losing anything.
+        fix: Option<String>,
+    },
+
+    /// The interactive flow failed (listener, timeout, user declined …).
+    #[error("login failed: {0}")]
+    Flow(String),
+
+    /// Any other I/O failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Exit codes of the spec's command contract.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Any other error.
+    pub const ERROR: i32 = 1;
+    /// Usage or config error.
+    pub const USAGE: i32 = 2;
+    /// Login required (no token, refresh token expired or revoked).
+    pub const LOGIN_REQUIRED: i32 = 3;
+    /// Provider or server unreachable.
+    pub const UNREACHABLE: i32 = 4;
+    /// Server refused authentication (`check`, `send`, `fetch`).
+    pub const AUTH_REFUSED: i32 = 5;
+}
+
+impl Error {
+    /// The process exit code this error maps to.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } | Error::UnknownAccount { .. } | Error::Usage(_) => exit::USAGE,
+            Error::LoginRequired { .. } => exit::LOGIN_REQUIRED,
+            Error::Unreachable { .. } => exit::UNREACHABLE,
+            _ => exit::ERROR,
+        }
+    }
+
+    /// What the user can do about it, when we know.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::UnknownAccount { known, .. } if known.is_empty() => {
+                Some("add one with `mailoauth add NAME --provider …`".into())
+            }
+            Error::UnknownAccount { known, .. } => {
+                Some(format!("configured accounts: {}", known.join(", ")))
+            }
+            Error::LoginRequired { account, fix, .. } => Some(match fix {
+                Some(f) => format!("{f}\nthen run `mailoauth login {account}`"),
+                None => format!("run `mailoauth login {account}`"),
+            }),
+            Error::OAuth { fix, .. } | Error::Store { fix, .. } => fix.clone(),
+            Error::Unreachable { .. } => Some(
+                "check the network (and HTTPS_PROXY); a still-valid token is served while the provider is down".into(),
+            ),
+            Error::UserMismatch { account, expected, .. } => Some(format!(
+                "sign in as {expected} (use a private browser window if the browser picks another account), \
+                 or change `user` of account `{account}`; a token for another user makes servers answer \
+                 `535 5.7.3` / `NO AUTHENTICATE failed` / `SendAsDenied`"
+            )),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

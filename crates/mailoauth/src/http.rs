@@ -1,0 +1,115 @@
+//! The HTTP client for authorization servers.
+//!
+//! Owns: one blocking ureq agent (rustls + ring, the platform's roots, proxies
+//! from HTTPS_PROXY/NO_PROXY), timeouts, and turning transport failures into
+//! plain words. Must not: be built on the cached-token path (TLS setup costs
+//! ~25 ms), or log request bodies (they carry secrets).
+
+use std::time::Duration;
+
+/// A response, read whole (bodies are capped at 1 MiB: token answers are small).
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type` (lower-cased), empty if absent.
+    pub content_type: String,
+    /// `Retry-After` in seconds, when given as a number.
+    pub retry_after: Option<u64>,
+    /// The body.
+    pub body: String,
+}
+
+/// Why a request got no HTTP response at all.
+#[derive(Debug)]
+pub struct TransportError {
+    /// Plain-words description (timeout, refused, DNS, TLS …).
+    pub detail: String,
+}
+
+/// Blocking HTTP client.
+pub struct Http {
+    agent: ureq::Agent,
+}
+
+impl Http {
+    /// A client whose every request gives up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            // OAuth errors come as 400/401 with a JSON body we must read.
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
+            .max_redirects(0)
+            .user_agent(concat!("mailoauth/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
+            .build();
+        Http {
+            agent: config.new_agent(),
+        }
+    }
+
+    /// POST an `application/x-www-form-urlencoded` body.
+    pub fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<Response, TransportError> {
+        let r = self
+            .agent
+            .post(url)
+            .header("Accept", "application/json")
+            .send_form(form.iter().copied());
+        Self::finish(r)
+    }
+
+    /// GET a URL.
+    pub fn get(&self, url: &str) -> Result<Response, TransportError> {
+        Self::finish(
+            self.agent
+                .get(url)
+                .header("Accept", "application/json")
+                .call(),
+        )
+    }
+
+    fn finish(
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Response, TransportError> {
+        let mut resp = r.map_err(describe)?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.trim().to_ascii_lowercase())
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let retry_after = header("retry-after").and_then(|s| s.parse().ok());
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .map_err(describe)?;
+        Ok(Response {
+            status,
+            content_type,
+            retry_after,
+            body,
+        })
+    }
+}
+
+fn describe(e: ureq::Error) -> TransportError {
+    let detail = match &e {
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => "host not found (DNS)".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Io(io) => format!("I/O error: {io}"),
+        ureq::Error::Tls(t) => format!("TLS error: {t}"),
+        ureq::Error::Rustls(t) => format!("TLS error: {t}"),
+        other => other.to_string(),
+    };
+    TransportError { detail }
+}

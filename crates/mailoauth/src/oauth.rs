@@ -1,0 +1,304 @@
+//! The wire protocol of authorization-server endpoints: token (RFC 6749), device
+//! authorization (RFC 8628), revocation (RFC 7009), and client authentication
+//! (secret, or a JWT assertion signed with a certificate's key, RFC 7523).
+//!
+//! Owns: building form requests and classifying every answer — success, OAuth
+//! error (with Microsoft's `error_codes`), transient (5xx, 429, timeout), or not
+//! the protocol at all (HTML, garbage). Must not: decide about retries or storage
+//! (the broker does), or ever put a secret into an error text.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::diagnose;
+use crate::error::Error;
+use crate::http::Http;
+use crate::providers::Account;
+
+/// A successful token response.
+#[derive(Clone)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// Lifetime in seconds, when given.
+    pub expires_in: Option<i64>,
+    /// A (new) refresh token, when given.
+    pub refresh_token: Option<String>,
+    /// Granted scopes, when given.
+    pub scope: Option<String>,
+    /// OIDC id token, when given.
+    pub id_token: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &self.refresh_token.is_some())
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an endpoint request failed.
+#[derive(Debug, Clone)]
+pub enum EndpointError {
+    /// The server answered with an OAuth error.
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// `error`.
+        error: String,
+        /// `error_description`, secrets removed.
+        description: String,
+        /// Microsoft's `error_codes`.
+        codes: Vec<u64>,
+    },
+    /// Worth retrying: no answer, 5xx, 429.
+    Transient {
+        /// What happened.
+        detail: String,
+        /// Server's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The answer is not the protocol.
+    Invalid {
+        /// What was wrong, and the likely cause.
+        detail: String,
+    },
+}
+
+impl EndpointError {
+    /// The OAuth `error` code, if this is one.
+    pub fn oauth_code(&self) -> Option<&str> {
+        match self {
+            EndpointError::OAuth { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Turn into the library error, with the catalog's diagnosis.
+    pub fn into_error(self, account: &Account, endpoint: &'static str, url: &str) -> Error {
+        match self {
+            EndpointError::OAuth {
+                error,
+                description,
+                codes,
+                ..
+            } => {
+                let d = diagnose::token_error(account, &error, &description, &codes);
+                let summary = if description.is_empty() {
+                    error.clone()
+                } else {
+                    format!("{error}: {description}")
+                };
+                match d {
+                    Some(d) if d.login_required => Error::LoginRequired {
+                        account: account.name.clone(),
+                        reason: format!("{} ({summary})", d.cause),
+                        fix: Some(d.fix),
+                    },
+                    Some(d) => Error::OAuth {
+                        endpoint,
+                        summary,
+                        fix: Some(format!("{}: {}", d.cause, d.fix)),
+                    },
+                    None => Error::OAuth {
+                        endpoint,
+                        summary,
+                        fix: None,
+                    },
+                }
+            }
+            EndpointError::Transient { detail, .. } => Error::Unreachable {
+                what: format!("{endpoint} {url}"),
+                detail,
+            },
+            EndpointError::Invalid { detail } => Error::BadResponse {
+                what: format!("{endpoint} {url}"),
+                detail,
+            },
+        }
+    }
+}
+
+/// Form parameters, with values that may be secret (zeroed on drop).
+pub type Form = Vec<(&'static str, Zeroizing<String>)>;
+
+/// `client_id` plus the client's credential (secret, or signed assertion), if any.
+pub fn client_auth(account: &Account, audience: &str) -> Result<Form, Error> {
+    let mut form: Form = vec![("client_id", Zeroizing::new(account.client_id.clone()))];
+    if let Some((cert, key)) = &account.client_certificate {
+        form.push((
+            "client_assertion_type",
+            Zeroizing::new("urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()),
+        ));
+        form.push((
+            "client_assertion",
+            crate::assertion::sign(&account.client_id, audience, cert, key)?,
+        ));
+    } else if let Some(src) = &account.client_secret {
+        form.push(("client_secret", src.resolve("client_secret")?));
+    }
+    Ok(form)
+}
+
+/// POST `form` to `url` and classify the answer. Every form value is removed from
+/// any server text we keep, so an echoing server cannot leak a secret into errors.
+pub fn post(
+    http: &Http,
+    url: &str,
+    form: &Form,
+) -> Result<serde_json::Map<String, Value>, EndpointError> {
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = http
+        .post_form(url, &pairs)
+        .map_err(|t| EndpointError::Transient {
+            detail: t.detail,
+            retry_after: None,
+        })?;
+    let redact = |s: &str| -> String {
+        let mut out = s.to_owned();
+        for (_, v) in form
+            .iter()
+            .filter(|(k, _)| !matches!(*k, "grant_type" | "client_id" | "scope"))
+        {
+            if v.len() >= 6 {
+                out = out.replace(v.as_str(), "[redacted]");
+            }
+        }
+        out
+    };
+    let looks_html = resp.content_type.contains("html") || resp.body.trim_start().starts_with('<');
+    let json: Option<serde_json::Map<String, Value>> = if looks_html {
+        None
+    } else {
+        serde_json::from_str(&resp.body).ok()
+    };
+    let status = resp.status;
+    if status == 429 || status >= 500 {
+        // An OAuth error body on a 5xx (temporarily_unavailable) is still transient.
+        let what = json
+            .as_ref()
+            .and_then(|j| j.get("error").and_then(Value::as_str))
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return Err(EndpointError::Transient {
+            detail: format!("HTTP {status}{what}"),
+            retry_after: resp.retry_after.map(Duration::from_secs),
+        });
+    }
+    let Some(json) = json else {
+        let kind = if looks_html {
+            "an HTML page"
+        } else {
+            "a body that is not JSON"
+        };
+        return Err(EndpointError::Invalid {
+            detail: format!(
+                "HTTP {status} with {kind} (content-type `{}`) instead of a JSON OAuth answer; \
+                 the URL is probably wrong (a web page, a login portal or a proxy): check it in the config",
+                resp.content_type
+            ),
+        });
+    };
+    if let Some(error) = json.get("error").and_then(Value::as_str) {
+        let description = redact(
+            json.get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
+        let codes = json
+            .get("error_codes")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        return Err(EndpointError::OAuth {
+            status,
+            error: redact(error),
+            description,
+            codes,
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(EndpointError::Invalid {
+            detail: format!("HTTP {status} without an OAuth `error` field"),
+        });
+    }
+    Ok(json)
+}
+
+/// Parse a token response body.
+pub fn token_response(
+    mut json: serde_json::Map<String, Value>,
+) -> Result<TokenResponse, EndpointError> {
+    let mut take = |k: &str| match json.remove(k) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    };
+    let access_token = take("access_token").ok_or_else(|| EndpointError::Invalid {
+        detail: "the answer has no `access_token`".into(),
+    })?;
+    let refresh_token = take("refresh_token");
+    let scope = take("scope");
+    let id_token = take("id_token");
+    // Some servers send expires_in as a string.
+    let expires_in = match json.get("expires_in") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    };
+    Ok(TokenResponse {
+        access_token,
+        expires_in,
+        refresh_token,
+        scope,
+        id_token,
+    })
+}
+
+/// Run the token endpoint with `grant` parameters plus client authentication.
+pub fn token_request(
+    http: &Http,
+    account: &Account,
+    grant: Vec<(&'static str, Zeroizing<String>)>,
+) -> Result<TokenResponse, EndpointError> {
+    let mut form = grant;
+    form.extend(
+        client_auth(account, &account.token_url).map_err(|e| EndpointError::Invalid {
+            detail: e.to_string(),
+        })?,
+    );
+    token_response(post(http, &account.token_url, &form)?)
+}
+
+/// Helper: a form value.
+pub fn v(s: impl Into<String>) -> Zeroizing<String> {
+    Zeroizing::new(s.into())
+}
+
+/// base64url without padding (JWT, PKCE).
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn token_response_accepts_string_expiry() {
+        let j = json!({"access_token": "a", "expires_in": "3599", "refresh_token": "r"});
+        let t = token_response(j.as_object().unwrap().clone()).unwrap();
+        assert_eq!(t.expires_in, Some(3599));
+        assert!(!format!("{t:?}").contains('r') || !format!("{t:?}").contains("\"r\""));
+        assert!(
+            token_response(json!({"token_type": "Bearer"}).as_object().unwrap().clone()).is_err()
+        );
+    }
+}
