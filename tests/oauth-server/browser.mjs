@@ -7,6 +7,12 @@
 //       ignored for loopback hosts only). Prints the final URL and HTTP status; exit 0 when
 //       the last response was 2xx, else 1.
 //
+//   node browser.mjs --stop-before-redirect URL
+//       Like the above, but stop at the first redirect that leaves the authorization
+//       server's origin and print that URL instead of visiting it: what a person copies
+//       from the address bar to paste into `mailoauth login` when the listener is
+//       unreachable (SSH without port forwarding).
+//
 //   node browser.mjs --device ISSUER USER_CODE [--deny]
 //       Acts on the device verification page: GET ISSUER/device, submit the user code form,
 //       confirm (or abort with --deny), follow the login/consent redirects to the end.
@@ -122,14 +128,16 @@ async function request(jar, url, { method = 'GET', form } = {}) {
 }
 
 // follow redirects starting with a response already obtained; returns the last response+url
-async function follow(jar, url, res, hopsUsed = 0) {
+async function follow(jar, url, res, hopsUsed = 0, stopOutside = null) {
   let hops = hopsUsed;
   let current = url;
   let r = res;
   while (r.status >= 300 && r.status < 400 && r.location) {
     hops += 1;
     if (hops > MAX_HOPS) throw new Error(`more than ${MAX_HOPS} redirects`);
-    current = new URL(r.location, current).href;
+    const next = new URL(r.location, current).href;
+    if (stopOutside && new URL(next).origin !== stopOutside) return { url: next, res: null, hops };
+    current = next;
     err(`-> ${r.status} ${current}`);
     r = await request(jar, current);
   }
@@ -218,7 +226,20 @@ async function device(issuer, userCode, deny) {
   return /success/i.test(text) ? 0 : 1;
 }
 
+async function stopBeforeRedirect(startUrl) {
+  const jar = new CookieJar();
+  const first = await request(jar, startUrl);
+  const { url, res } = await follow(jar, startUrl, first, 0, new URL(startUrl).origin);
+  if (res !== null) {
+    err(`never left the authorization server (final ${res.status})`);
+    return 1;
+  }
+  process.stdout.write(`${url}\n`);
+  return 0;
+}
+
 async function main(argv) {
+  if (argv[0] === '--stop-before-redirect' && argv.length === 2) return stopBeforeRedirect(argv[1]);
   if (argv[0] === '--device') {
     const rest = argv.slice(1);
     const deny = rest.includes('--deny');

@@ -79,7 +79,7 @@ impl Broker {
         let key = resource.unwrap_or(MAIL_RESOURCE);
         if let Some(rec) = self.store.load()?
             && let Some(at) = rec.access.get(key)
-            && at.expires_at - now() >= self.account.min_validity as i64
+            && at.is_fresh(self.account.min_validity, now())
         {
             return Ok(at.token.clone());
         }
@@ -112,7 +112,7 @@ impl Broker {
         let current = rec.as_ref().and_then(|r| r.access.get(key)).cloned();
         if !force
             && let Some(at) = &current
-            && at.expires_at - now() >= self.account.min_validity as i64
+            && at.is_fresh(self.account.min_validity, now())
         {
             return Ok(at.token.clone());
         }
@@ -320,6 +320,7 @@ fn apply(rec: &mut TokenRecord, key: &str, resp: TokenResponse) -> String {
         AccessToken {
             token: resp.access_token.clone(),
             expires_at: t + lifetime,
+            obtained_at: t,
             scope: resp.scope,
         },
     );

@@ -30,6 +30,9 @@ pub struct AccessToken {
     pub token: String,
     /// Unix time when it expires.
     pub expires_at: i64,
+    /// Unix time when it was received (0 if unknown).
+    #[serde(default)]
+    pub obtained_at: i64,
     /// Scopes the server says it carries, when it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -84,6 +87,20 @@ impl fmt::Debug for AccessToken {
             .field("token", &"[redacted]")
             .field("expires_at", &self.expires_at)
             .finish()
+    }
+}
+
+impl AccessToken {
+    /// True if it may be handed out: at least `min_validity` seconds left, or — for
+    /// servers issuing tokens shorter than that — at least half its lifetime left
+    /// (else every call would refresh).
+    pub fn is_fresh(&self, min_validity: u64, now: i64) -> bool {
+        let lifetime = if self.obtained_at > 0 {
+            self.expires_at - self.obtained_at
+        } else {
+            i64::MAX
+        };
+        self.expires_at - now >= (min_validity as i64).min(lifetime / 2)
     }
 }
 
@@ -235,6 +252,7 @@ mod tests {
             AccessToken {
                 token: "AT-secret".into(),
                 expires_at: 5,
+                obtained_at: 1,
                 scope: None,
             },
         );
@@ -242,6 +260,21 @@ mod tests {
         assert_eq!(back, r);
         let dbg = format!("{r:?}");
         assert!(!dbg.contains("secret"), "{dbg}");
+    }
+
+    #[test]
+    fn freshness_respects_min_validity_and_short_lifetimes() {
+        let at = |obtained_at, expires_at| AccessToken {
+            token: String::new(),
+            expires_at,
+            obtained_at,
+            scope: None,
+        };
+        assert!(at(0, 1000).is_fresh(300, 600));
+        assert!(!at(0, 1000).is_fresh(300, 800));
+        // A 60 s token is fresh for its first half even with min_validity = 300.
+        assert!(at(1000, 1060).is_fresh(300, 1020));
+        assert!(!at(1000, 1060).is_fresh(300, 1040));
     }
 
     #[test]

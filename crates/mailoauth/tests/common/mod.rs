@@ -1,0 +1,377 @@
+//! Shared test harness: the real authorization server (oidc-provider, from npm),
+//! a sandbox with its own XDG directories, the scripted browser, and helpers to
+//! run the `mailoauth` binary as users do.
+//!
+//! A missing server or tool fails the test with the command that installs it;
+//! nothing is skipped silently.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+pub fn oauth_dir() -> PathBuf {
+    repo_root().join("tests/oauth-server")
+}
+
+/// Fail loudly (with the fix) when a tool the test needs is missing.
+pub fn need(program: &str, install: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "this test needs `{program}`: install it with `{install}` (or run .ci/run)"
+    );
+}
+
+/// A running oidc-provider; killed on drop.
+pub struct OAuthServer {
+    child: Child,
+    pub issuer: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OAuthServer {
+    pub fn start(env: &[(&str, &str)]) -> OAuthServer {
+        need("node", "apt-get install -y nodejs npm");
+        assert!(
+            oauth_dir().join("node_modules/oidc-provider").exists(),
+            "the test authorization server is not installed: run `npm ci --prefix tests/oauth-server` (or .ci/run)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let mut cmd = Command::new("node");
+        cmd.arg(oauth_dir().join("server.mjs"))
+            .env("PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            // oidc-provider may print notices on stdout before our JSON line.
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.trim_start().starts_with("{\"issuer\"") {
+                    break;
+                }
+                line.clear();
+            }
+            let _ = tx.send(line);
+            // Keep draining: oidc-provider prints notices on stdout, and a closed pipe kills it.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "oauth server did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        OAuthServer {
+            child,
+            issuer: v["issuer"].as_str().unwrap().to_owned(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn stats(&self) -> Value {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/test/stats", self.issuer)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+
+    pub fn token_requests(&self) -> u64 {
+        self.stats()["token_requests"].as_u64().unwrap()
+    }
+
+    pub fn grant_requests(&self, grant: &str) -> u64 {
+        self.stats()["by_grant_type"][grant].as_u64().unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OAuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The standard test accounts against `issuer`, one per client of the server.
+pub fn accounts(issuer: &str, store: &str) -> String {
+    format!(
+        r#"
+[accounts.pub]
+provider = "custom"
+user = "alice@example.test"
+client_id = "native-public"
+authorize_url = "{issuer}/auth"
+token_url = "{issuer}/token"
+device_url = "{issuer}/device/auth"
+revoke_url = "{issuer}/token/revocation"
+redirect_uri = "http://127.0.0.1/callback"
+scopes = ["https://outlook.test/IMAP.AccessAsUser.All", "https://outlook.test/SMTP.Send", "openid", "email", "offline_access"]
+resources = {{ graph = ["https://graph.test/Mail.Read", "offline_access"] }}
+store = "{store}"
+
+[accounts.conf]
+provider = "custom"
+user = "carol@example.test"
+client_id = "confidential"
+client_secret = {{ env = "TEST_CLIENT_SECRET" }}
+authorize_url = "{issuer}/auth"
+token_url = "{issuer}/token"
+redirect_uri = "https://localhost/callback"
+scopes = ["https://outlook.test/IMAP.AccessAsUser.All", "openid", "email", "offline_access"]
+store = "{store}"
+
+[accounts.dev]
+provider = "custom"
+user = "dave@example.test"
+client_id = "native-public"
+flow = "device"
+token_url = "{issuer}/token"
+device_url = "{issuer}/device/auth"
+scopes = ["https://outlook.test/IMAP.AccessAsUser.All", "openid", "email", "offline_access"]
+store = "{store}"
+
+[accounts.app]
+provider = "custom"
+user = "shared@example.test"
+client_id = "app-secret"
+client_secret = "app-secret-value"
+flow = "client-credentials"
+token_url = "{issuer}/token"
+scopes = ["https://outlook.test/.default"]
+store = "{store}"
+"#
+    )
+}
+
+/// A user's world: config and XDG directories in a temp dir.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(config: &str) -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config/mailoauth/config.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::write(&cfg, config).unwrap();
+        Sandbox { dir, config: cfg }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state/mailoauth")
+    }
+
+    /// The `mailoauth` command, isolated: no D-Bus (so `auto` means file), no
+    /// browser, no SSH hints, the sandbox's XDG dirs.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailoauth"));
+        c.args(args)
+            .env("MAILOAUTH_CONFIG", &self.config)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("TEST_CLIENT_SECRET", "test-secret")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SSH_CLIENT")
+            .env_remove("SSH_TTY")
+            .env("BROWSER", "false")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_with_timeout(self.cmd(args), Duration::from_secs(60))
+    }
+
+    pub fn token_file(&self, name: &str) -> PathBuf {
+        self.state().join(format!("tokens/{name}.json"))
+    }
+
+    pub fn record(&self, name: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(self.token_file(name)).unwrap()).unwrap()
+    }
+
+    pub fn write_record(&self, name: &str, v: &Value) {
+        std::fs::write(self.token_file(name), serde_json::to_vec(v).unwrap()).unwrap();
+    }
+
+    /// Make the stored mail token look nearly expired so the next `token` refreshes.
+    pub fn age_token(&self, name: &str, resource: &str) {
+        let mut r = self.record(name);
+        let now = now();
+        r["access"][resource]["expires_at"] = (now + 10).into();
+        r["access"][resource]["obtained_at"] = (now - 3590).into();
+        self.write_record(name, &r);
+    }
+
+    /// `mailoauth login NAME --no-browser`, with the scripted browser doing the
+    /// person's part on the URL printed on stderr. Returns (login output, URL).
+    pub fn login_with_browser(&self, name: &str, browser_mode: BrowserMode) -> (Output, String) {
+        let mut cmd = self.cmd(&["login", name, "--no-browser", "--timeout", "60"]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let collected = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let collected = collected.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.starts_with("http") {
+                        let _ = tx.send(line.clone());
+                    }
+                    collected.lock().unwrap().push_str(&format!("{line}\n"));
+                }
+            });
+        }
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("login printed no URL");
+        let mut stdin = child.stdin.take().unwrap();
+        match browser_mode {
+            BrowserMode::Follow => {
+                let b = browser(&[&url]);
+                assert!(
+                    b.status.success(),
+                    "browser failed: {}",
+                    String::from_utf8_lossy(&b.stderr)
+                );
+            }
+            BrowserMode::Paste => {
+                let b = browser(&["--stop-before-redirect", &url]);
+                assert!(
+                    b.status.success(),
+                    "browser failed: {}",
+                    String::from_utf8_lossy(&b.stderr)
+                );
+                use std::io::Write;
+                writeln!(stdin, "not a url").unwrap();
+                stdin.write_all(&b.stdout).unwrap();
+            }
+            BrowserMode::Nothing => {}
+        }
+        let mut out = wait_output(child, Duration::from_secs(90));
+        drop(stdin);
+        out.stderr = collected.lock().unwrap().clone().into_bytes();
+        (out, url)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BrowserMode {
+    /// Follow every redirect, including the one to the listener.
+    Follow,
+    /// Stop before the listener and paste the URL on stdin.
+    Paste,
+    /// Do nothing (the test drives the listener itself).
+    Nothing,
+}
+
+pub fn browser(args: &[&str]) -> Output {
+    let mut c = Command::new("node");
+    c.arg(oauth_dir().join("browser.mjs"))
+        .args(args)
+        .stdin(Stdio::null());
+    run_with_timeout(c, Duration::from_secs(60))
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn run_with_timeout(mut c: Command, limit: Duration) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    wait_output(c.spawn().unwrap(), limit)
+}
+
+/// Wait for a child (reading its pipes), killing it after `limit`.
+pub fn wait_output(child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit.saturating_sub(start.elapsed())) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("process {pid} did not finish within {limit:?}");
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert an exit code, showing stderr when it differs.
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Decode a JWT's claims.
+pub fn claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let p = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap()
+}
