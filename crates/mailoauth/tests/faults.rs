@@ -1,0 +1,253 @@
+//! Failures real servers will not produce on demand, from a scripted token
+//! endpoint (our own test double): Microsoft error bodies, HTML, a hanging
+//! endpoint, 429 with Retry-After, 5xx while a token is still valid, an endpoint
+//! that echoes secrets. Plus bad local input: corrupt config and store.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One scripted answer.
+#[derive(Clone)]
+enum Reply {
+    Json(u16, String, Vec<(&'static str, String)>),
+    Html(u16, &'static str),
+    Hang,
+}
+
+/// A token endpoint that answers from a script (the last reply repeats) and
+/// records every request body.
+struct FakeEndpoint {
+    url: String,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeEndpoint {
+    fn start(script: Vec<Reply>) -> FakeEndpoint {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", l.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let b2 = bodies.clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            for stream in l.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line.trim() != "" {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                b2.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                let reply = script[i.min(script.len() - 1)].clone();
+                i += 1;
+                let (status, ctype, text, headers) = match reply {
+                    Reply::Json(st, t, h) => (st, "application/json", t, h),
+                    Reply::Html(st, t) => (st, "text/html", t.to_owned(), vec![]),
+                    Reply::Hang => {
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_secs(120));
+                            drop(s);
+                        });
+                        continue;
+                    }
+                };
+                let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        FakeEndpoint { url, bodies }
+    }
+
+    fn requests(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+}
+
+fn ok_token(n: u32) -> Reply {
+    Reply::Json(
+        200,
+        format!(r#"{{"access_token":"AT-{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"RT-{n}"}}"#),
+        vec![],
+    )
+}
+
+/// A sandbox with account `ms` pointing at `url`, logged in with refresh token RT-0
+/// and an access token that `valid` seconds from expiry.
+fn sandbox(url: &str, valid: i64, extra: &str) -> Sandbox {
+    let sb = Sandbox::new(&format!(
+        "[accounts.ms]\nprovider = \"microsoft\"\nuser = \"alice@contoso.com\"\nclient_id = \"cid\"\n\
+         client_secret = \"client-secret-value-42\"\ntoken_url = \"{url}\"\nstore = \"file\"\nhttp_timeout = 2\n{extra}"
+    ));
+    let now = now();
+    let rec = serde_json::json!({
+        "version": 1, "refresh_token": "RT-0-secret-refresh", "login_at": now - 100, "refresh_token_at": now - 100,
+        "access": {"mail": {"token": "AT-0", "expires_at": now + valid, "obtained_at": now - 3600 + valid}}
+    });
+    std::fs::create_dir_all(sb.token_file("ms").parent().unwrap()).unwrap();
+    sb.write_record("ms", &rec);
+    sb
+}
+
+#[test]
+fn aadsts_error_body_is_explained_and_marks_login_required() {
+    let body = r#"{"error":"invalid_grant","error_description":"AADSTS700082: The refresh token has expired due to inactivity.","error_codes":[700082],"suberror":"bad_token"}"#;
+    let ep = FakeEndpoint::start(vec![Reply::Json(400, body.into(), vec![])]);
+    let sb = sandbox(&ep.url, -5, "");
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 3);
+    let e = stderr(&o);
+    assert!(e.contains("expired (unused for too long)"), "{e}");
+    assert!(e.contains("mailoauth daemon") && e.contains("mailoauth login ms"), "{e}");
+    assert!(e.contains("error?code=700082"), "{e}");
+    assert!(stdout(&o).is_empty());
+    // Nothing was overwritten: the old record is still there.
+    assert_eq!(sb.record("ms")["refresh_token"], "RT-0-secret-refresh");
+}
+
+#[test]
+fn configuration_errors_from_the_token_endpoint_name_the_fix() {
+    let body = r#"{"error":"invalid_client","error_description":"AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'.","error_codes":[7000218]}"#;
+    let ep = FakeEndpoint::start(vec![Reply::Json(401, body.into(), vec![])]);
+    let sb = sandbox(&ep.url, -5, "");
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("Allow public client flows"), "{}", stderr(&o));
+}
+
+#[test]
+fn token_endpoint_returning_html_is_a_clear_error() {
+    let ep = FakeEndpoint::start(vec![Reply::Html(200, "<html><body>Sign in to Contoso</body></html>")]);
+    let sb = sandbox(&ep.url, -5, "");
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(e.contains("HTML page") && e.contains("check it in the config"), "{e}");
+    assert_eq!(sb.record("ms")["refresh_token"], "RT-0-secret-refresh");
+}
+
+#[test]
+fn hanging_endpoint_times_out_with_exit_4() {
+    let ep = FakeEndpoint::start(vec![Reply::Hang]);
+    let sb = sandbox(&ep.url, -5, "");
+    let t = Instant::now();
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 4);
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    // 4 attempts of 2 s plus 3.5 s of backoff: bounded.
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(ep.requests(), 4);
+}
+
+#[test]
+fn rate_limit_retry_after_is_honoured() {
+    let ep = FakeEndpoint::start(vec![
+        Reply::Json(429, r#"{"error":"temporarily_unavailable"}"#.into(), vec![("Retry-After", "1".into())]),
+        ok_token(1),
+    ]);
+    let sb = sandbox(&ep.url, -5, "");
+    let t = Instant::now();
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "AT-1\n");
+    assert!(t.elapsed() >= Duration::from_millis(950), "{:?}", t.elapsed());
+    assert_eq!(ep.requests(), 2);
+    assert_eq!(sb.record("ms")["refresh_token"], "RT-1");
+}
+
+#[test]
+fn server_error_while_token_still_valid_serves_the_current_token() {
+    let ep = FakeEndpoint::start(vec![Reply::Json(503, "{}".into(), vec![])]);
+    // 100 s left: below min_validity (300) but still valid.
+    let sb = sandbox(&ep.url, 100, "");
+    let t = Instant::now();
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "AT-0\n");
+    assert!(stderr(&o).contains("serving the current token"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(2), "no backoff while a token can be served");
+    // Once expired, the failure is reported as unreachable.
+    let sb = sandbox(&ep.url, -1, "");
+    assert_exit(&sb.run(&["token", "ms"]), 4);
+}
+
+#[test]
+fn secrets_never_appear_in_errors_even_when_the_server_echoes_them() {
+    // A hostile or buggy endpoint quoting the request body back.
+    let ep = FakeEndpoint::start(vec![Reply::Json(
+        400,
+        r#"{"error":"invalid_request","error_description":"bad body: refresh_token=RT-0-secret-refresh&client_secret=client-secret-value-42"}"#.into(),
+        vec![],
+    )]);
+    let sb = sandbox(&ep.url, -5, "");
+    let o = sb.run(&["-vv", "token", "ms"]);
+    assert_exit(&o, 1);
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("[redacted]"), "{all}");
+    assert!(!all.contains("RT-0-secret-refresh") && !all.contains("client-secret-value-42"), "{all}");
+    // The secret went in the POST body, not the URL or anything visible.
+    assert!(ep.bodies.lock().unwrap()[0].contains("client_secret=client-secret-value-42"));
+    let st = stdout(&sb.run(&["status", "--json"]));
+    assert!(!st.contains("RT-0-secret") && !st.contains("client-secret-value"), "{st}");
+}
+
+#[test]
+fn corrupt_config_names_file_line_and_choices() {
+    let sb = Sandbox::new("[accounts.w]\nprovider = \"microsoft\"\nuser = \"a@b.c\"\nclient_id = \"x\"\nstore = \"keychain\"\n");
+    let o = sb.run(&["token", "w"]);
+    assert_exit(&o, 2);
+    let e = stderr(&o);
+    assert!(e.contains("config.toml:5") && e.contains("keychain"), "{e}");
+    assert!(e.contains("auto") && e.contains("encrypted-file"), "valid choices listed: {e}");
+    let sb = Sandbox::new("[accounts.w\nprovider=");
+    assert_exit(&sb.run(&["status"]), 2);
+    let sb = Sandbox::new("[accounts.w]\nprovider = \"custom\"\nuser = \"a@b.c\"\nclient_id = \"x\"\nscopes = [\"s\"]\nauthorize_url = \"https://x/a\"\ntoken_url = \"http://idp.example.com/token\"\n");
+    let e = stderr(&sb.run(&["token", "w"]));
+    assert!(e.contains(":7:") && e.contains("loopback"), "{e}");
+}
+
+#[test]
+fn corrupt_store_is_reported_and_left_untouched_until_login() {
+    let ep = FakeEndpoint::start(vec![ok_token(1)]);
+    let sb = sandbox(&ep.url, 1000, "");
+    std::fs::write(sb.token_file("ms"), b"{\"version\":1,\"refresh_tok").unwrap();
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(e.contains("not a valid token record") && e.contains("set it aside"), "{e}");
+    assert_eq!(std::fs::read(sb.token_file("ms")).unwrap(), b"{\"version\":1,\"refresh_tok");
+    assert_eq!(ep.requests(), 0, "no refresh from an unreadable store");
+    let st = stdout(&sb.run(&["status", "--json"]));
+    assert!(st.contains("store_error"), "{st}");
+}
+
+#[test]
+fn add_writes_a_valid_account_and_refuses_a_bad_one() {
+    let sb = Sandbox::new("# my accounts\n");
+    let o = sb.run(&[
+        "add", "work", "--provider", "microsoft", "--user", "a@contoso.com", "--client-id", "cid",
+        "--tenant", "contoso.com", "--services", "imap,smtp", "--client-secret-env", "AZ_SECRET",
+    ]);
+    assert_exit(&o, 0);
+    let text = std::fs::read_to_string(&sb.config).unwrap();
+    assert!(text.contains("# my accounts"), "comments kept: {text}");
+    assert!(text.contains("client_secret = { env = \"AZ_SECRET\" }"), "{text}");
+    let bad = sb.run(&["add", "work", "--store", "nowhere"]);
+    assert_exit(&bad, 2);
+    assert_eq!(std::fs::read_to_string(&sb.config).unwrap(), text, "a bad edit is not written");
+    let st = sb.run(&["status", "work", "--json"]);
+    assert_exit(&st, 0);
+}
