@@ -47,7 +47,9 @@ impl FakeEndpoint {
                 }
                 let mut body = vec![0; len];
                 let _ = r.read_exact(&mut body);
-                b2.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                b2.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
                 let reply = script[i.min(script.len() - 1)].clone();
                 i += 1;
                 let (status, ctype, text, headers) = match reply {
@@ -61,7 +63,10 @@ impl FakeEndpoint {
                         continue;
                     }
                 };
-                let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+                let extra: String = headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}\r\n"))
+                    .collect();
                 let _ = write!(
                     s,
                     "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
@@ -80,7 +85,9 @@ impl FakeEndpoint {
 fn ok_token(n: u32) -> Reply {
     Reply::Json(
         200,
-        format!(r#"{{"access_token":"AT-{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"RT-{n}"}}"#),
+        format!(
+            r#"{{"access_token":"AT-{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"RT-{n}"}}"#
+        ),
         vec![],
     )
 }
@@ -111,7 +118,10 @@ fn aadsts_error_body_is_explained_and_marks_login_required() {
     assert_exit(&o, 3);
     let e = stderr(&o);
     assert!(e.contains("expired (unused for too long)"), "{e}");
-    assert!(e.contains("mailoauth daemon") && e.contains("mailoauth login ms"), "{e}");
+    assert!(
+        e.contains("mailoauth daemon") && e.contains("mailoauth login ms"),
+        "{e}"
+    );
     assert!(e.contains("error?code=700082"), "{e}");
     assert!(stdout(&o).is_empty());
     // Nothing was overwritten: the old record is still there.
@@ -125,17 +135,27 @@ fn configuration_errors_from_the_token_endpoint_name_the_fix() {
     let sb = sandbox(&ep.url, -5, "");
     let o = sb.run(&["token", "ms"]);
     assert_exit(&o, 1);
-    assert!(stderr(&o).contains("Allow public client flows"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Allow public client flows"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn token_endpoint_returning_html_is_a_clear_error() {
-    let ep = FakeEndpoint::start(vec![Reply::Html(200, "<html><body>Sign in to Contoso</body></html>")]);
+    let ep = FakeEndpoint::start(vec![Reply::Html(
+        200,
+        "<html><body>Sign in to Contoso</body></html>",
+    )]);
     let sb = sandbox(&ep.url, -5, "");
     let o = sb.run(&["token", "ms"]);
     assert_exit(&o, 1);
     let e = stderr(&o);
-    assert!(e.contains("HTML page") && e.contains("check it in the config"), "{e}");
+    assert!(
+        e.contains("HTML page") && e.contains("check it in the config"),
+        "{e}"
+    );
     assert_eq!(sb.record("ms")["refresh_token"], "RT-0-secret-refresh");
 }
 
@@ -155,7 +175,11 @@ fn hanging_endpoint_times_out_with_exit_4() {
 #[test]
 fn rate_limit_retry_after_is_honoured() {
     let ep = FakeEndpoint::start(vec![
-        Reply::Json(429, r#"{"error":"temporarily_unavailable"}"#.into(), vec![("Retry-After", "1".into())]),
+        Reply::Json(
+            429,
+            r#"{"error":"temporarily_unavailable"}"#.into(),
+            vec![("Retry-After", "1".into())],
+        ),
         ok_token(1),
     ]);
     let sb = sandbox(&ep.url, -5, "");
@@ -163,7 +187,11 @@ fn rate_limit_retry_after_is_honoured() {
     let o = sb.run(&["token", "ms"]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "AT-1\n");
-    assert!(t.elapsed() >= Duration::from_millis(950), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(ep.requests(), 2);
     assert_eq!(sb.record("ms")["refresh_token"], "RT-1");
 }
@@ -177,8 +205,15 @@ fn server_error_while_token_still_valid_serves_the_current_token() {
     let o = sb.run(&["token", "ms"]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "AT-0\n");
-    assert!(stderr(&o).contains("serving the current token"), "{}", stderr(&o));
-    assert!(t.elapsed() < Duration::from_secs(2), "no backoff while a token can be served");
+    assert!(
+        stderr(&o).contains("serving the current token"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "no backoff while a token can be served"
+    );
     // Once expired, the failure is reported as unreachable.
     let sb = sandbox(&ep.url, -1, "");
     assert_exit(&sb.run(&["token", "ms"]), 4);
@@ -197,24 +232,37 @@ fn secrets_never_appear_in_errors_even_when_the_server_echoes_them() {
     assert_exit(&o, 1);
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert!(all.contains("[redacted]"), "{all}");
-    assert!(!all.contains("RT-0-secret-refresh") && !all.contains("client-secret-value-42"), "{all}");
+    assert!(
+        !all.contains("RT-0-secret-refresh") && !all.contains("client-secret-value-42"),
+        "{all}"
+    );
     // The secret went in the POST body, not the URL or anything visible.
     assert!(ep.bodies.lock().unwrap()[0].contains("client_secret=client-secret-value-42"));
     let st = stdout(&sb.run(&["status", "--json"]));
-    assert!(!st.contains("RT-0-secret") && !st.contains("client-secret-value"), "{st}");
+    assert!(
+        !st.contains("RT-0-secret") && !st.contains("client-secret-value"),
+        "{st}"
+    );
 }
 
 #[test]
 fn corrupt_config_names_file_line_and_choices() {
-    let sb = Sandbox::new("[accounts.w]\nprovider = \"microsoft\"\nuser = \"a@b.c\"\nclient_id = \"x\"\nstore = \"keychain\"\n");
+    let sb = Sandbox::new(
+        "[accounts.w]\nprovider = \"microsoft\"\nuser = \"a@b.c\"\nclient_id = \"x\"\nstore = \"keychain\"\n",
+    );
     let o = sb.run(&["token", "w"]);
     assert_exit(&o, 2);
     let e = stderr(&o);
     assert!(e.contains("config.toml:5") && e.contains("keychain"), "{e}");
-    assert!(e.contains("auto") && e.contains("encrypted-file"), "valid choices listed: {e}");
+    assert!(
+        e.contains("auto") && e.contains("encrypted-file"),
+        "valid choices listed: {e}"
+    );
     let sb = Sandbox::new("[accounts.w\nprovider=");
     assert_exit(&sb.run(&["status"]), 2);
-    let sb = Sandbox::new("[accounts.w]\nprovider = \"custom\"\nuser = \"a@b.c\"\nclient_id = \"x\"\nscopes = [\"s\"]\nauthorize_url = \"https://x/a\"\ntoken_url = \"http://idp.example.com/token\"\n");
+    let sb = Sandbox::new(
+        "[accounts.w]\nprovider = \"custom\"\nuser = \"a@b.c\"\nclient_id = \"x\"\nscopes = [\"s\"]\nauthorize_url = \"https://x/a\"\ntoken_url = \"http://idp.example.com/token\"\n",
+    );
     let e = stderr(&sb.run(&["token", "w"]));
     assert!(e.contains(":7:") && e.contains("loopback"), "{e}");
 }
@@ -227,8 +275,14 @@ fn corrupt_store_is_reported_and_left_untouched_until_login() {
     let o = sb.run(&["token", "ms"]);
     assert_exit(&o, 1);
     let e = stderr(&o);
-    assert!(e.contains("not a valid token record") && e.contains("set it aside"), "{e}");
-    assert_eq!(std::fs::read(sb.token_file("ms")).unwrap(), b"{\"version\":1,\"refresh_tok");
+    assert!(
+        e.contains("not a valid token record") && e.contains("set it aside"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(sb.token_file("ms")).unwrap(),
+        b"{\"version\":1,\"refresh_tok"
+    );
     assert_eq!(ep.requests(), 0, "no refresh from an unreadable store");
     let st = stdout(&sb.run(&["status", "--json"]));
     assert!(st.contains("store_error"), "{st}");
@@ -238,16 +292,35 @@ fn corrupt_store_is_reported_and_left_untouched_until_login() {
 fn add_writes_a_valid_account_and_refuses_a_bad_one() {
     let sb = Sandbox::new("# my accounts\n");
     let o = sb.run(&[
-        "add", "work", "--provider", "microsoft", "--user", "a@contoso.com", "--client-id", "cid",
-        "--tenant", "contoso.com", "--services", "imap,smtp", "--client-secret-env", "AZ_SECRET",
+        "add",
+        "work",
+        "--provider",
+        "microsoft",
+        "--user",
+        "a@contoso.com",
+        "--client-id",
+        "cid",
+        "--tenant",
+        "contoso.com",
+        "--services",
+        "imap,smtp",
+        "--client-secret-env",
+        "AZ_SECRET",
     ]);
     assert_exit(&o, 0);
     let text = std::fs::read_to_string(&sb.config).unwrap();
     assert!(text.contains("# my accounts"), "comments kept: {text}");
-    assert!(text.contains("client_secret = { env = \"AZ_SECRET\" }"), "{text}");
+    assert!(
+        text.contains("client_secret = { env = \"AZ_SECRET\" }"),
+        "{text}"
+    );
     let bad = sb.run(&["add", "work", "--store", "nowhere"]);
     assert_exit(&bad, 2);
-    assert_eq!(std::fs::read_to_string(&sb.config).unwrap(), text, "a bad edit is not written");
+    assert_eq!(
+        std::fs::read_to_string(&sb.config).unwrap(),
+        text,
+        "a bad edit is not written"
+    );
     let st = sb.run(&["status", "work", "--json"]);
     assert_exit(&st, 0);
 }

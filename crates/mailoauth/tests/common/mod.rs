@@ -246,7 +246,24 @@ impl Sandbox {
     /// `mailoauth login NAME --no-browser`, with the scripted browser doing the
     /// person's part on the URL printed on stderr. Returns (login output, URL).
     pub fn login_with_browser(&self, name: &str, browser_mode: BrowserMode) -> (Output, String) {
+        self.login(name, browser_mode, &[])
+    }
+
+    /// Like [`Sandbox::login_with_browser`] (following), with extra environment.
+    pub fn login_with_browser_env(&self, name: &str, env: &[(&str, &str)]) -> (Output, String) {
+        self.login(name, BrowserMode::Follow, env)
+    }
+
+    fn login(
+        &self,
+        name: &str,
+        browser_mode: BrowserMode,
+        env: &[(&str, &str)],
+    ) -> (Output, String) {
         let mut cmd = self.cmd(&["login", name, "--no-browser", "--timeout", "60"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
