@@ -11,57 +11,76 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// gnome-keyring on its own session bus; torn down on drop.
+/// gnome-keyring on its own session bus; torn down on drop. This is what
+/// `dbus-run-session` does, done by hand so both daemons are our children and
+/// can be ended by PID (dbus-run-session leaves its bus behind when killed).
 struct SecretService {
-    session: Child,
-    keyring_pid: u32,
+    bus: Child,
+    keyring: Child,
     address: String,
 }
 
 impl SecretService {
     fn start(home: &Path) -> SecretService {
-        need("dbus-run-session", "apt-get install -y dbus");
+        need("dbus-daemon", "apt-get install -y dbus");
         need("gnome-keyring-daemon", "apt-get install -y gnome-keyring");
-        let mut session = Command::new("dbus-run-session")
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "echo \"$DBUS_SESSION_BUS_ADDRESS\"; \
-                 printf test-password | gnome-keyring-daemon --unlock --components=secrets --foreground >/dev/null & \
-                 echo $!; wait",
-            ])
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_RUNTIME_DIR", home.join("run"))
+        need("secret-tool", "apt-get install -y libsecret-tools");
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut first = String::new();
+        BufReader::new(bus.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let address = first.trim().to_owned();
         std::fs::create_dir_all(home.join("run")).unwrap();
-        let mut lines = BufReader::new(session.stdout.take().unwrap()).lines();
-        let address = lines.next().unwrap().unwrap();
-        let keyring_pid = lines.next().unwrap().unwrap().trim().parse().unwrap();
+        let mut keyring = Command::new("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets", "--foreground"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_RUNTIME_DIR", home.join("run"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = keyring.stdin.take().unwrap();
+            stdin.write_all(b"test-password").unwrap();
+        }
         let ss = SecretService {
-            session,
-            keyring_pid,
+            bus,
+            keyring,
             address,
         };
-        // Wait until the Secret Service answers on the bus.
+        // Wait until the Secret Service stores items (the login collection exists
+        // and is unlocked), not merely until its name is on the bus.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ok = Command::new("secret-tool")
-                .args(["search", "service", "mailoauth-probe"])
+            let stored = Command::new("sh")
+                .args([
+                    "-c",
+                    "printf x | secret-tool store --label=probe service mailoauth-probe username p",
+                ])
                 .env("DBUS_SESSION_BUS_ADDRESS", &ss.address)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
-                .map(|s| s.code().is_some())
+                .map(|s| s.success())
                 .unwrap_or(false);
-            if ok || Instant::now() > deadline {
+            if stored {
                 break;
             }
+            assert!(
+                Instant::now() < deadline,
+                "gnome-keyring did not come up on the session bus"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         ss
@@ -81,11 +100,10 @@ impl SecretService {
 
 impl Drop for SecretService {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.keyring_pid.to_string())
-            .status();
-        let _ = self.session.kill();
-        let _ = self.session.wait();
+        for child in [&mut self.keyring, &mut self.bus] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
