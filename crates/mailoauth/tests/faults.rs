@@ -284,8 +284,15 @@ fn corrupt_store_is_reported_and_left_untouched_until_login() {
         b"{\"version\":1,\"refresh_tok"
     );
     assert_eq!(ep.requests(), 0, "no refresh from an unreadable store");
-    let st = stdout(&sb.run(&["status", "--json"]));
-    assert!(st.contains("store_error"), "{st}");
+    let st: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run(&["status", "--json"]))).unwrap();
+    assert!(
+        st["accounts"][0]["store_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid token record"),
+        "{st}"
+    );
 }
 
 #[test]

@@ -126,7 +126,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("cannot fsync directory {}", dir.display()), e))?;
+    remove_stale_temp_files(dir);
     Ok(())
+}
+
+/// A writer killed between creating and renaming its temp file leaves it behind;
+/// sweep ones older than a minute (a live writer finishes in milliseconds).
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < minute_ago);
+        if stale {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
