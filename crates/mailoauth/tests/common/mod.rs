@@ -84,7 +84,8 @@ impl OAuthServer {
             // Keep draining: oidc-provider prints notices on stdout, and a closed pipe kills it.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        // Generous: on 2 busy cores a cold node + oidc-provider start can take seconds.
+        let line = rx.recv_timeout(Duration::from_secs(90)).unwrap_or_default();
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
             panic!(
                 "oauth server did not start: {}",
