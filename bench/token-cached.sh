@@ -8,10 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3000}
 command -v hyperfine >/dev/null || { echo "needs hyperfine: apt-get install -y hyperfine" >&2; exit 1; }
-cargo build --release --quiet
-bin=$PWD/target/release/mailoauth
-
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+# The binary as users install it (install.sh), and a plain `cargo build --release` one.
+./install.sh --root "$tmp/inst" --quiet
+bin=$tmp/inst/bin/mailoauth
+cargo build --release --quiet
+plain=$PWD/target/release/mailoauth
 export XDG_CONFIG_HOME=$tmp/config XDG_STATE_HOME=$tmp/state XDG_RUNTIME_DIR=$tmp/run
 unset MAILOAUTH_CONFIG DBUS_SESSION_BUS_ADDRESS
 mkdir -p "$XDG_CONFIG_HOME/mailoauth" "$XDG_STATE_HOME/mailoauth/tokens"
@@ -47,6 +49,7 @@ hyperfine -N --warmup 200 --runs "$runs" --export-json "$tmp/r.json" \
   -n 'cat token-file' "cat $XDG_STATE_HOME/mailoauth/tokens/work.json" \
   -n 'mailoauth token work' "$bin token work" \
   -n 'mailoauth token work --sasl xoauth2' "$bin token work --sasl xoauth2" \
+  -n 'mailoauth token work (plain cargo build)' "$plain token work" \
   -n 'python3 helper (json file)' "python3 $py_helper" >/dev/null
 
 python3 - "$tmp/r.json" <<'PY'

@@ -7,7 +7,10 @@
 //! executable has them resolved at link time. ASLR of the main image is the cost;
 //! libraries, heap and stack stay randomised.
 fn main() {
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+    let static_crt = std::env::var("CARGO_CFG_TARGET_FEATURE")
+        .is_ok_and(|f| f.split(',').any(|x| x == "crt-static"));
+    // A crt-static build chooses its own (static) link mode; -no-pie would break it.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") && !static_crt {
         println!("cargo:rustc-link-arg-bins=-no-pie");
         println!("cargo:rustc-link-arg-bins=-Wl,-z,lazy");
     }

@@ -3,30 +3,33 @@
 # whose only authentication is OAuth2 (XOAUTH2 / OAUTHBEARER) with JWTs from the test
 # OAuth server (tests/oauth-server/server.mjs), validated locally by Dovecot.
 #
-#   bash tests/mail-server/start.sh RUNDIR ISSUER
+#   bash tests/mail-server/start.sh RUNDIR ISSUER [ISSUER...]
 #
 # RUNDIR: a directory for this instance (created if missing; its parents must be
 #         traversable by other users, e.g. under /tmp). ISSUER: http://127.0.0.1:PORT of a
-#         running oauth server. Needs root and the packages of install.sh.
+#         running oauth server; tokens of every ISSUER given are accepted (each iss checked,
+#         each server's signing key installed). Needs root and the packages of install.sh.
 # On success prints ONE JSON line on stdout and exits 0 with the daemons left running:
 #   {"imap_tls":N,"imap":N,"pop_tls":N,"pop":N,"submission":N,"submissions":N,"smtp_relay":N,
 #    "ca":"RUNDIR/ca.pem","maildir_root":"RUNDIR/mail","key_dir":"RUNDIR/keys","log":"...",
 #    "pids":[dovecot_master,postfix_master]}
 # Stop with: bash tests/mail-server/stop.sh RUNDIR
-# Environment: MAIL_UID_USER (default mailoauth; created if missing), MAIL_DEBUG=1 (auth_debug),
+# Environment: MAILSERVER_UID_USER (default mailoauth; created if missing), MAILSERVER_DEBUG=1 (auth_debug),
 #              START_TIMEOUT (seconds, default 30).
 set -euo pipefail
 
 die() { echo "mail-server start.sh: $*" >&2; exit 1; }
-[ $# -eq 2 ] || die "usage: start.sh RUNDIR ISSUER"
+[ $# -ge 2 ] || die "usage: start.sh RUNDIR ISSUER [ISSUER...]"
 [ "$(id -u)" = 0 ] || die "must run as root (Dovecot and Postfix masters need it)"
 command -v dovecot >/dev/null || die "dovecot not installed: run tests/mail-server/install.sh"
 [ -x /usr/lib/postfix/sbin/master ] || die "postfix not installed: run tests/mail-server/install.sh"
 
 mkdir -p "$1"
 RUN=$(cd "$1" && pwd -P)
-ISSUER=${2%/}
-MAIL_USER=${MAIL_UID_USER:-mailoauth}
+shift
+ISSUERS=()
+for i in "$@"; do ISSUERS+=("${i%/}"); done
+MAIL_USER=${MAILSERVER_UID_USER:-mailoauth}
 TIMEOUT=${START_TIMEOUT:-30}
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ ! -e "$RUN/pids" ] || die "$RUN/pids exists: an instance may still be running (stop.sh $RUN)"
@@ -79,22 +82,24 @@ chmod 0600 "$TLS/key.pem" "$TLS/ca-key.pem"
 
 # ---------------------------------------------------------------- the oauth server's signing key
 # Dovecot looks keys up at <dict>/<azp or "default">/<alg>/<kid> (the tokens have no azp).
-KEYJSON=$(curl -sf --max-time 10 "$ISSUER/test/signing-key") || die "cannot GET $ISSUER/test/signing-key"
-KID=$(python3 -c 'import json,sys; k=json.loads(sys.argv[1]); assert k["alg"]=="RS256"; print(k["kid"])' "$KEYJSON") \
-  || die "bad signing key answer: $KEYJSON"
-python3 -c 'import json,sys; sys.stdout.write(json.loads(sys.argv[1])["pem"])' "$KEYJSON" > "$RUN/keys/default/RS256/$KID"
+for ISSUER in "${ISSUERS[@]}"; do
+  KEYJSON=$(curl -sf --max-time 10 "$ISSUER/test/signing-key") || die "cannot GET $ISSUER/test/signing-key"
+  KID=$(python3 -c 'import json,sys; k=json.loads(sys.argv[1]); assert k["alg"]=="RS256"; print(k["kid"])' "$KEYJSON") \
+    || die "bad signing key answer: $KEYJSON"
+  python3 -c 'import json,sys; sys.stdout.write(json.loads(sys.argv[1])["pem"])' "$KEYJSON" > "$RUN/keys/default/RS256/$KID"
+done
 chmod -R a+rX "$RUN/keys"
 
 # ---------------------------------------------------------------- Dovecot
 O=https://outlook.test
 AUTH_DEBUG=no
-[ "${MAIL_DEBUG:-}" = 1 ] && AUTH_DEBUG=yes
+[ "${MAILSERVER_DEBUG:-}" = 1 ] && AUTH_DEBUG=yes
 # write_oauth2 FILE SCOPE USERNAME_ATTRIBUTE [extra lines]
 write_oauth2() {
   cat > "$1" <<EOF
 introspection_mode = local
 local_validation_key_dict = fs:posix:prefix=$RUN/keys/
-issuers = $ISSUER
+issuers = ${ISSUERS[*]}
 scope = $2
 username_attribute = $3
 active_attribute =
@@ -156,8 +161,6 @@ auth_username_format = %Lu
 auth_verbose = yes
 auth_debug = $AUTH_DEBUG
 auth_failure_delay = 0
-# Trusted clients skip the auth penalty (2..15 s per IP after failures).
-login_trusted_networks = 127.0.0.0/8
 mail_max_userip_connections = 1000
 
 mail_location = maildir:$RUN/mail/%u
@@ -240,6 +243,13 @@ service submission-login {
     address = 127.0.0.1
     port = $P_SUBS
     ssl = yes
+  }
+}
+# Auth penalty (2..15 s delay per IP after failed logins): the auth process skips it when it
+# cannot reach anvil's penalty socket; mode 0 means the listener isn't created.
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
   }
 }
 service lmtp {
@@ -330,14 +340,21 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 chown postfix "$RUN/postfix/data"
-# Creates the queue directories with the right owners (uses /etc/postfix/postfix-files).
-postfix -c "$PFC" check > "$RUN/postfix/check.log" 2>&1 || die "postfix check failed: $(cat "$RUN/postfix/check.log")"
+# Queue directories as /etc/postfix/postfix-files wants them (`postfix -c DIR check` would
+# create them too, but takes 2 s).
+Q=$RUN/postfix/queue
+for d in active bounce corrupt defer deferred flush hold incoming private saved trace; do
+  install -d -o postfix -g root -m 0700 "$Q/$d"
+done
+install -d -o postfix -g postdrop -m 0730 "$Q/maildrop"
+install -d -o postfix -g postdrop -m 0710 "$Q/public"
+install -d -o root -g root -m 0755 "$Q/pid"
 
 # ---------------------------------------------------------------- start
 : > "$RUN/dovecot.log"
 setsid dovecot -F -c "$RUN/etc/dovecot.conf" < /dev/null > "$RUN/dovecot.stdout" 2>&1 &
 DPID=$!
-setsid /usr/lib/postfix/sbin/master -d -c "$PFC" < /dev/null > "$RUN/postfix.stdout" 2>&1 &
+env -u MAIL_CONFIG -u MAIL_VERBOSE -u MAIL_DEBUG setsid /usr/lib/postfix/sbin/master -d -c "$PFC" < /dev/null > "$RUN/postfix.stdout" 2>&1 &
 PPID_=$!
 echo "$DPID $PPID_" > "$RUN/pids"
 

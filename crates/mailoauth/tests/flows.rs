@@ -375,6 +375,11 @@ fn sasl_strings_carry_user_and_token() {
     assert_exit(&sb.run(&["token", "app"]), 0);
     let t = stdout(&sb.run(&["token", "app"])).trim().to_owned();
     let x = stdout(&sb.run(&["token", "app", "--sasl", "xoauth2"]));
+    // The hand-parsed fast path and clap's path (`--sasl=…`, `-q`) agree.
+    assert_eq!(
+        stdout(&sb.run(&["-q", "token", "app", "--sasl=xoauth2"])),
+        x
+    );
     let dec = base64::engine::general_purpose::STANDARD
         .decode(x.trim())
         .unwrap();

@@ -150,18 +150,16 @@ fn install_panic_hook() {
 /// Entry point of the binary.
 pub fn main() -> i32 {
     install_panic_hook();
-    // Hot path: `mailoauth token NAME` exactly (what mail clients run on every
-    // connection) skips building the clap command tree; same code, same output.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().take(4).collect();
-    if args.len() == 3
-        && args[1] == "token"
-        && let Some(name) = args[2].to_str().filter(|n| !n.starts_with('-'))
-    {
+    // Hot path: `mailoauth token NAME [--sasl M] [--resource R]` (what mail clients
+    // run on every connection) skips building the clap command tree, which costs
+    // more than the rest of the cached path; anything else goes to clap.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some((name, mech, resource)) = fast_token_args(&args) {
         let config = std::env::var_os("MAILOAUTH_CONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(paths::default_config_file);
         set_logger(log::LevelFilter::Warn);
-        return finish(token(&config, name, None, None));
+        return finish(token(&config, &name, mech, resource.as_deref()));
     }
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
@@ -172,6 +170,32 @@ pub fn main() -> i32 {
     };
     set_logger(level);
     finish(run(&cli))
+}
+
+/// `token NAME [--sasl xoauth2|oauthbearer] [--resource R]`, or `None` for clap.
+fn fast_token_args(
+    args: &[std::ffi::OsString],
+) -> Option<(String, Option<SaslMech>, Option<String>)> {
+    let mut it = args.iter().skip(1).map(|a| a.to_str());
+    if it.next()?? != "token" {
+        return None;
+    }
+    let (mut name, mut mech, mut resource) = (None, None, None);
+    while let Some(arg) = it.next() {
+        match arg? {
+            "--sasl" => {
+                mech = Some(match it.next()?? {
+                    "xoauth2" => SaslMech::Xoauth2,
+                    "oauthbearer" => SaslMech::Oauthbearer,
+                    _ => return None,
+                })
+            }
+            "--resource" => resource = Some(it.next()??.to_owned()),
+            a if a.starts_with('-') || name.is_some() => return None,
+            a => name = Some(a.to_owned()),
+        }
+    }
+    Some((name?, mech, resource))
 }
 
 fn set_logger(level: log::LevelFilter) {
