@@ -49,15 +49,19 @@ hyperfine -N --warmup 200 --runs "$runs" --export-json "$tmp/r.json" \
   -n 'cat token-file' "cat $XDG_STATE_HOME/mailoauth/tokens/work.json" \
   -n 'mailoauth token work' "$bin token work" \
   -n 'mailoauth token work --sasl xoauth2' "$bin token work --sasl xoauth2" \
-  -n 'mailoauth token work (plain cargo build)' "$plain token work" \
+  -n 'mailoauth token work (plain cargo build)' "$plain token work" >/dev/null
+# Script helpers are ~100x slower: fewer runs, own hyperfine run with its own baseline.
+hyperfine -N --warmup 5 --runs 100 --export-json "$tmp/py.json" \
+  -n '/bin/true' '/bin/true' \
   -n 'python3 helper (json file)' "python3 $py_helper" >/dev/null
 
-python3 - "$tmp/r.json" <<'PY'
+python3 - "$tmp/r.json" "$tmp/py.json" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-base = r[0]["median"]
-print("| command | median | ratio to /bin/true |")
+print("| command | median | ratio to /bin/true (same run) |")
 print("|---|---|---|")
-for x in r:
-    print(f"| `{x['command']}` | {x['median']*1e3:.3f} ms | {x['median']/base:.2f}x |")
+for i, f in enumerate(sys.argv[1:]):
+    r = json.load(open(f))["results"]
+    base = r[0]["median"]
+    for x in r[(1 if i else 0):]:
+        print(f"| `{x['command']}` | {x['median']*1e3:.3f} ms | {x['median']/base:.2f}x |")
 PY
