@@ -653,7 +653,17 @@ server.listen(PORT, '127.0.0.1', () => {
       stats.token_requests += 1;
       stats.by_grant_type[gt] = (stats.by_grant_type[gt] || 0) + 1;
 
-      if (TOKEN_DELAY_MS > 0) await sleep(TOKEN_DELAY_MS);
+      if (TOKEN_DELAY_MS > 0) {
+        await sleep(TOKEN_DELAY_MS);
+        // A client killed during the artificial delay never reached "the server": drop
+        // its request (crash tests aim their kills here; a real server would have
+        // answered long before).
+        if (ctx.req.socket.destroyed || ctx.req.socket.readyState !== 'open') {
+          log('client went away during TOKEN_DELAY_MS; request dropped');
+          ctx.respond = false;
+          return;
+        }
+      }
 
       if (gt === DEVICE_GRANT && typeof body.device_code === 'string') {
         const st = deviceState.get(body.device_code);

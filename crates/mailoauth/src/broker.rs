@@ -105,14 +105,33 @@ impl Broker {
     /// Renew the token of `resource` under the lock. Without `force`, a token that
     /// became fresh while we waited for the lock is served instead (N callers → 1 refresh).
     pub fn renew(&self, resource: Option<&str>, force: bool) -> Result<String> {
+        let min = self.account.min_validity;
+        self.renew_unless(resource, |at| !force && at.is_fresh(min, now()))
+    }
+
+    /// Refresh ahead of time (the daemon): unless, checked under the lock, the token
+    /// still has more than `ahead` seconds left — then someone else already did.
+    pub fn refresh_ahead(&self, resource: Option<&str>, ahead: i64) -> Result<String> {
+        self.renew_unless(resource, |at| at.expires_at - now() > ahead)
+    }
+
+    /// The stored record, if any (for schedulers and reports).
+    pub fn record(&self) -> Result<Option<TokenRecord>> {
+        self.store.load()
+    }
+
+    fn renew_unless(
+        &self,
+        resource: Option<&str>,
+        good: impl Fn(&AccessToken) -> bool,
+    ) -> Result<String> {
         let key = resource.unwrap_or(MAIL_RESOURCE);
         let scopes = self.account.scopes(resource)?.join(" ");
         let _lock = self.lock()?;
         let rec = self.store.load()?;
         let current = rec.as_ref().and_then(|r| r.access.get(key)).cloned();
-        if !force
-            && let Some(at) = &current
-            && at.is_fresh(self.account.min_validity, now())
+        if let Some(at) = &current
+            && good(at)
         {
             return Ok(at.token.clone());
         }

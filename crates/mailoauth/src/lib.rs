@@ -20,15 +20,18 @@
 //! - [`status`]: non-secret per-account status ("login required", last error) and notifications.
 //! - [`diagnose`]: provider error codes → cause and fix; JWT claim reading.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
+//! - [`daemon`]: background refresher and token server on a unix socket; [`ipc`] is its protocol and client.
 //! - [`http`], [`assertion`], [`random`], [`paths`]: plumbing.
 
 pub mod assertion;
 pub mod broker;
 pub mod config;
+pub mod daemon;
 pub mod diagnose;
 pub mod error;
 pub mod flows;
 pub mod http;
+pub mod ipc;
 pub mod oauth;
 pub mod paths;
 pub mod providers;

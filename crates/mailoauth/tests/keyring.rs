@@ -25,6 +25,18 @@ impl SecretService {
         need("dbus-daemon", "apt-get install -y dbus");
         need("gnome-keyring-daemon", "apt-get install -y gnome-keyring");
         need("secret-tool", "apt-get install -y libsecret-tools");
+        // gnome-keyring occasionally comes up without a usable login collection
+        // (secret-tool then waits on a prompt nobody answers): start afresh.
+        for attempt in 0..3 {
+            if let Some(ss) = Self::try_start(&home.join(format!("keyring-{attempt}"))) {
+                return ss;
+            }
+        }
+        panic!("gnome-keyring did not come up on the session bus (3 attempts)");
+    }
+
+    fn try_start(home: &Path) -> Option<SecretService> {
+        std::fs::create_dir_all(home).unwrap();
         let mut bus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
             .stdin(Stdio::null())
@@ -61,12 +73,12 @@ impl SecretService {
         };
         // Wait until the Secret Service stores items (the login collection exists
         // and is unlocked), not merely until its name is on the bus.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(8);
         loop {
             let stored = Command::new("sh")
                 .args([
                     "-c",
-                    "printf x | secret-tool store --label=probe service mailoauth-probe username p",
+                    "printf x | timeout 3 secret-tool store --label=probe service mailoauth-probe username p",
                 ])
                 .env("DBUS_SESSION_BUS_ADDRESS", &ss.address)
                 .stdout(Stdio::null())
@@ -75,15 +87,13 @@ impl SecretService {
                 .map(|s| s.success())
                 .unwrap_or(false);
             if stored {
-                break;
+                return Some(ss);
             }
-            assert!(
-                Instant::now() < deadline,
-                "gnome-keyring did not come up on the session bus"
-            );
+            if Instant::now() > deadline {
+                return None; // dropping `ss` ends both daemons
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        ss
     }
 
     fn lookup(&self, user: &str) -> Option<String> {

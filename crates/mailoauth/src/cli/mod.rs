@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use mailoauth::error::exit;
-use mailoauth::{Client, Config, Error, LoginOptions, paths, sasl};
+use mailoauth::{Client, Config, Error, LoginOptions, ipc, paths, sasl};
 
 /// OAuth 2.0 for IMAP, POP and SMTP: sign in once, then hand fresh tokens to any mail client.
 #[derive(Parser, Debug)]
@@ -94,6 +94,8 @@ enum Command {
         /// Account name
         name: String,
     },
+    /// Run in the foreground: refresh every account ahead of expiry and serve tokens on a unix socket
+    Daemon,
     /// Print a shell completion script
     Completions {
         /// Shell
@@ -247,6 +249,27 @@ fn token(
     mech: Option<SaslMech>,
     resource: Option<&str>,
 ) -> Result<(), Error> {
+    // A running daemon answers from memory; without one (or on any daemon error)
+    // we do the work ourselves — same store, same lock.
+    let req = ipc::Request {
+        v: ipc::VERSION,
+        op: "token".into(),
+        config: ipc::config_key(config),
+        account: Some(name.to_owned()),
+        resource: resource.map(str::to_owned),
+        sasl: mech.map(|m| match m {
+            SaslMech::Xoauth2 => "xoauth2".to_owned(),
+            SaslMech::Oauthbearer => "oauthbearer".to_owned(),
+        }),
+    };
+    if let Some(ipc::Response {
+        ok: true,
+        value: Some(v),
+        ..
+    }) = ipc::call(&req)
+    {
+        return print_stdout(&v);
+    }
     let broker = Client::with_config_file(config)?.broker(name)?;
     let token = broker.token(resource)?;
     let account = broker.account();
@@ -307,6 +330,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 port: *port,
             };
             let out = broker.login(&opts)?;
+            tell_daemon_forget(cli, name);
             if let Some(p) = &out.set_aside {
                 eprintln!("mailoauth: the unreadable old token record was kept as {p}");
             }
@@ -318,6 +342,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
         Command::Refresh { name, resource } => {
             let broker = client(cli)?.broker(name)?;
             broker.renew(resource.as_deref(), true)?;
+            tell_daemon_forget(cli, name);
             report::status(cli.json, &[report::account_status(&broker)?])
         }
         Command::Status { name } => {
@@ -338,9 +363,11 @@ fn run(cli: &Cli) -> Result<(), Error> {
         }
         Command::Logout { name } => {
             let out = client(cli)?.broker(name)?.logout()?;
+            tell_daemon_forget(cli, name);
             report::logout(cli.json, name, &out)
         }
         Command::Add(args) => add::run(&config_path(cli), args),
+        Command::Daemon => mailoauth::daemon::run(&config_path(cli)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
@@ -357,6 +384,19 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 source: e,
             }),
     }
+}
+
+/// Tokens changed behind a running daemon's back: make it drop what it holds.
+fn tell_daemon_forget(cli: &Cli, name: &str) {
+    let req = ipc::Request {
+        v: ipc::VERSION,
+        op: "forget".into(),
+        config: ipc::config_key(&config_path(cli)),
+        account: Some(name.to_owned()),
+        resource: None,
+        sasl: None,
+    };
+    let _ = ipc::call(&req);
 }
 
 /// Parse-check a config without running anything (used by `add`).

@@ -1,0 +1,377 @@
+//! `mailoauth daemon`: background refresher and token server on a unix socket.
+//!
+//! Owns: the process lifecycle (single instance per runtime dir, SIGHUP reload,
+//! SIGTERM/SIGINT shutdown), the socket server (same-uid peers only, a timeout
+//! per connection so a silent client stalls nobody), an in-memory cache of fresh
+//! tokens, and the refresher that sleeps until the next deadline. Must not:
+//! refresh by itself — every refresh goes through the broker, so the daemon and
+//! standalone `mailoauth token` callers share the store and the cross-process
+//! lock and never refresh twice.
+//!
+//! Runs on one current-thread tokio runtime; blocking work (store reads, HTTP)
+//! goes to the blocking pool, whose idle threads exit after a few seconds, so an
+//! idle daemon has no thread that wakes up.
+
+pub mod schedule;
+pub mod timer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use crate::broker::{Broker, now};
+use crate::error::{Error, Result};
+use crate::ipc::{self, Request, Response, VERSION};
+use crate::providers::MAIL_RESOURCE;
+use crate::store::AccessToken;
+use crate::{Client, paths, sasl, status};
+
+/// How long one client may take for its whole request/response.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Shared {
+    config_path: PathBuf,
+    config_key: String,
+    client: Mutex<Arc<Client>>,
+    /// Fresh tokens by (account, resource).
+    cache: Mutex<HashMap<(String, String), AccessToken>>,
+    /// Wakes the refresher to recompute its schedule.
+    reschedule: Notify,
+    /// Failure counts for backoff: account → (failures, last failure time).
+    failures: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+/// Run the daemon in the foreground until SIGTERM/SIGINT.
+pub fn run(config_path: &Path) -> Result<()> {
+    let client = Client::with_config_file(config_path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(Duration::from_secs(3))
+        .build()
+        .map_err(|e| Error::io("cannot start the runtime", e))?;
+    rt.block_on(serve(config_path, client))
+}
+
+async fn serve(config_path: &Path, client: Client) -> Result<()> {
+    let dir = paths::runtime_dir();
+    paths::ensure_private_dir(&dir)?;
+    // One daemon per runtime dir: the lock is held for the process lifetime and
+    // released by the kernel whatever way we die.
+    let lock_path = dir.join("daemon.lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(format!("cannot open {}", lock_path.display()), e))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Usage(format!(
+            "another mailoauth daemon is already running (it holds {}); stop it first",
+            lock_path.display()
+        )));
+    }
+    let sock = ipc::socket_path();
+    // We hold the lock, so a socket file left here is from a dead daemon.
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)
+        .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("cannot chmod {}", sock.display()), e))?;
+
+    let shared = Arc::new(Shared {
+        config_key: ipc::config_key(config_path),
+        config_path: config_path.to_owned(),
+        client: Mutex::new(Arc::new(client)),
+        cache: Mutex::new(HashMap::new()),
+        reschedule: Notify::new(),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
+    let (mut hup, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
+    let timer =
+        timer::WallTimer::new().map_err(|e| Error::io("cannot create the refresh timer", e))?;
+    let refresher = tokio::spawn(refresher(shared.clone(), timer));
+    log::warn!(
+        "daemon serving {} on {}",
+        config_path.display(),
+        sock.display()
+    );
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(handle(shared.clone(), stream)); }
+                Err(e) => log::warn!("accept: {e}"),
+            },
+            _ = hup.recv() => reload(&shared),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    refresher.abort();
+    let _ = std::fs::remove_file(&sock);
+    log::warn!("daemon stopped");
+    drop(lock);
+    Ok(())
+}
+
+fn reload(shared: &Shared) {
+    match Client::with_config_file(&shared.config_path) {
+        Ok(c) => {
+            *shared.client.lock().unwrap() = Arc::new(c);
+            shared.cache.lock().unwrap().clear();
+            shared.failures.lock().unwrap().clear();
+            shared.reschedule.notify_one();
+            log::warn!("config reloaded");
+        }
+        Err(e) => log::error!("config reload failed, keeping the old one: {e}"),
+    }
+}
+
+async fn handle(shared: Arc<Shared>, stream: UnixStream) {
+    // Same user only: the socket dir is 0700 already, this is belt and braces.
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    match stream.peer_cred() {
+        Ok(c) if c.uid() == me => {}
+        _ => return,
+    }
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, exchange(shared, stream)).await;
+}
+
+async fn exchange(shared: Arc<Shared>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if BufReader::new(read)
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .await
+        .unwrap_or(0)
+        == 0
+    {
+        return;
+    }
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => dispatch(&shared, req).await,
+        Err(_) => Err("malformed request".to_owned()),
+    };
+    let resp = match resp {
+        Ok(value) => Response {
+            v: VERSION,
+            ok: true,
+            value: Some(value),
+            error: None,
+        },
+        Err(e) => Response {
+            v: VERSION,
+            ok: false,
+            value: None,
+            error: Some(e),
+        },
+    };
+    let mut out = serde_json::to_vec(&resp).expect("response serialises");
+    out.push(b'\n');
+    let _ = write.write_all(&out).await;
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: Request) -> std::result::Result<String, String> {
+    if req.v != VERSION {
+        return Err(format!(
+            "protocol version {} not supported (daemon speaks {VERSION})",
+            req.v
+        ));
+    }
+    if req.config != shared.config_key {
+        return Err(format!("this daemon serves {}", shared.config_key));
+    }
+    match req.op.as_str() {
+        "ping" => Ok("pong".into()),
+        "forget" => {
+            let name = req.account.unwrap_or_default();
+            shared.cache.lock().unwrap().retain(|(a, _), _| *a != name);
+            shared.failures.lock().unwrap().remove(&name);
+            shared.reschedule.notify_one();
+            Ok("forgotten".into())
+        }
+        "token" => token(shared, req).await,
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+async fn token(shared: &Arc<Shared>, req: Request) -> std::result::Result<String, String> {
+    let name = req.account.ok_or("no account")?;
+    let client = shared.client.lock().unwrap().clone();
+    let account = client.account(&name).map_err(|e| e.to_string())?;
+    let key = (
+        name.clone(),
+        req.resource
+            .clone()
+            .unwrap_or_else(|| MAIL_RESOURCE.to_owned()),
+    );
+    let cached = shared.cache.lock().unwrap().get(&key).cloned();
+    let token = match cached.filter(|at| at.is_fresh(account.min_validity, now())) {
+        Some(at) => at.token,
+        None => {
+            let (acct, resource) = (account.clone(), req.resource.clone());
+            let (token, at) =
+                tokio::task::spawn_blocking(move || -> Result<(String, Option<AccessToken>)> {
+                    let b = Broker::new(acct)?;
+                    let t = b.token(resource.as_deref())?;
+                    let at = b.record()?.and_then(|r| {
+                        r.access
+                            .get(resource.as_deref().unwrap_or(MAIL_RESOURCE))
+                            .cloned()
+                    });
+                    Ok((t, at))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if let Some(at) = at.filter(|at| at.token == token) {
+                shared.cache.lock().unwrap().insert(key, at);
+            }
+            shared.reschedule.notify_one();
+            token
+        }
+    };
+    Ok(match req.sasl.as_deref() {
+        None => token,
+        Some("xoauth2") => sasl::xoauth2(&account.user, &token),
+        Some("oauthbearer") => {
+            let imap = account.imap.as_ref();
+            sasl::oauthbearer(
+                &account.user,
+                imap.map(|s| s.host.as_str()),
+                imap.map(|s| s.port),
+                &token,
+            )
+        }
+        Some(other) => return Err(format!("unknown SASL mechanism `{other}`")),
+    })
+}
+
+/// Sleep until the earliest deadline of all accounts, renew what is due, repeat.
+async fn refresher(shared: Arc<Shared>, timer: timer::WallTimer) {
+    loop {
+        let client = shared.client.lock().unwrap().clone();
+        let failures = shared.failures.lock().unwrap().clone();
+        // Reading stores may block (keyring over D-Bus, passphrase commands).
+        let plan = tokio::task::spawn_blocking(move || plan(&client, &failures))
+            .await
+            .unwrap_or_default();
+        let t = now();
+        let due: Vec<_> = plan.iter().filter(|(_, at, _)| *at <= t).cloned().collect();
+        if due.is_empty() {
+            let next = plan.iter().map(|(_, at, _)| *at).min();
+            let notified = shared.reschedule.notified();
+            match next {
+                Some(at) => {
+                    log::info!("next refresh in {} s", at - t);
+                    tokio::select! {
+                        w = timer.sleep_until(at) => if let Ok(timer::Wake::ClockChanged) = w {
+                            log::info!("wall clock changed (resume or clock set): rechecking");
+                        },
+                        _ = notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+            continue;
+        }
+        for (name, _, kind) in due {
+            let client = shared.client.lock().unwrap().clone();
+            let n = name.clone();
+            let result =
+                tokio::task::spawn_blocking(move || -> Result<(Option<AccessToken>, bool)> {
+                    let b = client.broker(&n)?;
+                    let lifetime_ahead = |at: Option<&AccessToken>| {
+                        at.map(|a| {
+                            schedule::ahead(b.account(), a.expires_at - a.obtained_at.max(1))
+                        })
+                        .unwrap_or(0)
+                    };
+                    let current = b
+                        .record()?
+                        .and_then(|r| r.access.get(MAIL_RESOURCE).cloned());
+                    match kind {
+                        schedule::Due::KeepAlive => b.renew(None, true)?,
+                        schedule::Due::Refresh => {
+                            b.refresh_ahead(None, lifetime_ahead(current.as_ref()))?
+                        }
+                    };
+                    let rec = b.record()?;
+                    // A server whose fresh tokens are already due again would make us spin:
+                    // treat that as a failure, so backoff applies.
+                    let spin = schedule::next(b.account(), rec.as_ref(), false, 0, 0, now())
+                        .is_some_and(|(at, _)| at <= now());
+                    Ok((rec.and_then(|r| r.access.get(MAIL_RESOURCE).cloned()), spin))
+                })
+                .await;
+            match result {
+                Ok(Ok((_, true))) => {
+                    log::warn!("`{name}`: the new token is due for refresh at once; backing off");
+                    let mut f = shared.failures.lock().unwrap();
+                    let entry = f.entry(name).or_insert((0, 0));
+                    *entry = (entry.0 + 1, now());
+                }
+                Ok(Ok((at, false))) => {
+                    shared.failures.lock().unwrap().remove(&name);
+                    if let Some(at) = at {
+                        shared
+                            .cache
+                            .lock()
+                            .unwrap()
+                            .insert((name.clone(), MAIL_RESOURCE.to_owned()), at);
+                    }
+                    log::info!("refreshed `{name}`");
+                }
+                Ok(Err(e)) => {
+                    // The broker recorded it (and ran notify_command once if a login is needed).
+                    log::warn!("refresh of `{name}` failed: {e}");
+                    let mut f = shared.failures.lock().unwrap();
+                    let entry = f.entry(name).or_insert((0, 0));
+                    *entry = (entry.0 + 1, now());
+                }
+                Err(e) => log::error!("refresh task failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Deadlines of all accounts: (name, unix time, what is due).
+fn plan(
+    client: &Client,
+    failures: &HashMap<String, (u32, i64)>,
+) -> Vec<(String, i64, schedule::Due)> {
+    let mut out = Vec::new();
+    for name in client.config().accounts.keys() {
+        let Ok(b) = client.broker(name) else { continue };
+        let rec = match b.record() {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("`{name}`: {e}");
+                continue;
+            }
+        };
+        let login_required = status::load(b.account()).login_required.is_some();
+        let (n, last) = failures.get(name).copied().unwrap_or((0, 0));
+        if let Some((at, due)) =
+            schedule::next(b.account(), rec.as_ref(), login_required, n, last, now())
+        {
+            out.push((name.clone(), at, due));
+        }
+    }
+    out
+}
