@@ -15,7 +15,7 @@
 //! access token obtained with it leaves this module. Together with atomic store
 //! writes this means a crash at any instant loses nothing.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::diagnose;
@@ -91,12 +91,7 @@ impl Broker {
         let dir = paths::state_dir().join("locks");
         paths::ensure_private_dir(&dir)?;
         let path = dir.join(format!("{}.lock", paths::file_stem(&self.account.name)));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))?;
+        let file = paths::open_lock_file(&path)?;
         file.lock()
             .map_err(|e| Error::io(format!("cannot lock {}", path.display()), e))?;
         Ok(AccountLock { _file: file })

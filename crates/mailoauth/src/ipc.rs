@@ -48,6 +48,20 @@ pub struct Request {
     pub sasl: Option<String>,
 }
 
+impl Request {
+    /// A request of `op` about `account`, for the config at `config`.
+    pub fn new(op: &str, config: &Path, account: Option<&str>) -> Request {
+        Request {
+            v: VERSION,
+            op: op.to_owned(),
+            config: config_key(config),
+            account: account.map(str::to_owned),
+            resource: None,
+            sasl: None,
+        }
+    }
+}
+
 /// A response.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Response {

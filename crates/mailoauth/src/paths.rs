@@ -75,3 +75,14 @@ pub fn file_stem(account: &str) -> String {
         })
         .collect()
 }
+
+/// Open (creating) a lock file, for `File::lock`/`try_lock`. The kernel drops the
+/// lock when the holder dies, so a killed process never leaves one behind.
+pub fn open_lock_file(path: &Path) -> Result<fs::File> {
+    fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))
+}

@@ -4,6 +4,53 @@
 
 use base64::Engine as _;
 
+use crate::providers::Account;
+
+/// A bearer-token SASL mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// XOAUTH2 (Gmail, Microsoft, Dovecot).
+    Xoauth2,
+    /// OAUTHBEARER (RFC 7628).
+    Oauthbearer,
+}
+
+impl Mechanism {
+    /// Parse the lower-case name used on the command line and in the daemon protocol.
+    pub fn from_name(name: &str) -> Option<Mechanism> {
+        match name {
+            "xoauth2" => Some(Mechanism::Xoauth2),
+            "oauthbearer" => Some(Mechanism::Oauthbearer),
+            _ => None,
+        }
+    }
+
+    /// The lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Xoauth2 => "xoauth2",
+            Mechanism::Oauthbearer => "oauthbearer",
+        }
+    }
+}
+
+/// The base64 initial response of `mech` for `account` (OAUTHBEARER names the
+/// account's IMAP server, when it has one).
+pub fn initial_response(mech: Mechanism, account: &Account, token: &str) -> String {
+    match mech {
+        Mechanism::Xoauth2 => xoauth2(&account.user, token),
+        Mechanism::Oauthbearer => {
+            let imap = account.imap.as_ref();
+            oauthbearer(
+                &account.user,
+                imap.map(|s| s.host.as_str()),
+                imap.map(|s| s.port),
+                token,
+            )
+        }
+    }
+}
+
 /// XOAUTH2: `user=U^Aauth=Bearer T^A^A`, base64.
 pub fn xoauth2(user: &str, token: &str) -> String {
     base64::engine::general_purpose::STANDARD

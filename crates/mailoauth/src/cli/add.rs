@@ -112,10 +112,7 @@ impl AddArgs {
     }
 }
 
-fn ask(prompt: &str, default: Option<&str>) -> Result<Option<String>, Error> {
-    let d = default.map(|d| format!(" [{d}]")).unwrap_or_default();
-    eprint!("{prompt}{d}: ");
-    let _ = std::io::stderr().flush();
+fn read_stdin_line() -> Result<String, Error> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -124,6 +121,14 @@ fn ask(prompt: &str, default: Option<&str>) -> Result<Option<String>, Error> {
             context: "stdin".into(),
             source: e,
         })?;
+    Ok(line)
+}
+
+fn ask(prompt: &str, default: Option<&str>) -> Result<Option<String>, Error> {
+    let d = default.map(|d| format!(" [{d}]")).unwrap_or_default();
+    eprint!("{prompt}{d}: ");
+    let _ = std::io::stderr().flush();
+    let line = read_stdin_line()?;
     let t = line.trim();
     Ok(if t.is_empty() {
         default.map(str::to_owned)
@@ -253,14 +258,7 @@ pub fn run(path: &Path, args: &AddArgs) -> Result<(), Error> {
         t["client_secret"] = secret("command", v);
     }
     if args.client_secret_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::Io {
-                context: "stdin".into(),
-                source: e,
-            })?;
+        let line = read_stdin_line()?;
         t["client_secret"] = value(line.trim_end_matches(['\r', '\n']));
     }
     let new_text = doc.to_string();

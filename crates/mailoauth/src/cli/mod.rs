@@ -113,6 +113,15 @@ enum SaslMech {
     Oauthbearer,
 }
 
+impl SaslMech {
+    fn mechanism(self) -> sasl::Mechanism {
+        match self {
+            SaslMech::Xoauth2 => sasl::Mechanism::Xoauth2,
+            SaslMech::Oauthbearer => sasl::Mechanism::Oauthbearer,
+        }
+    }
+}
+
 struct StderrLogger(log::LevelFilter);
 
 impl log::Log for StderrLogger {
@@ -186,10 +195,9 @@ fn fast_token_args(
     while let Some(arg) = it.next() {
         match arg? {
             "--sasl" => {
-                mech = Some(match it.next()?? {
-                    "xoauth2" => SaslMech::Xoauth2,
-                    "oauthbearer" => SaslMech::Oauthbearer,
-                    _ => return None,
+                mech = Some(match sasl::Mechanism::from_name(it.next()??)? {
+                    sasl::Mechanism::Xoauth2 => SaslMech::Xoauth2,
+                    sasl::Mechanism::Oauthbearer => SaslMech::Oauthbearer,
                 })
             }
             "--resource" => resource = Some(it.next()??.to_owned()),
@@ -252,15 +260,9 @@ fn token(
     // A running daemon answers from memory; without one (or on any daemon error)
     // we do the work ourselves — same store, same lock.
     let req = ipc::Request {
-        v: ipc::VERSION,
-        op: "token".into(),
-        config: ipc::config_key(config),
-        account: Some(name.to_owned()),
         resource: resource.map(str::to_owned),
-        sasl: mech.map(|m| match m {
-            SaslMech::Xoauth2 => "xoauth2".to_owned(),
-            SaslMech::Oauthbearer => "oauthbearer".to_owned(),
-        }),
+        sasl: mech.map(|m| m.mechanism().name().to_owned()),
+        ..ipc::Request::new("token", config, Some(name))
     };
     if let Some(ipc::Response {
         ok: true,
@@ -272,19 +274,9 @@ fn token(
     }
     let broker = Client::with_config_file(config)?.broker(name)?;
     let token = broker.token(resource)?;
-    let account = broker.account();
     let out = match mech {
         None => token,
-        Some(SaslMech::Xoauth2) => sasl::xoauth2(&account.user, &token),
-        Some(SaslMech::Oauthbearer) => {
-            let imap = account.imap.as_ref();
-            sasl::oauthbearer(
-                &account.user,
-                imap.map(|s| s.host.as_str()),
-                imap.map(|s| s.port),
-                &token,
-            )
-        }
+        Some(m) => sasl::initial_response(m.mechanism(), broker.account(), &token),
     };
     print_stdout(&out)
 }
@@ -293,28 +285,9 @@ fn run(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Token {
             name,
-            sasl: mech,
+            sasl,
             resource,
-        } => {
-            let client = client(cli)?;
-            let broker = client.broker(name)?;
-            let token = broker.token(resource.as_deref())?;
-            let account = broker.account();
-            let out = match mech {
-                None => token,
-                Some(SaslMech::Xoauth2) => sasl::xoauth2(&account.user, &token),
-                Some(SaslMech::Oauthbearer) => {
-                    let imap = account.imap.as_ref();
-                    sasl::oauthbearer(
-                        &account.user,
-                        imap.map(|s| s.host.as_str()),
-                        imap.map(|s| s.port),
-                        &token,
-                    )
-                }
-            };
-            print_stdout(&out)
-        }
+        } => token(&config_path(cli), name, *sasl, resource.as_deref()),
         Command::Login {
             name,
             no_browser,
@@ -388,14 +361,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
 
 /// Tokens changed behind a running daemon's back: make it drop what it holds.
 fn tell_daemon_forget(cli: &Cli, name: &str) {
-    let req = ipc::Request {
-        v: ipc::VERSION,
-        op: "forget".into(),
-        config: ipc::config_key(&config_path(cli)),
-        account: Some(name.to_owned()),
-        resource: None,
-        sasl: None,
-    };
+    let req = ipc::Request::new("forget", &config_path(cli), Some(name));
     let _ = ipc::call(&req);
 }
 

@@ -16,7 +16,6 @@ pub mod schedule;
 pub mod timer;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -66,12 +65,7 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     // One daemon per runtime dir: the lock is held for the process lifetime and
     // released by the kernel whatever way we die.
     let lock_path = dir.join("daemon.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(format!("cannot open {}", lock_path.display()), e))?;
+    let lock = paths::open_lock_file(&lock_path)?;
     if lock.try_lock().is_err() {
         return Err(Error::Usage(format!(
             "another mailoauth daemon is already running (it holds {}); stop it first",
@@ -246,20 +240,13 @@ async fn token(shared: &Arc<Shared>, req: Request) -> std::result::Result<String
             token
         }
     };
-    Ok(match req.sasl.as_deref() {
-        None => token,
-        Some("xoauth2") => sasl::xoauth2(&account.user, &token),
-        Some("oauthbearer") => {
-            let imap = account.imap.as_ref();
-            sasl::oauthbearer(
-                &account.user,
-                imap.map(|s| s.host.as_str()),
-                imap.map(|s| s.port),
-                &token,
-            )
-        }
-        Some(other) => return Err(format!("unknown SASL mechanism `{other}`")),
-    })
+    match req.sasl.as_deref() {
+        None => Ok(token),
+        Some(name) => match sasl::Mechanism::from_name(name) {
+            Some(m) => Ok(sasl::initial_response(m, &account, &token)),
+            None => Err(format!("unknown SASL mechanism `{name}`")),
+        },
+    }
 }
 
 /// Sleep until the earliest deadline of all accounts, renew what is due, repeat.
