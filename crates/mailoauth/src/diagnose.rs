@@ -326,6 +326,258 @@ fn aadsts_codes(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// A known server reply (Exchange Online, Gmail, Dovecot) and what it means.
+struct WireEntry {
+    /// `imap`, `pop`, `smtp`, or "" for any.
+    protocol: &'static str,
+    /// Text the reply (or the decoded challenge) contains.
+    text: &'static str,
+    cause: &'static str,
+    /// `{account}`, `{user}`, `{client_id}` are filled in.
+    fix: &'static str,
+}
+
+const fn w(
+    protocol: &'static str,
+    text: &'static str,
+    cause: &'static str,
+    fix: &'static str,
+) -> WireEntry {
+    WireEntry {
+        protocol,
+        text,
+        cause,
+        fix,
+    }
+}
+
+/// Most specific first.
+const WIRE: &[WireEntry] = &[
+    w(
+        "imap",
+        "User is authenticated but not connected",
+        "the token was accepted, but its user has no access to the mailbox {user} (no mailbox permission, IMAP disabled for the mailbox, or no licence)",
+        "Exchange Online PowerShell: `Set-CASMailbox -Identity {user} -ImapEnabled $true`; for app-only access `Add-MailboxPermission -Identity {user} -User <service principal id> -AccessRights FullAccess`",
+    ),
+    w(
+        "imap",
+        "AUTHENTICATE failed",
+        "Exchange refused the token: usually a token for the wrong audience (a Graph scope instead of https://outlook.office.com/IMAP.AccessAsUser.All), or `user=` is not the token's user, or (app-only) the app has no service principal / mailbox permission in Exchange",
+        "run `mailoauth inspect {account}` to see the token's audience, scopes and user",
+    ),
+    w(
+        "imap",
+        "LOGIN failed",
+        "password LOGIN was refused: basic authentication is off for this mailbox",
+        "use XOAUTH2 (mailoauth token {account} as the OAuth token in your client, or the mailoauth proxy)",
+    ),
+    w(
+        "imap",
+        "Invalid SASL argument",
+        "the server could not parse the XOAUTH2 string",
+        "report this as a mailoauth bug with `mailoauth -v check {account}`",
+    ),
+    w(
+        "pop",
+        "Authentication failure",
+        "the POP3 server refused the token (wrong audience or scope, another user, or POP disabled for the mailbox)",
+        "run `mailoauth inspect {account}`; Exchange: `Set-CASMailbox -Identity {user} -PopEnabled $true`",
+    ),
+    w(
+        "smtp",
+        "5.7.139",
+        "SMTP AUTH is disabled for the tenant or the mailbox (even with OAuth)",
+        "Exchange Online PowerShell: `Set-CASMailbox -Identity {user} -SmtpClientAuthenticationDisabled $false` (the mailbox setting wins), or tenant-wide `Set-TransportConfig -SmtpClientAuthenticationDisabled $false`",
+    ),
+    w(
+        "smtp",
+        "SendAsDenied",
+        "the From address is not the authenticated mailbox {user}",
+        "send as {user}, or have an admin run `Add-RecipientPermission -Identity <From address> -Trustee {user} -AccessRights SendAs`",
+    ),
+    w(
+        "smtp",
+        "5.2.252",
+        "the From address is not the authenticated mailbox {user}",
+        "send as {user}, or have an admin run `Add-RecipientPermission -Identity <From address> -Trustee {user} -AccessRights SendAs`",
+    ),
+    w(
+        "smtp",
+        "5.7.3",
+        "Exchange rejected the token: commonly the signed-in user differs from {user}, or the token lacks SMTP.Send",
+        "run `mailoauth inspect {account}`; add `smtp` to `services` and run `mailoauth login {account}`",
+    ),
+    w(
+        "smtp",
+        "5.7.57",
+        "the server wants authentication before MAIL FROM",
+        "make sure the client authenticates (AUTH XOAUTH2) before sending",
+    ),
+    w(
+        "smtp",
+        "4.7.66",
+        "the server refuses TLS 1.0/1.1",
+        "mailoauth uses TLS 1.2+; a proxy in the path may downgrade",
+    ),
+    w(
+        "smtp",
+        "5.7.8",
+        "Gmail did not accept the token (expired, wrong scope, or another user)",
+        "run `mailoauth inspect {account}`; Gmail needs scope https://mail.google.com/",
+    ),
+    w(
+        "smtp",
+        "5.5.2",
+        "the server rejected the command line as too long",
+        "report this as a mailoauth bug: long AUTH lines should use the two-step form",
+    ),
+    w(
+        "",
+        "\"status\":\"400\"",
+        "the server says the token is invalid for this request (Gmail: wrong scope or user)",
+        "run `mailoauth inspect {account}`; Gmail needs scope https://mail.google.com/",
+    ),
+    w(
+        "",
+        "\"status\":\"401\"",
+        "the server says the token is invalid or expired",
+        "run `mailoauth refresh {account}` and retry; then `mailoauth inspect {account}`",
+    ),
+    w(
+        "",
+        "AUTHENTICATIONFAILED",
+        "the server refused the token (expired, wrong audience or scope, or another user than {user})",
+        "run `mailoauth inspect {account}` to see audience, scopes and user",
+    ),
+];
+
+/// Look up a server reply (`protocol` is `imap`, `pop` or `smtp`); `challenge` is
+/// the decoded SASL error challenge when there was one.
+pub fn wire_reply(
+    account: &Account,
+    protocol: &str,
+    reply: &str,
+    challenge: Option<&str>,
+) -> Option<Diagnosis> {
+    let hay = format!("{reply} {}", challenge.unwrap_or(""));
+    let found = WIRE
+        .iter()
+        .find(|e| (e.protocol.is_empty() || e.protocol == protocol) && hay.contains(e.text))?;
+    let fill = |s: &str| {
+        s.replace("{account}", &account.name)
+            .replace("{user}", &account.user)
+            .replace("{client_id}", &account.client_id)
+    };
+    Some(Diagnosis {
+        cause: fill(found.cause),
+        fix: fill(found.fix),
+        login_required: false,
+    })
+}
+
+/// The setup an app-only (client credentials) account needs in Entra and Exchange
+/// Online, filled in with this account's app id and mailbox: the source of most
+/// "NO AUTHENTICATE failed" support threads.
+pub fn app_only_checklist(account: &Account) -> String {
+    format!(
+        "App-only access (client credentials) needs all of these:\n\
+         1. Entra app {id}: API permissions → APIs my organization uses → Office 365 Exchange Online → \
+         Application permissions → IMAP.AccessAsApp / POP.AccessAsApp / SMTP.SendAsApp, then \
+         'Grant admin consent'.\n\
+         2. Exchange Online PowerShell (Connect-ExchangeOnline), with the Object ID of the *Enterprise \
+         application* (not of the App registration — that one silently fails):\n\
+         \x20  New-ServicePrincipal -AppId {id} -ObjectId <enterprise application object id>\n\
+         \x20  Add-MailboxPermission -Identity {user} -User <enterprise application object id> -AccessRights FullAccess\n\
+         \x20  Add-RecipientPermission -Identity {user} -Trustee <enterprise application object id> -AccessRights SendAs   # for SMTP\n\
+         3. The token is requested for scope https://outlook.office365.com/.default and the XOAUTH2 `user=` \
+         is the mailbox ({user}); `mailoauth inspect {name}` must show roles IMAP.AccessAsApp etc.",
+        id = account.client_id,
+        user = account.user,
+        name = account.name
+    )
+}
+
+/// Best-effort checks of a token's claims against the account, before connecting:
+/// audience, missing scopes (named), another user, expiry. Empty for opaque tokens.
+pub fn preflight(account: &Account, resource: Option<&str>, c: &Map<String, Value>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let scopes = account
+        .scopes(resource)
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    // The resource is the scheme+host of the first URL-shaped scope.
+    let expected_aud = scopes.iter().find_map(|s| {
+        url::Url::parse(s)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    });
+    let aud: Vec<String> = match c.get("aud") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(v)) => v
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![],
+    };
+    if let Some(exp_aud) = &expected_aud {
+        // Exchange Online also appears under its well-known application id, and
+        // outlook.office.com / outlook.office365.com are the same resource.
+        let exchange = "00000002-0000-0ff1-ce00-000000000000";
+        let same = |x: &String| {
+            x.trim_end_matches('/').eq_ignore_ascii_case(exp_aud)
+                || (exp_aud.contains("outlook") && (x == exchange || x.contains("outlook")))
+        };
+        if !aud.is_empty() && !aud.iter().any(same) {
+            warnings.push(format!(
+                "audience is {} but the account's scopes are for {exp_aud}: the server will refuse this token \
+                 (a Graph token at IMAP gives `NO AUTHENTICATE failed`)",
+                aud.join(", ")
+            ));
+        }
+    }
+    let granted: Vec<&str> = ["scp", "scope", "roles"]
+        .iter()
+        .filter_map(|k| c.get(*k))
+        .flat_map(|v| match v {
+            Value::String(s) => s.split_whitespace().collect::<Vec<_>>(),
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        })
+        .collect();
+    if !granted.is_empty() {
+        for s in &scopes {
+            let name = s.rsplit('/').next().unwrap_or(s);
+            if matches!(
+                name,
+                "openid" | "profile" | "email" | "offline_access" | ".default" | ""
+            ) {
+                continue;
+            }
+            if !granted.iter().any(|g| g.rsplit('/').next() == Some(name)) {
+                warnings.push(format!("the token lacks scope `{name}`: consent to it (or grant it as admin) and log in again"));
+            }
+        }
+    }
+    if account.has_refresh_tokens()
+        && let Some(u) = token_user(c)
+        && !u.eq_ignore_ascii_case(&account.user)
+    {
+        warnings.push(format!(
+            "the token is for {u}, but the account's user is {}",
+            account.user
+        ));
+    }
+    if let Some(exp) = c.get("exp").and_then(Value::as_i64)
+        && exp <= crate::broker::now()
+    {
+        warnings.push(format!(
+            "the token expired {} s ago",
+            crate::broker::now() - exp
+        ));
+    }
+    warnings
+}
+
 /// The claims of a JWT, or `None` for an opaque token (e.g. Microsoft personal accounts).
 /// The signature is not checked: this is for explanations only.
 pub fn jwt_claims(token: &str) -> Option<Map<String, Value>> {
@@ -403,6 +655,27 @@ mod tests {
     #[test]
     fn unknown_errors_have_no_diagnosis() {
         assert!(token_error(&account(), "weird", "", &[]).is_none());
+    }
+
+    #[test]
+    fn wire_catalog_maps_exchange_and_gmail_replies() {
+        let a = account();
+        let d = wire_reply(&a, "smtp", "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.", None).unwrap();
+        assert!(
+            d.fix.contains(
+                "Set-CASMailbox -Identity a@c.com -SmtpClientAuthenticationDisabled $false"
+            ),
+            "{d:?}"
+        );
+        let d = wire_reply(&a, "imap", "a1 NO AUTHENTICATE failed.", None).unwrap();
+        assert!(d.cause.contains("Graph") && d.fix.contains("mailoauth inspect work"));
+        let d = wire_reply(&a, "imap", "a1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)", Some("{\"status\":\"400\",\"schemes\":\"Bearer\",\"scope\":\"https://mail.google.com/\"}")).unwrap();
+        assert!(d.fix.contains("https://mail.google.com/"));
+        assert!(
+            wire_reply(&a, "pop", "535 5.7.139", None).is_none(),
+            "protocol-specific entries stay in their protocol"
+        );
+        assert!(app_only_checklist(&a).contains("New-ServicePrincipal -AppId cid-1"));
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub enum Error {
     #[error("login failed: {0}")]
     Flow(String),
 
+    /// A command already reported its outcome; only the exit code is left to give.
+    #[error("")]
+    Exit(i32),
+
     /// Any other I/O failure.
     #[error("{context}: {source}")]
     Io {
@@ -138,6 +142,7 @@ impl Error {
             Error::Config { .. } | Error::UnknownAccount { .. } | Error::Usage(_) => exit::USAGE,
             Error::LoginRequired { .. } => exit::LOGIN_REQUIRED,
             Error::Unreachable { .. } => exit::UNREACHABLE,
+            Error::Exit(code) => *code,
             _ => exit::ERROR,
         }
     }

@@ -20,6 +20,7 @@
 //! - [`status`]: non-secret per-account status ("login required", last error) and notifications.
 //! - [`diagnose`]: provider error codes → cause and fix; JWT claim reading.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
+//! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`).
 //! - [`daemon`]: background refresher and token server on a unix socket; [`ipc`] is its protocol and client.
 //! - [`http`], [`assertion`], [`random`], [`paths`]: plumbing.
 
@@ -32,6 +33,7 @@ pub mod error;
 pub mod flows;
 pub mod http;
 pub mod ipc;
+pub mod mail;
 pub mod oauth;
 pub mod paths;
 pub mod providers;

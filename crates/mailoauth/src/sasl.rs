@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 
-use crate::providers::Account;
+use crate::providers::{Account, Server};
 
 /// A bearer-token SASL mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,17 +34,22 @@ impl Mechanism {
     }
 }
 
-/// The base64 initial response of `mech` for `account` (OAUTHBEARER names the
-/// account's IMAP server, when it has one).
-pub fn initial_response(mech: Mechanism, account: &Account, token: &str) -> String {
+/// The base64 initial response of `mech` for `account`; OAUTHBEARER names
+/// `server` (the account's IMAP server when `None` is given and it has one).
+pub fn initial_response(
+    mech: Mechanism,
+    account: &Account,
+    server: Option<&Server>,
+    token: &str,
+) -> String {
     match mech {
         Mechanism::Xoauth2 => xoauth2(&account.user, token),
         Mechanism::Oauthbearer => {
-            let imap = account.imap.as_ref();
+            let s = server.or(account.imap.as_ref());
             oauthbearer(
                 &account.user,
-                imap.map(|s| s.host.as_str()),
-                imap.map(|s| s.port),
+                s.map(|s| s.host.as_str()),
+                s.map(|s| s.port),
                 token,
             )
         }

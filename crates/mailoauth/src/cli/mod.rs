@@ -89,6 +89,23 @@ enum Command {
         #[arg(long)]
         resource: Option<String>,
     },
+    /// Connect, authenticate with the token and run one harmless command per protocol; explain failures
+    Check {
+        /// Account name
+        name: String,
+        /// Check IMAP (default: every protocol the account has a server for)
+        #[arg(long)]
+        imap: bool,
+        /// Check POP3
+        #[arg(long)]
+        pop: bool,
+        /// Check SMTP submission
+        #[arg(long)]
+        smtp: bool,
+        /// Seconds to wait for each server
+        #[arg(long, default_value_t = 15, value_name = "SECS")]
+        timeout: u64,
+    },
     /// Delete the stored tokens (and revoke the refresh token where the provider supports it)
     Logout {
         /// Account name
@@ -216,6 +233,7 @@ fn set_logger(level: log::LevelFilter) {
 fn finish(result: Result<(), Error>) -> i32 {
     match result {
         Ok(()) => exit::OK,
+        Err(Error::Exit(code)) => code,
         Err(e) => {
             eprintln!("mailoauth: error: {e}");
             if let Some(h) = e.hint() {
@@ -276,7 +294,7 @@ fn token(
     let token = broker.token(resource)?;
     let out = match mech {
         None => token,
-        Some(m) => sasl::initial_response(m.mechanism(), broker.account(), &token),
+        Some(m) => sasl::initial_response(m.mechanism(), broker.account(), None, &token),
     };
     print_stdout(&out)
 }
@@ -338,6 +356,56 @@ fn run(cli: &Cli) -> Result<(), Error> {
             let out = client(cli)?.broker(name)?.logout()?;
             tell_daemon_forget(cli, name);
             report::logout(cli.json, name, &out)
+        }
+        Command::Check {
+            name,
+            imap,
+            pop,
+            smtp,
+            timeout,
+        } => {
+            use mailoauth::config::Service;
+            let broker = client(cli)?.broker(name)?;
+            let token = broker.token(None)?;
+            let preflight = mailoauth::diagnose::jwt_claims(&token)
+                .map(|c| mailoauth::diagnose::preflight(broker.account(), None, &c))
+                .unwrap_or_default();
+            let asked: Vec<Service> = [
+                (Service::Imap, *imap),
+                (Service::Pop, *pop),
+                (Service::Smtp, *smtp),
+            ]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(s, _)| s)
+            .collect();
+            let services = if asked.is_empty() {
+                vec![Service::Imap, Service::Pop, Service::Smtp]
+            } else {
+                asked.clone()
+            };
+            let mut reports = Vec::new();
+            for s in services {
+                match mailoauth::mail::check(
+                    broker.account(),
+                    s,
+                    &token,
+                    Duration::from_secs(*timeout),
+                ) {
+                    Some(r) => reports.push(r),
+                    None if asked.contains(&s) => {
+                        return Err(Error::Usage(format!(
+                            "account `{name}` has no {s:?} server; set it in the config"
+                        )));
+                    }
+                    None => {}
+                }
+            }
+            let code = report::check(cli.json, &broker, &preflight, &reports)?;
+            if code != 0 {
+                return Err(Error::Exit(code));
+            }
+            Ok(())
         }
         Command::Add(args) => add::run(&config_path(cli), args),
         Command::Daemon => mailoauth::daemon::run(&config_path(cli)),

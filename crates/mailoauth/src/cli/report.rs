@@ -179,88 +179,6 @@ pub fn logout(json_out: bool, name: &str, o: &LogoutOutcome) -> Result<(), Error
     Ok(())
 }
 
-/// Check a token's claims against the account: returns warnings.
-fn check_claims(
-    b: &Broker,
-    resource: Option<&str>,
-    c: &serde_json::Map<String, Value>,
-) -> Vec<String> {
-    let a = b.account();
-    let mut warnings = Vec::new();
-    let scopes = a.scopes(resource).map(|s| s.to_vec()).unwrap_or_default();
-    // The resource is the scheme+host of the first URL-shaped scope.
-    let expected_aud = scopes.iter().find_map(|s| {
-        url::Url::parse(s)
-            .ok()
-            .map(|u| u.origin().ascii_serialization())
-    });
-    let aud: Vec<String> = match c.get("aud") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(v)) => v
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect(),
-        _ => vec![],
-    };
-    if let Some(exp_aud) = &expected_aud {
-        // Exchange Online also appears under its well-known application id.
-        let exchange = "00000002-0000-0ff1-ce00-000000000000";
-        let same = |x: &String| {
-            x.trim_end_matches('/').eq_ignore_ascii_case(exp_aud)
-                || (x == exchange && exp_aud.contains("outlook"))
-                || (exp_aud.contains("outlook") && x.contains("outlook"))
-        };
-        if !aud.is_empty() && !aud.iter().any(same) {
-            warnings.push(format!(
-                "audience is {} but the account's scopes are for {exp_aud}: the server will refuse this token \
-                 (a Graph token at IMAP gives `NO AUTHENTICATE failed`)",
-                aud.join(", ")
-            ));
-        }
-    }
-    let granted: Vec<&str> = ["scp", "scope", "roles"]
-        .iter()
-        .filter_map(|k| c.get(*k))
-        .flat_map(|v| match v {
-            Value::String(s) => s.split_whitespace().collect::<Vec<_>>(),
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        })
-        .collect();
-    if !granted.is_empty() {
-        for s in &scopes {
-            let name = s.rsplit('/').next().unwrap_or(s);
-            if matches!(
-                name,
-                "openid" | "profile" | "email" | "offline_access" | ".default" | ""
-            ) {
-                continue;
-            }
-            if !granted.iter().any(|g| g.rsplit('/').next() == Some(name)) {
-                warnings.push(format!("the token lacks scope `{name}`: consent to it (or grant it as admin) and log in again"));
-            }
-        }
-    }
-    if a.has_refresh_tokens()
-        && let Some(u) = token_user(c)
-        && !u.eq_ignore_ascii_case(&a.user)
-    {
-        warnings.push(format!(
-            "the token is for {u}, but the account's user is {}",
-            a.user
-        ));
-    }
-    if let Some(exp) = c.get("exp").and_then(Value::as_i64)
-        && exp <= now()
-    {
-        warnings.push(format!(
-            "the token expired {} ago",
-            human_duration(now() - exp)
-        ));
-    }
-    warnings
-}
-
 /// Print `inspect`.
 pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(), Error> {
     let key = resource.unwrap_or(mailoauth::providers::MAIL_RESOURCE);
@@ -283,7 +201,7 @@ pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(),
             print_stdout(msg)
         };
     };
-    let warnings = check_claims(b, resource, &claims);
+    let warnings = mailoauth::diagnose::preflight(b.account(), resource, &claims);
     let pick = |ks: &[&str]| {
         ks.iter()
             .find_map(|k| claims.get(*k).cloned())
@@ -339,4 +257,82 @@ pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(),
         out.push_str("ok:       audience, scopes and user match the account\n");
     }
     print_stdout(out.trim_end())
+}
+
+/// Print `check` results; returns the exit code (0, 5 refused, 4 unreachable, 1 other).
+pub fn check(
+    json_out: bool,
+    b: &Broker,
+    preflight: &[String],
+    reports: &[mailoauth::mail::Report],
+) -> Result<i32, Error> {
+    use mailoauth::error::exit;
+    use mailoauth::mail::Failure;
+    let a = b.account();
+    let proto = |r: &mailoauth::mail::Report| match r.service {
+        mailoauth::config::Service::Imap => "imap",
+        mailoauth::config::Service::Pop => "pop",
+        mailoauth::config::Service::Smtp => "smtp",
+    };
+    let mut code = exit::OK;
+    let mut rows = Vec::new();
+    let mut text = String::new();
+    for w in preflight {
+        text.push_str(&format!("pre-flight: {w}\n"));
+    }
+    for r in reports {
+        let p = proto(r);
+        let ms = r.elapsed.as_millis();
+        match &r.result {
+            Ok(s) => {
+                text.push_str(&format!(
+                    "{p:<5} ok    {}  {}, {}  {ms} ms\n",
+                    r.server,
+                    s.mechanism.name().to_uppercase(),
+                    s.detail
+                ));
+                rows.push(json!({"protocol": p, "ok": true, "server": r.server, "mechanism": s.mechanism.name(), "detail": s.detail, "ms": ms}));
+            }
+            Err(f) => {
+                let (c, diag) = match f {
+                    Failure::Refused {
+                        reply, challenge, ..
+                    } => (
+                        exit::AUTH_REFUSED,
+                        mailoauth::diagnose::wire_reply(a, p, reply, challenge.as_deref()),
+                    ),
+                    Failure::Unreachable(_) => (exit::UNREACHABLE, None),
+                    _ => (exit::ERROR, None),
+                };
+                // Refusal outranks unreachability outranks the rest.
+                code = match (code, c) {
+                    (exit::AUTH_REFUSED, _) | (_, exit::AUTH_REFUSED) => exit::AUTH_REFUSED,
+                    (exit::UNREACHABLE, _) | (_, exit::UNREACHABLE) => exit::UNREACHABLE,
+                    _ => exit::ERROR,
+                };
+                text.push_str(&format!("{p:<5} FAIL  {}  {f}  {ms} ms\n", r.server));
+                if let Some(d) = &diag {
+                    text.push_str(&format!(
+                        "      cause: {}\n      fix:   {}\n",
+                        d.cause, d.fix
+                    ));
+                }
+                rows.push(json!({"protocol": p, "ok": false, "server": r.server, "error": f.to_string(),
+                    "cause": diag.as_ref().map(|d| d.cause.clone()), "fix": diag.as_ref().map(|d| d.fix.clone()), "ms": ms}));
+            }
+        }
+    }
+    let app_only = code != exit::OK && !a.has_refresh_tokens();
+    if app_only {
+        text.push_str(&mailoauth::diagnose::app_only_checklist(a));
+        text.push('\n');
+    }
+    if json_out {
+        let doc = json!({"account": a.name, "preflight": preflight, "results": rows, "exit_code": code,
+            "app_only_checklist": app_only.then(|| mailoauth::diagnose::app_only_checklist(a))});
+        print_stdout(&serde_json::to_string_pretty(&doc).expect("serialises"))?;
+    } else {
+        print_stdout(text.trim_end())?;
+    }
+    Ok(code)
 }

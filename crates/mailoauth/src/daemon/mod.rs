@@ -243,7 +243,7 @@ async fn token(shared: &Arc<Shared>, req: Request) -> std::result::Result<String
     match req.sasl.as_deref() {
         None => Ok(token),
         Some(name) => match sasl::Mechanism::from_name(name) {
-            Some(m) => Ok(sasl::initial_response(m, &account, &token)),
+            Some(m) => Ok(sasl::initial_response(m, &account, None, &token)),
             None => Err(format!("unknown SASL mechanism `{name}`")),
         },
     }

@@ -1,0 +1,228 @@
+//! A line-oriented mail connection: TCP, implicit TLS or a STARTTLS upgrade.
+//!
+//! Owns: connecting with timeouts, TLS with rustls (the platform's roots plus the
+//! account's `ca_file`), and CRLF line I/O with a length cap. Must not: know any
+//! protocol's commands, or upgrade to TLS with unread bytes buffered (a server —
+//! or a man in the middle — could inject plaintext responses that would then be
+//! read as if protected: the STARTTLS injection attack).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::config::TlsMode;
+use crate::providers::Server;
+
+/// Longest line we accept from a server (IMAP literals aside, replies are short).
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Why a connection failed; `Unreachable` maps to exit 4.
+#[derive(Debug)]
+pub enum ConnError {
+    /// TCP could not connect or timed out.
+    Unreachable(String),
+    /// TLS handshake or certificate problem.
+    Tls(String),
+    /// The server said something that is not the protocol, or closed.
+    Protocol(String),
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Unreachable(s) => write!(f, "unreachable: {s}"),
+            ConnError::Tls(s) => write!(f, "TLS: {s}"),
+            ConnError::Protocol(s) => write!(f, "protocol: {s}"),
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// An open connection to a mail server.
+pub struct Conn {
+    io: BufReader<Stream>,
+    host: String,
+    tls: Arc<rustls::ClientConfig>,
+    /// True once the connection is encrypted.
+    pub encrypted: bool,
+}
+
+/// TLS client settings: platform roots plus the PEM certificates in `ca_file`.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ConnError> {
+    let extra: Vec<CertificateDer<'static>> = match ca_file {
+        Some(p) => CertificateDer::pem_file_iter(p)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ConnError::Tls(format!("cannot read ca_file {}: {e}", p.display())))?,
+        None => vec![],
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| ConnError::Tls(format!("cannot load the system's trusted roots: {e}")))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnError::Tls(e.to_string()))?
+        .dangerous() // not dangerous: the platform verifier checks chains and names
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+impl Conn {
+    /// Connect to `server`; implicit TLS starts encrypted, the others in plain text.
+    pub fn connect(
+        server: &Server,
+        ca_file: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Conn, ConnError> {
+        let addr = (server.host.as_str(), server.port);
+        let addrs: Vec<_> = addr
+            .to_socket_addrs()
+            .map_err(|e| ConnError::Unreachable(format!("{}: {e}", server.host)))?
+            .collect();
+        let mut last = None;
+        let mut tcp = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| {
+            ConnError::Unreachable(format!(
+                "{}:{}: {}",
+                server.host,
+                server.port,
+                last.map(|e| e.to_string())
+                    .unwrap_or_else(|| "no address".into())
+            ))
+        })?;
+        tcp.set_read_timeout(Some(timeout)).ok();
+        tcp.set_write_timeout(Some(timeout)).ok();
+        let _ = tcp.set_nodelay(true);
+        let tls = tls_config(ca_file)?;
+        let mut conn = Conn {
+            io: BufReader::new(Stream::Plain(tcp)),
+            host: server.host.clone(),
+            tls,
+            encrypted: false,
+        };
+        if server.tls == TlsMode::Implicit {
+            conn = conn.upgrade()?;
+        }
+        Ok(conn)
+    }
+
+    /// Switch to TLS after the server agreed to STARTTLS/STLS.
+    pub fn upgrade(self) -> Result<Conn, ConnError> {
+        if !self.io.buffer().is_empty() {
+            return Err(ConnError::Protocol(
+                "the server sent data before the TLS handshake (possible STARTTLS injection); refusing".into(),
+            ));
+        }
+        let Conn { io, host, tls, .. } = self;
+        let Stream::Plain(tcp) = io.into_inner() else {
+            return Err(ConnError::Protocol("already encrypted".into()));
+        };
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| ConnError::Tls(format!("{host}: {e}")))?;
+        let conn = rustls::ClientConnection::new(tls.clone(), name)
+            .map_err(|e| ConnError::Tls(e.to_string()))?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        // Handshake now, so certificate problems are reported as such.
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .map_err(|e| ConnError::Tls(describe_tls(&e)))?;
+        }
+        Ok(Conn {
+            io: BufReader::new(Stream::Tls(Box::new(stream))),
+            host,
+            tls,
+            encrypted: true,
+        })
+    }
+
+    /// Read one line, without its CRLF.
+    pub fn read_line(&mut self) -> Result<String, ConnError> {
+        let mut line = String::new();
+        let n = (&mut self.io)
+            .take(MAX_LINE)
+            .read_line(&mut line)
+            .map_err(|e| ConnError::Protocol(format!("reading from {}: {e}", self.host)))?;
+        if n == 0 {
+            return Err(ConnError::Protocol(format!(
+                "{} closed the connection",
+                self.host
+            )));
+        }
+        if !line.ends_with('\n') {
+            return Err(ConnError::Protocol(format!(
+                "{} sent an overlong line",
+                self.host
+            )));
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    /// Send one line (CRLF is added).
+    pub fn write_line(&mut self, line: &str) -> Result<(), ConnError> {
+        let s = self.io.get_mut();
+        s.write_all(line.as_bytes())
+            .and_then(|()| s.write_all(b"\r\n"))
+            .and_then(|()| s.flush())
+            .map_err(|e| ConnError::Protocol(format!("writing to {}: {e}", self.host)))
+    }
+}
+
+fn describe_tls(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    if s.contains("UnknownIssuer") {
+        format!(
+            "{s}: the server's certificate is not signed by a trusted CA (set `ca_file` for a private CA)"
+        )
+    } else if s.contains("NotValidForName") {
+        format!(
+            "{s}: the certificate does not name this host (connect with the name on the certificate)"
+        )
+    } else {
+        s
+    }
+}

@@ -1,0 +1,253 @@
+//! `mailoauth check` against scripted servers that answer with the error texts of
+//! Exchange Online and Gmail (FACTS.md §4) — replies real test servers will not
+//! produce — each mapped to its diagnosis, and the exit codes of the spec.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+/// A line server: greets, then answers each received line with the reply of the
+/// first rule whose prefix it starts with ("" matches anything). Records lines.
+struct FakeMail {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeMail {
+    fn start(greeting: &'static str, rules: Vec<(&'static str, &'static str)>) -> FakeMail {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            for stream in l.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let _ = write!(s, "{greeting}\r\n");
+                let r = BufReader::new(s.try_clone().unwrap());
+                for line in r.lines().map_while(Result::ok) {
+                    s2.lock().unwrap().push(line.clone());
+                    let reply = rules
+                        .iter()
+                        .find(|(p, _)| line.starts_with(p))
+                        .map(|(_, r)| *r)
+                        .unwrap_or("");
+                    if reply == "CLOSE" {
+                        break;
+                    }
+                    if !reply.is_empty() {
+                        let _ = write!(s, "{}\r\n", reply.replace('\n', "\r\n"));
+                    }
+                }
+            }
+        });
+        FakeMail { port, seen }
+    }
+}
+
+/// A Microsoft account whose servers are the fakes, with a stored valid token.
+fn sandbox(extra: &str, flow: &str) -> Sandbox {
+    let sb = Sandbox::new(&format!(
+        "[accounts.ms]\nprovider = \"microsoft\"\nuser = \"alice@contoso.com\"\nclient_id = \"app-1234\"\n\
+         tenant = \"contoso.com\"\nflow = \"{flow}\"\nclient_secret = \"s\"\nstore = \"file\"\n{extra}"
+    ));
+    let now = now();
+    let rec = serde_json::json!({
+        "version": 1, "refresh_token": "RT", "login_at": now, "refresh_token_at": now,
+        "access": {"mail": {"token": "opaque-token-value", "expires_at": now + 3600, "obtained_at": now}}
+    });
+    std::fs::create_dir_all(sb.token_file("ms").parent().unwrap()).unwrap();
+    sb.write_record("ms", &rec);
+    sb
+}
+
+fn server(proto: &str, port: u16) -> String {
+    format!("{proto} = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\" }}\n")
+}
+
+const EXCHANGE_IMAP_CAPS: &str = "* CAPABILITY IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+\nc1 OK CAPABILITY completed.";
+
+#[test]
+fn exchange_imap_authenticate_failed_is_explained_with_exit_5() {
+    let imap = FakeMail::start(
+        "* OK The Microsoft Exchange IMAP4 service is ready.",
+        vec![
+            ("c1 CAPABILITY", EXCHANGE_IMAP_CAPS),
+            ("a1 AUTHENTICATE", "a1 NO AUTHENTICATE failed."),
+            ("", ""),
+        ],
+    );
+    let sb = sandbox(&server("imap", imap.port), "auth-code");
+    let o = sb.run(&["check", "ms", "--imap"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(
+        out.contains("imap  FAIL") && out.contains("NO AUTHENTICATE failed."),
+        "{out}"
+    );
+    assert!(
+        out.contains("Graph") && out.contains("mailoauth inspect ms"),
+        "{out}"
+    );
+    // SASL-IR: one line, XOAUTH2 for the account's user.
+    let seen = imap.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("a1 AUTHENTICATE XOAUTH2 dXNlcj1hbGljZUBjb250b3NvLmNvbQ")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn app_only_failure_prints_the_whole_setup_checklist() {
+    let imap = FakeMail::start(
+        "* OK The Microsoft Exchange IMAP4 service is ready.",
+        vec![
+            ("c1 CAPABILITY", EXCHANGE_IMAP_CAPS),
+            ("a1 AUTHENTICATE", "a1 OK AUTHENTICATE completed."),
+            (
+                "a2 SELECT",
+                "a2 BAD User is authenticated but not connected.",
+            ),
+            ("", ""),
+        ],
+    );
+    let sb = sandbox(&server("imap", imap.port), "client-credentials");
+    let o = sb.run(&["check", "ms", "--imap"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(out.contains("SELECT INBOX refused"), "{out}");
+    assert!(
+        out.contains("Set-CASMailbox -Identity alice@contoso.com -ImapEnabled $true"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "New-ServicePrincipal -AppId app-1234 -ObjectId <enterprise application object id>"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Add-MailboxPermission -Identity alice@contoso.com"),
+        "{out}"
+    );
+}
+
+#[test]
+fn exchange_smtp_auth_disabled_two_step_auth_and_json() {
+    let smtp = FakeMail::start(
+        "220 BN0PR04CA0000.outlook.office365.com Microsoft ESMTP MAIL Service ready",
+        vec![
+            (
+                "EHLO",
+                "250-BN0PR04CA0000.outlook.office365.com Hello\n250-SIZE 157286400\n250-AUTH LOGIN XOAUTH2\n250 SMTPUTF8",
+            ),
+            ("AUTH XOAUTH2", "334 "),
+            (
+                "",
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.",
+            ),
+        ],
+    );
+    let sb = sandbox(&server("smtp", smtp.port), "auth-code");
+    let o = sb.run(&["check", "ms", "--smtp", "--json"]);
+    assert_exit(&o, 5);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let fix = v["results"][0]["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(
+            "Set-CASMailbox -Identity alice@contoso.com -SmtpClientAuthenticationDisabled $false"
+        ),
+        "{v}"
+    );
+    assert_eq!(v["exit_code"], 5);
+}
+
+#[test]
+fn long_tokens_use_the_two_step_smtp_auth() {
+    let smtp = FakeMail::start(
+        "220 smtp ready",
+        vec![
+            ("EHLO", "250-smtp\n250 AUTH XOAUTH2"),
+            ("AUTH XOAUTH2 ", "500 5.5.2 Line too long"),
+            ("AUTH XOAUTH2", "334 "),
+            ("MAIL FROM", "250 2.1.0 Sender OK"),
+            ("RSET", "250 OK"),
+            ("QUIT", "221 bye"),
+            ("", "235 2.7.0 Authentication successful"),
+        ],
+    );
+    let sb = sandbox(&server("smtp", smtp.port), "auth-code");
+    // An Office 365-sized token (2.4 KB).
+    let mut r = sb.record("ms");
+    r["access"]["mail"]["token"] = "x".repeat(2400).into();
+    sb.write_record("ms", &r);
+    let o = sb.run(&["check", "ms", "--smtp"]);
+    assert_exit(&o, 0);
+    let seen = smtp.seen.lock().unwrap().clone();
+    assert!(seen.contains(&"AUTH XOAUTH2".to_owned()), "{seen:?}");
+    assert!(stdout(&o).contains("smtp  ok"), "{}", stdout(&o));
+}
+
+#[test]
+fn gmail_error_challenge_is_answered_and_decoded() {
+    // base64 of {"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}
+    let smtp = FakeMail::start(
+        "220 smtp.gmail.com ESMTP ready",
+        vec![
+            (
+                "EHLO",
+                "250-smtp.gmail.com at your service\n250-AUTH LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH\n250 SMTPUTF8",
+            ),
+            (
+                "AUTH XOAUTH2",
+                "334 eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==",
+            ),
+            (
+                "",
+                "535-5.7.8 Username and Password not accepted. For more information, go to\n535 5.7.8  https://support.google.com/mail/?p=BadCredentials",
+            ),
+        ],
+    );
+    let sb = sandbox(&server("smtp", smtp.port), "auth-code");
+    let o = sb.run(&["check", "ms", "--smtp"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(
+        out.contains(r#"{"status":"400""#),
+        "the challenge is decoded: {out}"
+    );
+    assert!(out.contains("Gmail"), "{out}");
+    // The client acknowledged the challenge with an empty line.
+    assert!(smtp.seen.lock().unwrap().iter().any(|l| l.is_empty()));
+}
+
+#[test]
+fn exchange_pop_failure_and_unreachable_server() {
+    let pop = FakeMail::start(
+        "+OK The Microsoft Exchange POP3 service is ready.",
+        vec![
+            ("CAPA", "+OK\nTOP\nUIDL\nSASL PLAIN XOAUTH2\nUSER\n."),
+            ("AUTH XOAUTH2", "+ "),
+            (
+                "",
+                "-ERR Authentication failure: unknown user name or bad password.",
+            ),
+        ],
+    );
+    let sb = sandbox(&server("pop", pop.port), "auth-code");
+    let o = sb.run(&["check", "ms", "--pop"]);
+    assert_exit(&o, 5);
+    assert!(stdout(&o).contains("-PopEnabled $true"), "{}", stdout(&o));
+
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sb = sandbox(&server("imap", closed), "auth-code");
+    let o = sb.run(&["check", "ms", "--imap", "--timeout", "2"]);
+    assert_exit(&o, 4);
+}
