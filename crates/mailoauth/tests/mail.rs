@@ -1,0 +1,203 @@
+//! `mailoauth check` against real servers: a private Dovecot (IMAP, POP3,
+//! submission) whose oauth2 passdb validates the test authorization server's JWTs,
+//! started by `tests/mail-server/start.sh`. A token for one user cannot open
+//! another's mailbox, a token without the protocol's scope or past its expiry is
+//! refused, and each refusal is explained.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct MailServer {
+    dir: tempfile::TempDir,
+    ports: Value,
+}
+
+impl MailServer {
+    fn start(issuer: &str) -> MailServer {
+        // SAFETY: getuid cannot fail.
+        assert_eq!(
+            unsafe { libc::getuid() },
+            0,
+            "the Dovecot fixture needs root (run the tests as root, as CI does)"
+        );
+        for p in ["dovecot", "postfix"] {
+            need(p, "bash tests/mail-server/install.sh (or .ci/setup)");
+        }
+        // Dovecot's socket paths must stay short: a directory directly under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("mo")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = repo_root().join("tests/mail-server/start.sh");
+        let mut last = String::new();
+        // start.sh picks free ports just before starting; a rare collision is retried.
+        for _ in 0..2 {
+            let out = run_with_timeout(
+                {
+                    let mut c = Command::new("bash");
+                    c.arg(&script).arg(dir.path()).arg(issuer);
+                    c
+                },
+                Duration::from_secs(60),
+            );
+            if out.status.success() {
+                let ports = serde_json::from_slice(&out.stdout).expect("start.sh JSON");
+                return MailServer { dir, ports };
+            }
+            last = stderr(&out);
+        }
+        panic!("the mail server fixture did not start: {last}");
+    }
+
+    fn port(&self, k: &str) -> u64 {
+        self.ports[k].as_u64().unwrap()
+    }
+
+    fn ca(&self) -> PathBuf {
+        PathBuf::from(self.ports["ca"].as_str().unwrap())
+    }
+
+    /// Servers for a config: IMAP implicit TLS, POP3 with STLS, submission with STARTTLS.
+    fn servers(&self) -> String {
+        format!(
+            "imap = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\n\
+             pop = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
+             smtp = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
+             ca_file = \"{}\"\n",
+            self.port("imap_tls"),
+            self.port("pop"),
+            self.port("submission"),
+            self.ca().display()
+        )
+    }
+
+    /// The other TLS modes: IMAP with STARTTLS, POP3 and SMTP with implicit TLS.
+    fn other_servers(&self) -> String {
+        format!(
+            "imap = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
+             pop = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\n\
+             smtp = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\n\
+             ca_file = \"{}\"\n",
+            self.port("imap"),
+            self.port("pop_tls"),
+            self.port("submissions"),
+            self.ca().display()
+        )
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("tests/mail-server/stop.sh"))
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// One account `m` for alice with mail scopes, plus the standard test accounts.
+fn config(srv: &OAuthServer, mail: &MailServer, servers: &str, scopes: &str) -> String {
+    format!(
+        "{}\n[accounts.m]\nprovider = \"custom\"\nuser = \"alice@example.test\"\nclient_id = \"native-public\"\n\
+         authorize_url = \"{iss}/auth\"\ntoken_url = \"{iss}/token\"\nredirect_uri = \"http://127.0.0.1/callback\"\n\
+         scopes = [{scopes}]\nstore = \"file\"\n{servers}\n\
+         [accounts.appmail]\nprovider = \"custom\"\nuser = \"shared@example.test\"\nclient_id = \"app-secret\"\n\
+         client_secret = \"app-secret-value\"\nflow = \"client-credentials\"\ntoken_url = \"{iss}/token\"\n\
+         scopes = [\"https://outlook.test/.default\"]\nstore = \"file\"\n{servers}\n",
+        accounts(&srv.issuer, "file"),
+        iss = srv.issuer,
+        servers = servers,
+        scopes = scopes
+    )
+}
+
+const ALL_SCOPES: &str = "\"https://outlook.test/IMAP.AccessAsUser.All\", \"https://outlook.test/POP.AccessAsUser.All\", \"https://outlook.test/SMTP.Send\", \"openid\", \"email\", \"offline_access\"";
+
+#[test]
+fn check_of_all_three_protocols_in_every_tls_mode_under_a_second() {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    for servers in [mail.servers(), mail.other_servers()] {
+        std::fs::write(&sb.config, config(&srv, &mail, &servers, ALL_SCOPES)).unwrap();
+        let t = Instant::now();
+        let o = sb.run(&["check", "m"]);
+        let took = t.elapsed();
+        assert_exit(&o, 0);
+        let out = stdout(&o);
+        for p in ["imap  ok", "pop   ok", "smtp  ok"] {
+            assert!(out.contains(p), "{p}: {out}");
+        }
+        assert!(
+            took < Duration::from_secs(1),
+            "check of three protocols took {took:?}"
+        );
+    }
+    // App-only token: any mailbox named in user=.
+    let o = sb.run(&["check", "appmail", "--imap", "--smtp"]);
+    assert_exit(&o, 0);
+}
+
+#[test]
+fn a_token_without_the_protocol_scope_is_refused_and_the_scope_named() {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let only_smtp = "\"https://outlook.test/SMTP.Send\", \"openid\", \"email\", \"offline_access\"";
+    let sb = Sandbox::new(&config(&srv, &mail, &mail.servers(), only_smtp));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    // The account's config now asks for IMAP too, the token still lacks it.
+    std::fs::write(&sb.config, config(&srv, &mail, &mail.servers(), ALL_SCOPES)).unwrap();
+    let o = sb.run(&["check", "m", "--imap", "--smtp"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(out.contains("lacks scope `IMAP.AccessAsUser.All`"), "{out}");
+    assert!(
+        out.contains("imap  FAIL") && out.contains("AUTHENTICATIONFAILED"),
+        "{out}"
+    );
+    assert!(out.contains("smtp  ok"), "{out}");
+}
+
+#[test]
+fn another_users_token_and_an_expired_token_are_refused() {
+    let srv = OAuthServer::start(&[("ACCESS_TOKEN_TTL", "3")]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    // Alice's token under an account for bob: Dovecot compares upn with user=.
+    let bob = config(&srv, &mail, &mail.servers(), ALL_SCOPES).replacen(
+        "[accounts.m]\nprovider = \"custom\"\nuser = \"alice@example.test\"",
+        "[accounts.m]\nprovider = \"custom\"\nuser = \"bob@example.test\"",
+        1,
+    );
+    std::fs::write(&sb.config, &bob).unwrap();
+    let mut r = sb.record("m");
+    r["access"]["mail"]["expires_at"] = (now() + 3600).into();
+    r["access"]["mail"]["obtained_at"] = now().into();
+    sb.write_record("m", &r);
+    let o = sb.run(&["check", "m", "--imap"]);
+    assert_exit(&o, 5);
+    assert!(
+        stdout(&o).contains("the token is for alice@example.test"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Back to alice, but let the JWT expire while the store still calls it fresh.
+    std::fs::write(&sb.config, config(&srv, &mail, &mail.servers(), ALL_SCOPES)).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let o = sb.run(&["check", "m", "--imap", "--pop"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(out.contains("the token expired"), "{out}");
+    assert!(
+        out.contains("imap  FAIL") && out.contains("pop   FAIL"),
+        "{out}"
+    );
+}
