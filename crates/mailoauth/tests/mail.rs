@@ -101,7 +101,7 @@ impl Drop for MailServer {
 }
 
 /// One account `m` for alice with mail scopes, plus the standard test accounts.
-fn config(srv: &OAuthServer, mail: &MailServer, servers: &str, scopes: &str) -> String {
+fn config(srv: &OAuthServer, servers: &str, scopes: &str) -> String {
     format!(
         "{}\n[accounts.m]\nprovider = \"custom\"\nuser = \"alice@example.test\"\nclient_id = \"native-public\"\n\
          authorize_url = \"{iss}/auth\"\ntoken_url = \"{iss}/token\"\nredirect_uri = \"http://127.0.0.1/callback\"\n\
@@ -122,10 +122,10 @@ const ALL_SCOPES: &str = "\"https://outlook.test/IMAP.AccessAsUser.All\", \"http
 fn check_of_all_three_protocols_in_every_tls_mode_under_a_second() {
     let srv = OAuthServer::start(&[]);
     let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail, &mail.servers(), ALL_SCOPES));
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
     assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
     for servers in [mail.servers(), mail.other_servers()] {
-        std::fs::write(&sb.config, config(&srv, &mail, &servers, ALL_SCOPES)).unwrap();
+        std::fs::write(&sb.config, config(&srv, &servers, ALL_SCOPES)).unwrap();
         let t = Instant::now();
         let o = sb.run(&["check", "m"]);
         let took = t.elapsed();
@@ -149,10 +149,10 @@ fn a_token_without_the_protocol_scope_is_refused_and_the_scope_named() {
     let srv = OAuthServer::start(&[]);
     let mail = MailServer::start(&srv.issuer);
     let only_smtp = "\"https://outlook.test/SMTP.Send\", \"openid\", \"email\", \"offline_access\"";
-    let sb = Sandbox::new(&config(&srv, &mail, &mail.servers(), only_smtp));
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), only_smtp));
     assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
     // The account's config now asks for IMAP too, the token still lacks it.
-    std::fs::write(&sb.config, config(&srv, &mail, &mail.servers(), ALL_SCOPES)).unwrap();
+    std::fs::write(&sb.config, config(&srv, &mail.servers(), ALL_SCOPES)).unwrap();
     let o = sb.run(&["check", "m", "--imap", "--smtp"]);
     assert_exit(&o, 5);
     let out = stdout(&o);
@@ -168,10 +168,10 @@ fn a_token_without_the_protocol_scope_is_refused_and_the_scope_named() {
 fn another_users_token_and_an_expired_token_are_refused() {
     let srv = OAuthServer::start(&[("ACCESS_TOKEN_TTL", "3")]);
     let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail, &mail.servers(), ALL_SCOPES));
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
     assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
     // Alice's token under an account for bob: Dovecot compares upn with user=.
-    let bob = config(&srv, &mail, &mail.servers(), ALL_SCOPES).replacen(
+    let bob = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
         "[accounts.m]\nprovider = \"custom\"\nuser = \"alice@example.test\"",
         "[accounts.m]\nprovider = \"custom\"\nuser = \"bob@example.test\"",
         1,
@@ -190,7 +190,7 @@ fn another_users_token_and_an_expired_token_are_refused() {
     );
 
     // Back to alice, but let the JWT expire while the store still calls it fresh.
-    std::fs::write(&sb.config, config(&srv, &mail, &mail.servers(), ALL_SCOPES)).unwrap();
+    std::fs::write(&sb.config, config(&srv, &mail.servers(), ALL_SCOPES)).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let o = sb.run(&["check", "m", "--imap", "--pop"]);
     assert_exit(&o, 5);
