@@ -104,6 +104,17 @@ pub enum Error {
     #[error("login failed: {0}")]
     Flow(String),
 
+    /// A message would be sent as someone else than the account's mailbox.
+    #[error("the {what} is {from}, but account mailbox is {user}; not sent")]
+    SendAs {
+        /// Which address (From header or -f).
+        what: &'static str,
+        /// The address.
+        from: String,
+        /// The account's mailbox.
+        user: String,
+    },
+
     /// A command already reported its outcome; only the exit code is left to give.
     #[error("")]
     Exit(i32),
@@ -164,6 +175,11 @@ impl Error {
             Error::Unreachable { .. } => Some(
                 "check the network (and HTTPS_PROXY); a still-valid token is served while the provider is down".into(),
             ),
+            Error::SendAs { user, from, .. } => Some(format!(
+                "send as {user}, or, if {user} has SendAs rights on {from} (Exchange: \
+                 `Add-RecipientPermission -Identity {from} -Trustee {user} -AccessRights SendAs`), \
+                 pass --allow-send-as; otherwise the server answers `554 5.2.252 SendAsDenied`"
+            )),
             Error::UserMismatch { account, expected, .. } => Some(format!(
                 "sign in as {expected} (use a private browser window if the browser picks another account), \
                  or change `user` of account `{account}`; a token for another user makes servers answer \

@@ -201,3 +201,79 @@ fn another_users_token_and_an_expired_token_are_refused() {
         "{out}"
     );
 }
+
+/// Wait for a message containing `needle` in `user`'s Maildir (new/), return its text.
+fn delivered(mail: &MailServer, user: &str, needle: &str) -> String {
+    let dir = PathBuf::from(mail.ports["maildir_root"].as_str().unwrap())
+        .join(user)
+        .join("new");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message with {needle:?} for {user} in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn send_delivers_through_dovecot_submission_and_strips_bcc() {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let mark = format!("mark-{}", now());
+    let msg = format!(
+        "From: Alice <alice@example.test>\nTo: bob@example.test\nBcc: carol@example.test\nSubject: {mark}\n\n.leading dot\nbody\n"
+    );
+    let mut c = sb.cmd(&["send", "m", "-t", "-oi"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(msg.as_bytes())
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(60));
+    assert_exit(&o, 0);
+    let to_bob = delivered(&mail, "bob@example.test", &mark);
+    let to_carol = delivered(&mail, "carol@example.test", &mark);
+    for text in [&to_bob, &to_carol] {
+        assert!(
+            !text.contains("Bcc:") && !text.contains("carol@example.test\r\nSubject"),
+            "Bcc stripped: {text}"
+        );
+        assert!(
+            text.contains("\n.leading dot"),
+            "dot-stuffing undone by the server: {text}"
+        );
+    }
+
+    // Send-as is refused before connecting, with the explanation.
+    let mut c = sb.cmd(&["send", "m", "bob@example.test"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"From: boss@example.test\nSubject: x\n\nhi\n")
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(30));
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("SendAsDenied"), "{}", stderr(&o));
+}

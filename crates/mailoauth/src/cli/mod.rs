@@ -106,6 +106,31 @@ enum Command {
         #[arg(long, default_value_t = 15, value_name = "SECS")]
         timeout: u64,
     },
+    /// Send the RFC 5322 message on stdin over SMTP with XOAUTH2 (sendmail-compatible)
+    Send {
+        /// Account name
+        name: String,
+        /// Take recipients from To, Cc and Bcc (Bcc is removed from what is sent)
+        #[arg(short = 't')]
+        extract: bool,
+        /// Envelope sender (must be the account's mailbox unless --allow-send-as)
+        #[arg(short = 'f', value_name = "FROM")]
+        from: Option<String>,
+        /// Allow a From other than the account's mailbox (needs SendAs rights on the server)
+        #[arg(long)]
+        allow_send_as: bool,
+        /// Accepted for sendmail compatibility (the message always ends at end of input)
+        #[arg(short = 'i', hide = true)]
+        ignore_dots: bool,
+        /// Accepted for sendmail compatibility (`-oi`, `-oem` …) and ignored
+        #[arg(short = 'o', hide = true, value_name = "OPTION")]
+        options: Vec<String>,
+        /// Seconds to wait for the server
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+        /// Recipients
+        recipients: Vec<String>,
+    },
     /// Delete the stored tokens (and revoke the refresh token where the provider supports it)
     Logout {
         /// Account name
@@ -406,6 +431,75 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 return Err(Error::Exit(code));
             }
             Ok(())
+        }
+        Command::Send {
+            name,
+            extract,
+            from,
+            allow_send_as,
+            timeout,
+            recipients,
+            ..
+        } => {
+            use std::io::Read as _;
+            let broker = client(cli)?.broker(name)?;
+            let account = broker.account();
+            let server = account.smtp.as_ref().ok_or_else(|| {
+                Error::Usage(format!(
+                    "account `{name}` has no smtp server; set `smtp = {{ host = … }}`"
+                ))
+            })?;
+            let mut raw = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut raw)
+                .map_err(|e| Error::Io {
+                    context: "stdin".into(),
+                    source: e,
+                })?;
+            // Everything that can be refused locally is, before any network.
+            let msg = mailoauth::mail::send::prepare(
+                account,
+                &raw,
+                *extract,
+                from.as_deref(),
+                recipients,
+                *allow_send_as,
+            )?;
+            let token = broker.token(None)?;
+            match mailoauth::mail::send::submit(
+                account,
+                server,
+                &token,
+                &msg,
+                Duration::from_secs(*timeout),
+            ) {
+                Ok(s) => {
+                    log::info!("sent: {}", s.detail);
+                    Ok(())
+                }
+                Err(f) => {
+                    eprintln!("mailoauth: error: sending failed: {f}");
+                    let (code, reply, challenge) = match &f {
+                        mailoauth::mail::Failure::Refused {
+                            reply, challenge, ..
+                        } => (
+                            mailoauth::error::exit::AUTH_REFUSED,
+                            reply.as_str(),
+                            challenge.as_deref(),
+                        ),
+                        mailoauth::mail::Failure::Unreachable(_) => {
+                            (mailoauth::error::exit::UNREACHABLE, "", None)
+                        }
+                        _ => (mailoauth::error::exit::ERROR, "", None),
+                    };
+                    if let Some(d) =
+                        mailoauth::diagnose::wire_reply(account, "smtp", reply, challenge)
+                    {
+                        eprintln!("  cause: {}\n  fix:   {}", d.cause, d.fix);
+                    }
+                    Err(Error::Exit(code))
+                }
+            }
         }
         Command::Add(args) => add::run(&config_path(cli), args),
         Command::Daemon => mailoauth::daemon::run(&config_path(cli)),

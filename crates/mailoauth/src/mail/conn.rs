@@ -204,9 +204,16 @@ impl Conn {
 
     /// Send one line (CRLF is added).
     pub fn write_line(&mut self, line: &str) -> Result<(), ConnError> {
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.write_all(&bytes)
+    }
+
+    /// Send raw bytes (a message body: 8-bit content goes through untouched).
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let s = self.io.get_mut();
-        s.write_all(line.as_bytes())
-            .and_then(|()| s.write_all(b"\r\n"))
+        s.write_all(bytes)
             .and_then(|()| s.flush())
             .map_err(|e| ConnError::Protocol(format!("writing to {}: {e}", self.host)))
     }

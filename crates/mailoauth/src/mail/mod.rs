@@ -11,6 +11,7 @@
 pub mod conn;
 pub mod imap;
 pub mod pop;
+pub mod send;
 pub mod smtp;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,239 @@
+//! `send`: a sendmail-compatible submission of one RFC 5322 message.
+//!
+//! Owns: the envelope (recipients from arguments, or from To/Cc/Bcc with `-t`,
+//! Bcc stripped from what is sent), the send-as guard (a From that is not the
+//! account's mailbox is refused before connecting — Exchange would answer
+//! `554 5.2.252 SendAsDenied` after the upload), CRLF and dot-stuffing, and
+//! the SMTP transaction. Must not: rewrite anything else in the message.
+
+use std::time::Duration;
+
+use super::smtp::{self, reply};
+use super::{Failure, Success};
+use crate::error::Error;
+use crate::providers::{Account, Server};
+
+/// A message ready to submit.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Envelope sender (`MAIL FROM`).
+    pub from: String,
+    /// Envelope recipients (`RCPT TO`).
+    pub recipients: Vec<String>,
+    /// The message, CRLF line ends, without Bcc when `-t` took recipients from it.
+    pub data: Vec<u8>,
+}
+
+fn addresses(a: Option<&mail_parser::Address>) -> Vec<String> {
+    a.map(|a| {
+        a.iter()
+            .filter_map(|x| x.address().map(str::to_owned))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Split a message into header lines (with their folded continuations) and body.
+fn split(raw: &[u8]) -> (Vec<Vec<u8>>, &[u8]) {
+    let mut headers: Vec<Vec<u8>> = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(rest.len());
+        let line = &rest[..end];
+        if line == b"\n" || line == b"\r\n" {
+            return (headers, &rest[end..]);
+        }
+        match (line.first(), headers.last_mut()) {
+            (Some(b' ' | b'\t'), Some(h)) => h.extend_from_slice(line),
+            _ => headers.push(line.to_vec()),
+        }
+        rest = &rest[end..];
+    }
+    (headers, rest)
+}
+
+fn is_header(h: &[u8], name: &str) -> bool {
+    h.len() > name.len()
+        && h[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        && h[name.len()] == b':'
+}
+
+/// Build the envelope and the bytes to send. `extract` is sendmail's `-t`.
+pub fn prepare(
+    account: &Account,
+    raw: &[u8],
+    extract: bool,
+    envelope_from: Option<&str>,
+    args: &[String],
+    allow_send_as: bool,
+) -> Result<Prepared, Error> {
+    let parsed = mail_parser::MessageParser::new()
+        .parse_headers(raw)
+        .ok_or_else(|| Error::Usage("the message on stdin has no RFC 5322 headers".into()))?;
+    let header_from = addresses(parsed.from()).into_iter().next();
+    let mut recipients: Vec<String> = args.to_vec();
+    if extract {
+        for a in [parsed.to(), parsed.cc(), parsed.bcc()] {
+            recipients.extend(addresses(a));
+        }
+    }
+    recipients.dedup();
+    if recipients.is_empty() {
+        return Err(Error::Usage(
+            "no recipients: name them as arguments, or use -t to read To/Cc/Bcc".into(),
+        ));
+    }
+    let user = &account.user;
+    for (what, addr) in [
+        ("From header", header_from.as_deref()),
+        ("-f sender", envelope_from),
+    ] {
+        if let Some(a) = addr
+            && !a.eq_ignore_ascii_case(user)
+            && !allow_send_as
+        {
+            return Err(Error::SendAs {
+                what,
+                from: a.to_owned(),
+                user: user.clone(),
+            });
+        }
+    }
+    let (headers, body) = split(raw);
+    let mut data = Vec::with_capacity(raw.len() + 64);
+    if header_from.is_none() {
+        data.extend_from_slice(format!("From: <{user}>\r\n").as_bytes());
+    }
+    for h in headers.iter().filter(|h| !(extract && is_header(h, "bcc"))) {
+        push_crlf(&mut data, h);
+    }
+    data.extend_from_slice(b"\r\n");
+    push_crlf(&mut data, body);
+    Ok(Prepared {
+        from: envelope_from.unwrap_or(user).to_owned(),
+        recipients,
+        data,
+    })
+}
+
+/// Append `text` with every line end as CRLF.
+fn push_crlf(out: &mut Vec<u8>, text: &[u8]) {
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        out.extend_from_slice(content);
+        if line.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Submit: authenticate, MAIL FROM, RCPT TO each, DATA (dot-stuffed).
+pub fn submit(
+    account: &Account,
+    server: &Server,
+    token: &str,
+    msg: &Prepared,
+    timeout: Duration,
+) -> Result<Success, Failure> {
+    let (mut conn, lines) = smtp::open(account, server, timeout)?;
+    let mech = smtp::authenticate(&mut conn, &lines, account, server, token)?;
+    let step = |conn: &mut super::conn::Conn, cmd: String, want: u16, name: &'static str| {
+        conn.write_line(&cmd)?;
+        let (code, r) = reply(conn)?;
+        if code != want {
+            return Err(Failure::Refused {
+                reply: r.join(" / "),
+                challenge: None,
+                step: name,
+            });
+        }
+        Ok(())
+    };
+    step(
+        &mut conn,
+        format!("MAIL FROM:<{}>", msg.from),
+        250,
+        "MAIL FROM",
+    )?;
+    for r in &msg.recipients {
+        step(&mut conn, format!("RCPT TO:<{r}>"), 250, "RCPT TO")?;
+    }
+    step(&mut conn, "DATA".into(), 354, "DATA")?;
+    let mut body = Vec::with_capacity(msg.data.len() + 16);
+    for line in msg.data.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            body.push(b'.');
+        }
+        body.extend_from_slice(line);
+    }
+    if !body.ends_with(b"\r\n") {
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b".\r\n");
+    conn.write_all(&body)?;
+    let (code, r) = reply(&mut conn)?;
+    if code != 250 {
+        return Err(Failure::Refused {
+            reply: r.join(" / "),
+            challenge: None,
+            step: "DATA",
+        });
+    }
+    let _ = conn.write_line("QUIT");
+    Ok(Success {
+        mechanism: mech,
+        detail: format!("{} recipient(s): {}", msg.recipients.len(), r.join(" / ")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> Account {
+        let c = crate::config::Config::parse(
+            "[accounts.a]\nprovider = \"google\"\nuser = \"me@x.com\"\nclient_id = \"c\"\n",
+            std::path::Path::new("/c"),
+        )
+        .unwrap();
+        crate::providers::resolve(&c, "a").unwrap()
+    }
+
+    #[test]
+    fn extract_recipients_and_strip_bcc() {
+        let raw = b"From: Me <me@x.com>\nTo: \"Doe, J\" <j@y.com>, k@y.com\nBcc: hidden@z.com,\n  also@z.com\nSubject: hi\n\n.dot line\nbody\n";
+        let p = prepare(&account(), raw, true, None, &[], false).unwrap();
+        assert_eq!(
+            p.recipients,
+            ["j@y.com", "k@y.com", "hidden@z.com", "also@z.com"]
+        );
+        let text = String::from_utf8(p.data).unwrap();
+        assert!(
+            !text.contains("hidden") && !text.contains("also@z.com"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Subject: hi\r\n\r\n.dot line\r\nbody\r\n"),
+            "{text:?}"
+        );
+        assert_eq!(p.from, "me@x.com");
+    }
+
+    #[test]
+    fn send_as_is_refused_unless_allowed() {
+        let raw = b"From: boss@x.com\nTo: a@b.c\n\nhi\n";
+        let e = prepare(&account(), raw, true, None, &[], false).unwrap_err();
+        assert!(
+            e.to_string().contains("boss@x.com") && e.hint().unwrap().contains("SendAs"),
+            "{e}"
+        );
+        assert!(prepare(&account(), raw, true, None, &[], true).is_ok());
+        let e = prepare(&account(), b"To: a@b.c\n\nhi\n", false, None, &[], false).unwrap_err();
+        assert!(e.to_string().contains("no recipients"));
+    }
+}
