@@ -20,7 +20,8 @@
 //! - [`status`]: non-secret per-account status ("login required", last error) and notifications.
 //! - [`diagnose`]: provider error codes → cause and fix; JWT claim reading.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
-//! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`).
+//! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`).
+//! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
 //! - [`daemon`]: background refresher and token server on a unix socket; [`ipc`] is its protocol and client.
 //! - [`http`], [`assertion`], [`random`], [`paths`]: plumbing.
 
@@ -39,6 +40,7 @@ pub mod paths;
 pub mod providers;
 pub mod random;
 pub mod sasl;
+pub mod snippet;
 pub mod status;
 pub mod store;
 

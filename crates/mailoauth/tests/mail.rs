@@ -277,3 +277,75 @@ fn send_delivers_through_dovecot_submission_and_strips_bcc() {
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("SendAsDenied"), "{}", stderr(&o));
 }
+
+#[test]
+fn snippets_work_in_the_real_clients() {
+    need("python3", "apt-get install -y python3");
+    need("msmtp", "apt-get install -y msmtp");
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let snippet = |client: &str| {
+        let o = sb.run(&["snippet", "m", client]);
+        assert_exit(&o, 0);
+        stdout(&o)
+    };
+    // Python imaplib, as printed.
+    let py = sb.dir.path().join("snippet.py");
+    std::fs::write(&py, snippet("python")).unwrap();
+    let mut c = sb.program("python3");
+    c.arg(&py);
+    let o = run_with_timeout(c, Duration::from_secs(30));
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("OK") && stdout(&o).contains("messages in INBOX"),
+        "{}",
+        stdout(&o)
+    );
+    // curl, as printed.
+    let line = snippet("curl")
+        .lines()
+        .find(|l| l.starts_with("curl"))
+        .unwrap()
+        .to_owned();
+    let mut c = sb.program("sh");
+    c.args(["-c", &line]);
+    let o = run_with_timeout(c, Duration::from_secs(30));
+    assert_exit(&o, 0);
+    // msmtp with passwordeval, delivering through Dovecot submission.
+    let cfg = sb.dir.path().join("msmtprc");
+    std::fs::write(&cfg, snippet("msmtp")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mark = format!("msmtp-{}", now());
+    let mut c = sb.program("msmtp");
+    c.arg("-C").arg(&cfg).args(["-a", "m", "bob@example.test"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!(
+                "From: alice@example.test\nTo: bob@example.test\nSubject: {mark}\n\nvia msmtp\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(30));
+    assert_exit(&o, 0);
+    delivered(&mail, "bob@example.test", &mark);
+    // Every client has a snippet that names this account.
+    for client in ["mbsync", "offlineimap", "neomutt", "aerc"] {
+        let s = snippet(client);
+        assert!(
+            s.contains("token m") || s.contains("\"token\", \"m\""),
+            "{client}: {s}"
+        );
+    }
+}

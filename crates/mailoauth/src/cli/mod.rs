@@ -131,6 +131,14 @@ enum Command {
         /// Recipients
         recipients: Vec<String>,
     },
+    /// Print ready configuration for a mail client: mbsync, msmtp, offlineimap, neomutt, aerc, curl, python
+    Snippet {
+        /// Account name
+        name: String,
+        /// Client
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(mailoauth::snippet::CLIENTS))]
+        client: String,
+    },
     /// Delete the stored tokens (and revoke the refresh token where the provider supports it)
     Logout {
         /// Account name
@@ -500,6 +508,16 @@ fn run(cli: &Cli) -> Result<(), Error> {
                     Err(Error::Exit(code))
                 }
             }
+        }
+        Command::Snippet { name, client } => {
+            let account = self::client(cli)?.account(name)?;
+            // The snippet names this very binary, so it works without PATH tweaks.
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.to_str().map(str::to_owned))
+                .unwrap_or_else(|| "mailoauth".into());
+            let text = mailoauth::snippet::render(&account, client, &exe).map_err(Error::Usage)?;
+            print_stdout(text.trim_end())
         }
         Command::Add(args) => add::run(&config_path(cli), args),
         Command::Daemon => mailoauth::daemon::run(&config_path(cli)),

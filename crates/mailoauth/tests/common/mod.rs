@@ -218,9 +218,16 @@ impl Sandbox {
     /// The `mailoauth` command, isolated: no D-Bus (so `auto` means file), no
     /// browser, no SSH hints, the sandbox's XDG dirs.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mailoauth"));
-        c.args(args)
-            .env("MAILOAUTH_CONFIG", &self.config)
+        let mut c = self.program(env!("CARGO_BIN_EXE_mailoauth"));
+        c.args(args);
+        c
+    }
+
+    /// Any program in the sandbox's environment (e.g. a mail client that runs
+    /// `mailoauth token` itself).
+    pub fn program(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("MAILOAUTH_CONFIG", &self.config)
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
