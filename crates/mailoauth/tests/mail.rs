@@ -349,3 +349,112 @@ fn snippets_work_in_the_real_clients() {
         );
     }
 }
+
+/// Put `n` messages of about `size` bytes straight into `user`'s server Maildir,
+/// owned like Dovecot's own files.
+fn seed_mailbox(mail: &MailServer, user: &str, n: usize, size: usize) {
+    use std::os::unix::fs::MetadataExt;
+    let root = PathBuf::from(mail.ports["maildir_root"].as_str().unwrap()).join(user);
+    // Let Dovecot create the mailbox (and its ownership) first: deliver one via `check`-like login.
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let owner = std::fs::metadata(root.parent().unwrap()).unwrap();
+    let filler = "x".repeat(76);
+    for i in 0..n {
+        let mut body = format!(
+            "From: seed@example.test\r\nTo: {user}\r\nSubject: seed {i:05}\r\nMessage-ID: <seed{i}@example.test>\r\n\r\n"
+        );
+        while body.len() < size {
+            body.push_str(&filler);
+            body.push_str("\r\n");
+        }
+        let p = root
+            .join("new")
+            .join(format!("{}.M{i}P1.seed", 1_700_000_000 + i));
+        std::fs::write(&p, body).unwrap();
+        std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    for sub in ["", "new", "cur", "tmp"] {
+        std::os::unix::fs::chown(root.join(sub), Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+}
+
+/// Subjects of the messages in a local Maildir (new/ and cur/).
+fn subjects(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        for e in std::fs::read_dir(dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let t = std::fs::read_to_string(e.path()).unwrap();
+            out.extend(
+                t.lines()
+                    .find(|l| l.starts_with("Subject: "))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn fetch_is_incremental_resumable_and_can_delete() {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    seed_mailbox(&mail, "alice@example.test", 400, 20_000);
+
+    // A full fetch, then an incremental one that finds nothing new.
+    let dir = sb.dir.path().join("Maildir");
+    let d = dir.to_str().unwrap();
+    let o = sb.run(&["fetch", "m", "--to", d, "--json"]);
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["delivered"], 400, "{v}");
+    assert_eq!(subjects(&dir).len(), 400);
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run(&["fetch", "m", "--to", d, "--json"]))).unwrap();
+    assert_eq!(v["delivered"], 0, "{v}");
+
+    // Killed halfway, then resumed: every message exactly once.
+    let dir2 = sb.dir.path().join("Maildir2");
+    let d2 = dir2.to_str().unwrap();
+    let mut c = sb.cmd(&["fetch", "m", "--to", d2]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(dir2.join("new"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+        < 120
+    {
+        assert!(Instant::now() < deadline, "fetch made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let partial = subjects(&dir2).len();
+    assert!(partial < 400, "the kill landed too late ({partial})");
+    assert_exit(&sb.run(&["fetch", "m", "--to", d2]), 0);
+    let got = subjects(&dir2);
+    let mut unique = got.clone();
+    unique.dedup();
+    assert_eq!(got.len(), 400, "no losses after resuming from {partial}");
+    assert_eq!(unique.len(), 400, "no duplicates");
+
+    // --delete empties the server folder.
+    let dir3 = sb.dir.path().join("Maildir3");
+    assert_exit(
+        &sb.run(&["fetch", "m", "--to", dir3.to_str().unwrap(), "--delete"]),
+        0,
+    );
+    assert_eq!(subjects(&dir3).len(), 400);
+    let o = sb.run(&["check", "m", "--imap"]);
+    assert!(stdout(&o).contains("INBOX: 0 messages"), "{}", stdout(&o));
+}

@@ -108,8 +108,8 @@ fn app_only_failure_prints_the_whole_setup_checklist() {
             ("c1 CAPABILITY", EXCHANGE_IMAP_CAPS),
             ("a1 AUTHENTICATE", "a1 OK AUTHENTICATE completed."),
             (
-                "a2 SELECT",
-                "a2 BAD User is authenticated but not connected.",
+                "m2 SELECT",
+                "m2 BAD User is authenticated but not connected.",
             ),
             ("", ""),
         ],

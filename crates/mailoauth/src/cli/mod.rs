@@ -131,6 +131,26 @@ enum Command {
         /// Recipients
         recipients: Vec<String>,
     },
+    /// Download new messages of an IMAP folder into a Maildir, incrementally and resumably
+    Fetch {
+        /// Account name
+        name: String,
+        /// IMAP folder
+        #[arg(long, default_value = "INBOX")]
+        folder: String,
+        /// Maildir to fill [default: ~/Mail/NAME, plus /FOLDER for other folders]
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Delete the fetched messages on the server
+        #[arg(long, conflicts_with = "move_to")]
+        delete: bool,
+        /// Move the fetched messages to this server folder
+        #[arg(long, value_name = "FOLDER")]
+        move_to: Option<String>,
+        /// Seconds to wait for the server
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+    },
     /// Print ready configuration for a mail client: mbsync, msmtp, offlineimap, neomutt, aerc, curl, python
     Snippet {
         /// Account name
@@ -485,28 +505,77 @@ fn run(cli: &Cli) -> Result<(), Error> {
                     log::info!("sent: {}", s.detail);
                     Ok(())
                 }
-                Err(f) => {
-                    eprintln!("mailoauth: error: sending failed: {f}");
-                    let (code, reply, challenge) = match &f {
-                        mailoauth::mail::Failure::Refused {
-                            reply, challenge, ..
-                        } => (
-                            mailoauth::error::exit::AUTH_REFUSED,
-                            reply.as_str(),
-                            challenge.as_deref(),
-                        ),
-                        mailoauth::mail::Failure::Unreachable(_) => {
-                            (mailoauth::error::exit::UNREACHABLE, "", None)
-                        }
-                        _ => (mailoauth::error::exit::ERROR, "", None),
-                    };
-                    if let Some(d) =
-                        mailoauth::diagnose::wire_reply(account, "smtp", reply, challenge)
-                    {
-                        eprintln!("  cause: {}\n  fix:   {}", d.cause, d.fix);
-                    }
-                    Err(Error::Exit(code))
+                Err(f) => Err(mail_failure(account, "smtp", "sending", &f)),
+            }
+        }
+        Command::Fetch {
+            name,
+            folder,
+            to,
+            delete,
+            move_to,
+            timeout,
+        } => {
+            use mailoauth::mail::fetch::{After, fetch};
+            use std::io::IsTerminal as _;
+            let broker = client(cli)?.broker(name)?;
+            let account = broker.account();
+            let server = account.imap.as_ref().ok_or_else(|| {
+                Error::Usage(format!(
+                    "account `{name}` has no imap server; set `imap = {{ host = … }}`"
+                ))
+            })?;
+            let dir = to.clone().unwrap_or_else(|| {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default();
+                let base = home.join("Mail").join(name);
+                if folder == "INBOX" {
+                    base
+                } else {
+                    base.join(folder)
                 }
+            });
+            let after = match (delete, move_to) {
+                (true, _) => After::Delete,
+                (false, Some(f)) => After::MoveTo(f.clone()),
+                (false, None) => After::Keep,
+            };
+            let token = broker.token(None)?;
+            let tty = std::io::stderr().is_terminal() && !cli.quiet;
+            let mut progress = |done: usize, total: usize, bytes: u64| {
+                if tty {
+                    eprint!(
+                        "\r{folder}: {done}/{total} messages, {:.1} MiB ",
+                        bytes as f64 / 1048576.0
+                    );
+                }
+            };
+            let req = mailoauth::mail::fetch::Request {
+                folder: folder.clone(),
+                dir: dir.clone(),
+                after,
+                timeout: Duration::from_secs(*timeout),
+            };
+            let result = fetch(account, server, &token, &req, &mut progress);
+            if tty {
+                eprintln!();
+            }
+            match result {
+                Ok(f) => {
+                    if cli.json {
+                        print_stdout(&serde_json::json!({"delivered": f.delivered, "skipped": f.skipped, "bytes": f.bytes, "maildir": dir}).to_string())
+                    } else {
+                        eprintln!(
+                            "mailoauth: {} new message(s) in {} ({} already there)",
+                            f.delivered,
+                            dir.display(),
+                            f.skipped
+                        );
+                        Ok(())
+                    }
+                }
+                Err(f) => Err(mail_failure(account, "imap", "fetch", &f)),
             }
         }
         Command::Snippet { name, client } => {
@@ -537,6 +606,33 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 source: e,
             }),
     }
+}
+
+/// Report a failed mail operation (with the catalog's diagnosis) and give its exit code.
+fn mail_failure(
+    account: &mailoauth::Account,
+    protocol: &str,
+    what: &str,
+    f: &mailoauth::mail::Failure,
+) -> Error {
+    use mailoauth::error::exit;
+    use mailoauth::mail::Failure;
+    eprintln!("mailoauth: error: {what} failed: {f}");
+    let code = match f {
+        Failure::Refused {
+            reply, challenge, ..
+        } => {
+            if let Some(d) =
+                mailoauth::diagnose::wire_reply(account, protocol, reply, challenge.as_deref())
+            {
+                eprintln!("  cause: {}\n  fix:   {}", d.cause, d.fix);
+            }
+            exit::AUTH_REFUSED
+        }
+        Failure::Unreachable(_) => exit::UNREACHABLE,
+        _ => exit::ERROR,
+    };
+    Error::Exit(code)
 }
 
 /// Tokens changed behind a running daemon's back: make it drop what it holds.

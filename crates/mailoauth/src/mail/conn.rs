@@ -186,7 +186,13 @@ impl Conn {
         let n = (&mut self.io)
             .take(MAX_LINE)
             .read_line(&mut line)
-            .map_err(|e| ConnError::Protocol(format!("reading from {}: {e}", self.host)))?;
+            .map_err(|e| match e.kind() {
+                // A read timeout surfaces as EAGAIN on sockets with SO_RCVTIMEO.
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    ConnError::Protocol(format!("{} did not answer within the timeout", self.host))
+                }
+                _ => ConnError::Protocol(format!("reading from {}: {e}", self.host)),
+            })?;
         if n == 0 {
             return Err(ConnError::Protocol(format!(
                 "{} closed the connection",
@@ -200,6 +206,23 @@ impl Conn {
             )));
         }
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    /// Read exactly `n` bytes (an IMAP literal) into `buf`.
+    pub fn read_exact_into(&mut self, n: usize, buf: &mut Vec<u8>) -> Result<(), ConnError> {
+        buf.clear();
+        buf.reserve(n);
+        let got = (&mut self.io)
+            .take(n as u64)
+            .read_to_end(buf)
+            .map_err(|e| ConnError::Protocol(format!("reading from {}: {e}", self.host)))?;
+        if got != n {
+            return Err(ConnError::Protocol(format!(
+                "{} closed the connection inside a literal",
+                self.host
+            )));
+        }
+        Ok(())
     }
 
     /// Send one line (CRLF is added).

@@ -50,13 +50,49 @@ fn capabilities(lines: &[String], status: &str) -> Vec<String> {
     caps
 }
 
-/// Connect, authenticate, `SELECT INBOX`, `LOGOUT`.
-pub fn check(
+/// An authenticated IMAP session.
+pub struct Session {
+    /// The connection.
+    pub conn: Conn,
+    /// Capabilities after login.
+    pub caps: Vec<String>,
+    /// Mechanism used.
+    pub mechanism: crate::sasl::Mechanism,
+    next_tag: u32,
+}
+
+impl Session {
+    /// Send a command with a fresh tag; return (untagged lines, status line).
+    pub fn command(&mut self, cmd: &str) -> Result<(Vec<String>, String), Failure> {
+        let tag = self.tag();
+        command(&mut self.conn, &tag, cmd)
+    }
+
+    /// Send a command with a fresh tag and return the tag (the caller reads the response).
+    pub fn send(&mut self, cmd: &str) -> Result<String, Failure> {
+        let tag = self.tag();
+        self.conn.write_line(&format!("{tag} {cmd}"))?;
+        Ok(tag)
+    }
+
+    fn tag(&mut self) -> String {
+        self.next_tag += 1;
+        format!("m{}", self.next_tag)
+    }
+
+    /// True if the server advertises capability `c`.
+    pub fn has(&self, c: &str) -> bool {
+        self.caps.iter().any(|x| x.eq_ignore_ascii_case(c))
+    }
+}
+
+/// Connect, STARTTLS when configured, authenticate with the token.
+pub fn login(
     account: &Account,
     server: &Server,
     token: &str,
     timeout: Duration,
-) -> Result<Success, Failure> {
+) -> Result<Session, Failure> {
     let mut conn = Conn::connect(server, account.ca_file.as_deref(), timeout)?;
     let greeting = conn.read_line()?;
     if !greeting.starts_with("* OK") && !greeting.starts_with("* PREAUTH") {
@@ -93,6 +129,7 @@ pub fn check(
     }
     // Either the tagged result, or an error challenge to acknowledge first.
     let mut challenge = None;
+    let mut untagged = Vec::new();
     let status = loop {
         let line = conn.read_line()?;
         if let Some(c) = line.strip_prefix('+') {
@@ -103,13 +140,33 @@ pub fn check(
         if let Some(rest) = line.strip_prefix("a1 ") {
             break rest.to_owned();
         }
+        untagged.push(line);
     };
     if !is_ok(&status) {
         return Err(refused(format!("a1 {status}"), challenge, "AUTHENTICATE"));
     }
-    let (lines, st) = command(&mut conn, "a2", "SELECT INBOX")?;
+    // Servers may announce new capabilities after login.
+    let after = capabilities(&untagged, &status);
+    let caps = if after.is_empty() { caps } else { after };
+    Ok(Session {
+        conn,
+        caps,
+        mechanism: mech,
+        next_tag: 1,
+    })
+}
+
+/// Connect, authenticate, `SELECT INBOX`, `LOGOUT`.
+pub fn check(
+    account: &Account,
+    server: &Server,
+    token: &str,
+    timeout: Duration,
+) -> Result<Success, Failure> {
+    let mut s = login(account, server, token, timeout)?;
+    let (lines, st) = s.command("SELECT INBOX")?;
     if !is_ok(&st) {
-        return Err(refused(format!("a2 {st}"), None, "SELECT INBOX"));
+        return Err(refused(st, None, "SELECT INBOX"));
     }
     let exists = lines
         .iter()
@@ -119,11 +176,16 @@ pub fn check(
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| "?".into());
-    let _ = command(&mut conn, "a3", "LOGOUT");
+    let _ = s.command("LOGOUT");
     Ok(Success {
-        mechanism: mech,
+        mechanism: s.mechanism,
         detail: format!("INBOX: {exists} messages"),
     })
+}
+
+/// True for an `OK` status.
+pub fn status_ok(status: &str) -> bool {
+    is_ok(status)
 }
 
 fn refused(reply: String, challenge: Option<String>, step: &'static str) -> Failure {

@@ -9,6 +9,7 @@
 //! does, from the [`Failure`] kept here verbatim).
 
 pub mod conn;
+pub mod fetch;
 pub mod imap;
 pub mod pop;
 pub mod send;
