@@ -565,13 +565,15 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 Ok(f) => {
                     if cli.json {
                         print_stdout(&serde_json::json!({"delivered": f.delivered, "skipped": f.skipped, "bytes": f.bytes, "maildir": dir}).to_string())
-                    } else {
+                    } else if !cli.quiet {
                         eprintln!(
                             "mailoauth: {} new message(s) in {} ({} already there)",
                             f.delivered,
                             dir.display(),
                             f.skipped
                         );
+                        Ok(())
+                    } else {
                         Ok(())
                     }
                 }
