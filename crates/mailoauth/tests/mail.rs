@@ -458,3 +458,56 @@ fn fetch_is_incremental_resumable_and_can_delete() {
     let o = sb.run(&["check", "m", "--imap"]);
     assert!(stdout(&o).contains("INBOX: 0 messages"), "{}", stdout(&o));
 }
+
+#[test]
+fn mbsync_and_offlineimap_snippets_sync_and_survive_rotation() {
+    need(
+        "mbsync",
+        "apt-get install -y isync libsasl2-modules-kdexoauth2",
+    );
+    need("offlineimap", "apt-get install -y offlineimap3");
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    seed_mailbox(&mail, "alice@example.test", 5, 2_000);
+    let home = sb.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let snippet = |client: &str, local: &std::path::Path| {
+        let o = sb.run(&["snippet", "m", client]);
+        assert_exit(&o, 0);
+        stdout(&o).replace("~/Mail/m", local.to_str().unwrap())
+    };
+    let client = |program: &str, args: &[&str]| {
+        let mut c = sb.program(program);
+        c.args(args).env("HOME", &home);
+        let o = run_with_timeout(c, Duration::from_secs(60));
+        assert_exit(&o, 0);
+    };
+
+    // mbsync (isync + Cyrus SASL XOAUTH2 plugin), PassCmd = mailoauth token.
+    let mb = sb.dir.path().join("mb");
+    std::fs::create_dir_all(&mb).unwrap();
+    let cfg = sb.dir.path().join("mbsyncrc");
+    std::fs::write(&cfg, snippet("mbsync", &mb)).unwrap();
+    client("mbsync", &["-q", "-c", cfg.to_str().unwrap(), "m"]);
+    assert_eq!(subjects(&mb.join("INBOX")).len(), 5);
+
+    // offlineimap3 asks mailoauth for an access token each run: a rotated refresh
+    // token (which offlineimap3 itself would fail to store) does not matter.
+    let oi = sb.dir.path().join("oi");
+    let cfg = sb.dir.path().join("offlineimaprc");
+    std::fs::write(&cfg, snippet("offlineimap", &oi)).unwrap();
+    client(
+        "offlineimap",
+        &["-c", cfg.to_str().unwrap(), "-o", "-u", "quiet"],
+    );
+    assert_eq!(subjects(&oi.join("INBOX")).len(), 5);
+    for _ in 0..2 {
+        assert_exit(&sb.run(&["refresh", "m"]), 0);
+        client(
+            "offlineimap",
+            &["-c", cfg.to_str().unwrap(), "-o", "-u", "quiet"],
+        );
+    }
+}
