@@ -511,3 +511,49 @@ fn mbsync_and_offlineimap_snippets_sync_and_survive_rotation() {
         );
     }
 }
+
+#[test]
+fn pop_only_accounts_fetch_over_pop3_and_resume() {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    // A POP-only account: the same mailbox, no imap server configured.
+    let servers: String = mail
+        .servers()
+        .lines()
+        .filter(|l| !l.starts_with("imap"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let sb = Sandbox::new(&config(&srv, &servers, ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    seed_mailbox(&mail, "alice@example.test", 30, 3_000);
+    let dir = sb.dir.path().join("PopMaildir");
+    let d = dir.to_str().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run(&["fetch", "m", "--to", d, "--json"]))).unwrap();
+    assert_eq!(v["delivered"], 30, "{v}");
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run(&["fetch", "m", "--to", d, "--json"]))).unwrap();
+    assert_eq!(v["delivered"], 0, "incremental: {v}");
+    // Forget the state (as if killed before saving it): files on disk prevent duplicates.
+    std::fs::remove_dir_all(sb.state().join("fetch")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(
+        &sb.run(&["fetch", "m", "--to", d, "--json", "--delete"]),
+    ))
+    .unwrap();
+    assert_eq!(
+        (v["delivered"].as_u64(), v["skipped"].as_u64()),
+        (Some(0), Some(30)),
+        "{v}"
+    );
+    assert_eq!(subjects(&dir).len(), 30);
+    let o = sb.run(&["check", "m", "--pop"]);
+    assert!(
+        stdout(&o).contains("maildrop: 0 messages"),
+        "--delete emptied it: {}",
+        stdout(&o)
+    );
+    assert_exit(
+        &sb.run(&["fetch", "m", "--to", d, "--move-to", "Archive"]),
+        2,
+    );
+}

@@ -147,6 +147,9 @@ enum Command {
         /// Move the fetched messages to this server folder
         #[arg(long, value_name = "FOLDER")]
         move_to: Option<String>,
+        /// Fetch over POP3 (the default for accounts with a POP3 server and no IMAP server)
+        #[arg(long)]
+        pop: bool,
         /// Seconds to wait for the server
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         timeout: u64,
@@ -514,17 +517,30 @@ fn run(cli: &Cli) -> Result<(), Error> {
             to,
             delete,
             move_to,
+            pop,
             timeout,
         } => {
-            use mailoauth::mail::fetch::{After, fetch};
+            use mailoauth::mail::fetch::{After, fetch, fetch_pop};
             use std::io::IsTerminal as _;
             let broker = client(cli)?.broker(name)?;
             let account = broker.account();
-            let server = account.imap.as_ref().ok_or_else(|| {
+            // POP3 when asked, or for POP-only accounts.
+            let use_pop = *pop || (account.imap.is_none() && account.pop.is_some());
+            let (server, protocol) = if use_pop {
+                (account.pop.as_ref(), "pop")
+            } else {
+                (account.imap.as_ref(), "imap")
+            };
+            let server = server.ok_or_else(|| {
                 Error::Usage(format!(
-                    "account `{name}` has no imap server; set `imap = {{ host = … }}`"
+                    "account `{name}` has no {protocol} server; set `{protocol} = {{ host = … }}`"
                 ))
             })?;
+            if use_pop && (folder != "INBOX" || move_to.is_some()) {
+                return Err(Error::Usage(
+                    "POP3 has one maildrop: no --folder, no --move-to".into(),
+                ));
+            }
             let dir = to.clone().unwrap_or_else(|| {
                 let home = std::env::var_os("HOME")
                     .map(PathBuf::from)
@@ -557,7 +573,11 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 after,
                 timeout: Duration::from_secs(*timeout),
             };
-            let result = fetch(account, server, &token, &req, &mut progress);
+            let result = if use_pop {
+                fetch_pop(account, server, &token, &req, &mut progress)
+            } else {
+                fetch(account, server, &token, &req, &mut progress)
+            };
             if tty {
                 eprintln!();
             }
@@ -577,7 +597,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
                         Ok(())
                     }
                 }
-                Err(f) => Err(mail_failure(account, "imap", "fetch", &f)),
+                Err(f) => Err(mail_failure(account, protocol, "fetch", &f)),
             }
         }
         Command::Snippet { name, client } => {

@@ -20,13 +20,55 @@ fn multiline(conn: &mut Conn) -> Result<Vec<String>, Failure> {
     }
 }
 
-/// Connect, authenticate, `STAT`, `QUIT`.
-pub fn check(
+/// An authenticated POP3 session.
+pub struct Session {
+    /// The connection.
+    pub conn: Conn,
+    /// Mechanism used.
+    pub mechanism: crate::sasl::Mechanism,
+}
+
+impl Session {
+    /// Send a command and read its status line; `-ERR` is a refusal of `step`.
+    pub fn command(&mut self, cmd: &str, step: &'static str) -> Result<String, Failure> {
+        self.conn.write_line(cmd)?;
+        let r = self.conn.read_line()?;
+        if !r.starts_with("+OK") {
+            return Err(Failure::Refused {
+                reply: r,
+                challenge: None,
+                step,
+            });
+        }
+        Ok(r)
+    }
+
+    /// Read a multi-line response body (dot-unstuffed lines).
+    pub fn multiline(&mut self) -> Result<Vec<String>, Failure> {
+        multiline(&mut self.conn)
+    }
+
+    /// Read a multi-line message body as CRLF-terminated bytes (dot-unstuffed).
+    pub fn message(&mut self) -> Result<Vec<u8>, Failure> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.conn.read_line()?;
+            if l == "." {
+                return Ok(out);
+            }
+            out.extend_from_slice(l.strip_prefix('.').unwrap_or(&l).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Connect, STLS when configured, authenticate with the token.
+pub fn login(
     account: &Account,
     server: &Server,
     token: &str,
     timeout: Duration,
-) -> Result<Success, Failure> {
+) -> Result<Session, Failure> {
     let mut conn = Conn::connect(server, account.ca_file.as_deref(), timeout)?;
     let greeting = conn.read_line()?;
     if !greeting.starts_with("+OK") {
@@ -83,20 +125,25 @@ pub fn check(
             step: "AUTH",
         });
     }
-    conn.write_line("STAT")?;
-    let stat = conn.read_line()?;
-    if !stat.starts_with("+OK") {
-        return Err(Failure::Refused {
-            reply: stat,
-            challenge: None,
-            step: "STAT",
-        });
-    }
-    conn.write_line("QUIT")?;
-    let _ = conn.read_line();
+    Ok(Session {
+        conn,
+        mechanism: mech,
+    })
+}
+
+/// Connect, authenticate, `STAT`, `QUIT`.
+pub fn check(
+    account: &Account,
+    server: &Server,
+    token: &str,
+    timeout: Duration,
+) -> Result<Success, Failure> {
+    let mut s = login(account, server, token, timeout)?;
+    let stat = s.command("STAT", "STAT")?;
+    let _ = s.command("QUIT", "QUIT");
     let count = stat.split_whitespace().nth(1).unwrap_or("?");
     Ok(Success {
-        mechanism: mech,
+        mechanism: s.mechanism,
         detail: format!("maildrop: {count} messages"),
     })
 }
