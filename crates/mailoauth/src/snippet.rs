@@ -144,7 +144,11 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
             }
             let _ = writeln!(out, "set ssl_starttls = yes\nset ssl_force_tls = yes");
             if let Some(ca) = &ca {
-                let _ = writeln!(out, "set certificate_file = \"{ca}\"");
+                // GnuTLS builds (Debian's) read trusted CAs from the first, OpenSSL builds from the second.
+                let _ = writeln!(
+                    out,
+                    "set ssl_ca_certificates_file = \"{ca}\"\nset certificate_file = \"{ca}\""
+                );
             }
         }
         "aerc" => {

@@ -557,3 +557,64 @@ fn pop_only_accounts_fetch_over_pop3_and_resume() {
         2,
     );
 }
+
+#[test]
+fn neomutt_snippet_opens_the_inbox() {
+    need("neomutt", "apt-get install -y neomutt");
+    need("tmux", "apt-get install -y tmux");
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    seed_mailbox(&mail, "alice@example.test", 3, 1_000);
+    let rc = sb.dir.path().join("neomuttrc");
+    let o = sb.run(&["snippet", "m", "neomutt"]);
+    assert_exit(&o, 0);
+    std::fs::write(
+        &rc,
+        format!(
+            "{}\nset header_cache = \"\"\nset message_cachedir = \"\"\n",
+            stdout(&o)
+        ),
+    )
+    .unwrap();
+    // neomutt is a full-screen program: run it in a private tmux server and read the screen.
+    let sock = format!("mo-neomutt-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let mut c = sb.program("tmux");
+        c.args(["-L", &sock]).args(args);
+        run_with_timeout(c, Duration::from_secs(20))
+    };
+    let home = sb.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let cmd = format!(
+        "env HOME={} TERM=xterm neomutt -n -F {}",
+        home.display(),
+        rc.display()
+    );
+    assert_exit(
+        &tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            &cmd,
+        ]),
+        0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut screen = String::new();
+    while !screen.contains("seed 00002") {
+        if Instant::now() > deadline {
+            let _ = tmux(&["kill-server"]);
+            panic!("neomutt did not show the INBOX:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
+    }
+    let _ = tmux(&["kill-server"]);
+}

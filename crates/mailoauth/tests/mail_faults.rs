@@ -251,3 +251,39 @@ fn exchange_pop_failure_and_unreachable_server() {
     let o = sb.run(&["check", "ms", "--imap", "--timeout", "2"]);
     assert_exit(&o, 4);
 }
+
+#[test]
+fn imap_without_sasl_ir_uses_the_continuation_and_oauthbearer_when_alone() {
+    // A server offering only OAUTHBEARER and no SASL-IR: `AUTHENTICATE OAUTHBEARER`,
+    // wait for `+`, then the initial response; an error challenge is answered with AQ==.
+    let imap = FakeMail::start(
+        "* OK IMAP ready",
+        vec![
+            (
+                "c1 CAPABILITY",
+                "* CAPABILITY IMAP4rev1 AUTH=OAUTHBEARER\nc1 OK done",
+            ),
+            ("a1 AUTHENTICATE OAUTHBEARER", "+ "),
+            (
+                "bixh",
+                "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=",
+            ),
+            (
+                "AQ==",
+                "a1 NO [AUTHENTICATIONFAILED] Authentication failed.",
+            ),
+            ("", ""),
+        ],
+    );
+    let sb = sandbox(&server("imap", imap.port), "auth-code");
+    let o = sb.run(&["check", "ms", "--imap"]);
+    assert_exit(&o, 5);
+    let seen = imap.seen.lock().unwrap().clone();
+    assert_eq!(seen[1], "a1 AUTHENTICATE OAUTHBEARER", "{seen:?}");
+    assert!(
+        seen[2].starts_with("bixh"),
+        "the initial response on its own line (n,a=…): {seen:?}"
+    );
+    assert_eq!(seen[3], "AQ==", "the challenge is acknowledged with \\x01");
+    assert!(stdout(&o).contains(r#""status":"401""#), "{}", stdout(&o));
+}
