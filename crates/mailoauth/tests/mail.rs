@@ -618,3 +618,67 @@ fn neomutt_snippet_opens_the_inbox() {
     }
     let _ = tmux(&["kill-server"]);
 }
+
+#[test]
+fn aerc_snippet_opens_the_inbox() {
+    need("aerc", "apt-get install -y aerc");
+    need("tmux", "apt-get install -y tmux");
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    seed_mailbox(&mail, "alice@example.test", 3, 1_000);
+    let cfg = sb.dir.path().join("aerc-config/aerc");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let o = sb.run(&["snippet", "m", "aerc"]);
+    assert_exit(&o, 0);
+    std::fs::write(cfg.join("accounts.conf"), stdout(&o)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        cfg.join("accounts.conf"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(
+        cfg.join("aerc.conf"),
+        "[general]\nunsafe-accounts-conf = true\n",
+    )
+    .unwrap();
+    let sock = format!("mo-aerc-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let mut c = sb.program("tmux");
+        c.args(["-L", &sock]).args(args);
+        run_with_timeout(c, Duration::from_secs(20))
+    };
+    // aerc (Go) has no CA option: SSL_CERT_FILE makes it trust the test CA.
+    let cmd = format!(
+        "env XDG_CONFIG_HOME={} SSL_CERT_FILE={} TERM=xterm aerc",
+        cfg.parent().unwrap().display(),
+        mail.ca().display()
+    );
+    assert_exit(
+        &tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            &cmd,
+        ]),
+        0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut screen = String::new();
+    while !screen.contains("seed 00002") {
+        if Instant::now() > deadline {
+            let _ = tmux(&["kill-server"]);
+            panic!("aerc did not show the INBOX:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
+    }
+    let _ = tmux(&["kill-server"]);
+}
