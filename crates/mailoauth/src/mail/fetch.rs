@@ -104,6 +104,14 @@ fn deliver(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, dir.join("new").join(name))
 }
 
+fn ensure_maildir(dir: &Path) -> Result<(), Failure> {
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(dir.join(sub))
+            .map_err(|e| io_failure(&format!("cannot create {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
 fn io_failure(what: &str, e: std::io::Error) -> Failure {
     Failure::Protocol(format!("{what}: {e}"))
 }
@@ -137,10 +145,7 @@ pub fn fetch(
         timeout,
     } = req;
     let (folder, dir, timeout) = (folder.as_str(), dir.as_path(), *timeout);
-    for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(dir.join(sub))
-            .map_err(|e| io_failure(&format!("cannot create {}", dir.display()), e))?;
-    }
+    ensure_maildir(dir)?;
     let mut s = imap::login(account, server, token, timeout)?;
     let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
     let (lines, st) = s.command(&format!("SELECT {quoted}"))?;
@@ -306,10 +311,7 @@ pub fn fetch_pop(
             "POP3 has no folders: use --delete or keep the messages".into(),
         ));
     }
-    for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(dir.join(sub))
-            .map_err(|e| io_failure(&format!("cannot create {}", dir.display()), e))?;
-    }
+    ensure_maildir(dir)?;
     let mut s = super::pop::login(account, server, token, req.timeout)?;
     s.command("UIDL", "UIDL")?;
     let list: Vec<(u64, String)> = s
