@@ -21,6 +21,7 @@
 //! - [`diagnose`]: provider error codes → cause and fix; JWT claim reading.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
 //! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`).
+//! - [`proxy`]: local IMAP listener for password-only clients, relaying to the real server with XOAUTH2.
 //! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
 //! - [`daemon`]: background refresher and token server on a unix socket; [`ipc`] is its protocol and client.
 //! - [`http`], [`assertion`], [`random`], [`paths`]: plumbing.
@@ -38,6 +39,7 @@ pub mod mail;
 pub mod oauth;
 pub mod paths;
 pub mod providers;
+pub mod proxy;
 pub mod random;
 pub mod sasl;
 pub mod snippet;

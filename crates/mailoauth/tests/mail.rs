@@ -682,3 +682,135 @@ fn aerc_snippet_opens_the_inbox() {
     }
     let _ = tmux(&["kill-server"]);
 }
+
+#[test]
+fn imap_proxy_lets_a_password_client_in_with_xoauth2_upstream() {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let proxy =
+        format!("proxy = {{ imap = \"127.0.0.1:{port}\", password = {{ env = \"PROXY_PW\" }} }}\n");
+    let cfg = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
+        "[accounts.m]
+",
+        &format!(
+            "[accounts.m]
+{proxy}"
+        ),
+        1,
+    );
+    let sb = Sandbox::new(&cfg);
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    seed_mailbox(&mail, "alice@example.test", 3, 1_000);
+    let mut d = sb.cmd(&["daemon"]);
+    d.env("PROXY_PW", "local-secret-pw")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut daemon = d.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Python's imaplib with a plain LOGIN, as a password-only client would.
+    let script = format!(
+        "import imaplib\nm = imaplib.IMAP4('127.0.0.1', {port})\n\
+         try:\n    m.login('alice@example.test', 'wrong')\nexcept imaplib.IMAP4.error as e:\n    print('refused', e)\n\
+         m = imaplib.IMAP4('127.0.0.1', {port})\nprint(m.login('alice@example.test', 'local-secret-pw')[0])\n\
+         typ, data = m.select('INBOX')\nprint('exists', data[0].decode())\n\
+         typ, data = m.fetch('1', '(BODY[HEADER.FIELDS (SUBJECT)])')\nprint(data[0][1].decode().strip())\nm.logout()\n"
+    );
+    let mut c = sb.program("python3");
+    c.args(["-c", &script]);
+    let o = run_with_timeout(c, Duration::from_secs(30));
+    let out = stdout(&o);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_exit(&o, 0);
+    assert!(
+        out.contains("refused") && out.contains("AUTHENTICATIONFAILED"),
+        "{out}\n{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("OK") && out.contains("exists 3") && out.contains("Subject: seed 0000"),
+        "{out}"
+    );
+}
+
+#[test]
+fn imap_proxy_rejects_hostile_pre_login_input() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let proxy = format!("proxy = {{ imap = \"127.0.0.1:{port}\", password = \"pw-literal\" }}\n");
+    let cfg = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
+        "[accounts.m]
+",
+        &format!(
+            "[accounts.m]
+{proxy}"
+        ),
+        1,
+    );
+    let sb = Sandbox::new(&cfg);
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let mut daemon = sb
+        .cmd(&["daemon"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let connect = || loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut s = connect();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("* OK"), "{line}");
+    let mut exchange = |send: &[u8]| {
+        s.write_all(send).unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    };
+    // Commands before login never reach the server.
+    assert!(exchange(b"a1 SELECT INBOX\r\n").starts_with("a1 BAD"));
+    assert!(exchange(b"a2 AUTHENTICATE PLAIN !!notbase64\r\n").starts_with("a2 BAD"));
+    // LOGIN with a synchronising literal for the user and a non-synchronising one for the password.
+    assert!(exchange(b"a3 LOGIN {18}\r\n").starts_with('+'));
+    let done = exchange(b"alice@example.test {10+}\r\npw-literal\r\n");
+    assert!(done.starts_with("a3 OK"), "{done}");
+    let sel = exchange(b"a4 SELECT INBOX\r\n");
+    assert!(sel.starts_with('*'), "relayed to Dovecot: {sel}");
+
+    // A huge literal before login is refused and the connection closed.
+    let mut s2 = connect();
+    let mut r2 = BufReader::new(s2.try_clone().unwrap());
+    let mut l = String::new();
+    r2.read_line(&mut l).unwrap();
+    s2.write_all(b"b1 LOGIN {100000000}\r\n").unwrap();
+    l.clear();
+    r2.read_line(&mut l).unwrap();
+    assert!(l.starts_with("b1 BAD"), "{l}");
+    l.clear();
+    assert_eq!(r2.read_line(&mut l).unwrap_or(0), 0, "closed");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

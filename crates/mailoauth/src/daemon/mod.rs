@@ -97,6 +97,9 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     let timer =
         timer::WallTimer::new().map_err(|e| Error::io("cannot create the refresh timer", e))?;
     let refresher = tokio::spawn(refresher(shared.clone(), timer));
+    // Proxy listeners live on the same runtime; a bad proxy config stops the start.
+    let client = shared.client.lock().unwrap().clone();
+    let proxies = crate::proxy::start(client).await?;
     log::warn!(
         "daemon serving {} on {}",
         config_path.display(),
@@ -115,6 +118,9 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
         }
     }
     refresher.abort();
+    for p in proxies {
+        p.abort();
+    }
     let _ = std::fs::remove_file(&sock);
     log::warn!("daemon stopped");
     drop(lock);

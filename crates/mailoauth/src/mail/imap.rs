@@ -30,7 +30,8 @@ fn is_ok(status: &str) -> bool {
     status.len() >= 2 && status[..2].eq_ignore_ascii_case("OK")
 }
 
-fn capabilities(lines: &[String], status: &str) -> Vec<String> {
+/// Capabilities from `* CAPABILITY` lines or a `[CAPABILITY …]` response code.
+pub fn capabilities(lines: &[String], status: &str) -> Vec<String> {
     // From `* CAPABILITY …` or the `[CAPABILITY …]` response code of a status line.
     let mut caps = Vec::new();
     for l in lines

@@ -129,7 +129,7 @@ pub fn check(
 }
 
 /// Pick the mechanism: XOAUTH2 when offered (what Exchange and Gmail expect), else OAUTHBEARER.
-fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
+pub(crate) fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
     let has = |m: &str| offered.iter().any(|o| o.eq_ignore_ascii_case(m));
     if has("XOAUTH2") {
         Ok(Mechanism::Xoauth2)
@@ -148,13 +148,18 @@ fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
 }
 
 /// The initial response for `mech`, naming `server` in OAUTHBEARER.
-fn initial_response(mech: Mechanism, account: &Account, server: &Server, token: &str) -> String {
+pub(crate) fn initial_response(
+    mech: Mechanism,
+    account: &Account,
+    server: &Server,
+    token: &str,
+) -> String {
     sasl::initial_response(mech, account, Some(server), token)
 }
 
 /// What a client sends after a SASL error challenge: XOAUTH2 an empty line,
 /// OAUTHBEARER a single `\x01` (RFC 7628 §3.2.3).
-fn challenge_answer(mech: Mechanism) -> &'static str {
+pub(crate) fn challenge_answer(mech: Mechanism) -> &'static str {
     match mech {
         Mechanism::Xoauth2 => "",
         Mechanism::Oauthbearer => "AQ==",
@@ -162,7 +167,7 @@ fn challenge_answer(mech: Mechanism) -> &'static str {
 }
 
 /// Decode a base64 challenge for display (it is JSON from the server, no secret).
-fn decode_challenge(b64: &str) -> String {
+pub(crate) fn decode_challenge(b64: &str) -> String {
     base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()

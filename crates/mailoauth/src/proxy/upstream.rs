@@ -1,0 +1,186 @@
+//! The proxy's side towards the real server: TCP, implicit TLS or STARTTLS
+//! (certificate always verified), and the IMAP XOAUTH2/OAUTHBEARER login.
+//!
+//! Owns: producing an authenticated upstream stream. Must not: send anything the
+//! client typed (the client's credentials never leave this machine).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::config::TlsMode;
+use crate::mail::{
+    challenge_answer, choose, conn::tls_config, decode_challenge, imap::capabilities,
+    initial_response,
+};
+use crate::providers::{Account, Server};
+
+/// A byte stream, plain or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An authenticated upstream IMAP connection.
+pub struct Upstream {
+    /// The stream (with any bytes already buffered).
+    pub io: BufReader<Box<dyn Stream>>,
+    /// Capabilities after login.
+    pub caps: Vec<String>,
+}
+
+async fn line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<String, String> {
+    let mut s = String::new();
+    let n = (&mut *r)
+        .take(64 * 1024)
+        .read_line(&mut s)
+        .await
+        .map_err(|e| e.to_string())?;
+    if n == 0 || !s.ends_with('\n') {
+        return Err("the server closed the connection".into());
+    }
+    Ok(s.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn send<W: AsyncWriteExt + Unpin>(w: &mut W, s: &str) -> Result<(), String> {
+    w.write_all(format!("{s}\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    w.flush().await.map_err(|e| e.to_string())
+}
+
+async fn tagged<R: AsyncBufReadExt + AsyncWriteExt + Unpin>(
+    r: &mut R,
+    tag: &str,
+) -> Result<(Vec<String>, String), String> {
+    let mut untagged = Vec::new();
+    loop {
+        let l = line(r).await?;
+        if let Some(rest) = l.strip_prefix(tag).and_then(|x| x.strip_prefix(' ')) {
+            return Ok((untagged, rest.to_owned()));
+        }
+        untagged.push(l);
+    }
+}
+
+fn ok(status: &str) -> bool {
+    status
+        .get(..2)
+        .is_some_and(|s| s.eq_ignore_ascii_case("OK"))
+}
+
+async fn tls(tcp: TcpStream, account: &Account, host: &str) -> Result<Box<dyn Stream>, String> {
+    let cfg = tls_config(account.ca_file.as_deref()).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let s = tokio_rustls::TlsConnector::from(Arc::clone(&cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    Ok(Box::new(s))
+}
+
+/// Connect to the account's IMAP server and log in with `token`.
+pub async fn imap_login(
+    account: &Account,
+    server: &Server,
+    token: &str,
+    timeout: Duration,
+) -> Result<Upstream, String> {
+    tokio::time::timeout(timeout, login(account, server, token))
+        .await
+        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+}
+
+async fn login(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
+    let tcp = TcpStream::connect((server.host.as_str(), server.port))
+        .await
+        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Stream> = match server.tls {
+        TlsMode::Implicit => tls(tcp, account, &server.host).await?,
+        TlsMode::None => Box::new(tcp),
+        TlsMode::Starttls => {
+            let mut plain = BufReader::new(tcp);
+            let greeting = line(&mut plain).await?;
+            if !greeting.starts_with("* OK") {
+                return Err(format!("not an IMAP greeting: {greeting}"));
+            }
+            send(&mut plain, "p0 STARTTLS").await?;
+            let (_, st) = tagged(&mut plain, "p0").await?;
+            if !ok(&st) {
+                return Err(format!("STARTTLS refused: {st}"));
+            }
+            if !plain.buffer().is_empty() {
+                return Err("data before the TLS handshake (STARTTLS injection?); refusing".into());
+            }
+            return finish(
+                tls(plain.into_inner(), account, &server.host).await?,
+                account,
+                server,
+                token,
+                false,
+            )
+            .await;
+        }
+    };
+    finish(stream, account, server, token, true).await
+}
+
+async fn finish(
+    stream: Box<dyn Stream>,
+    account: &Account,
+    server: &Server,
+    token: &str,
+    greet: bool,
+) -> Result<Upstream, String> {
+    let mut io = BufReader::new(stream);
+    if greet {
+        let greeting = line(&mut io).await?;
+        if !greeting.starts_with("* OK") {
+            return Err(format!("not an IMAP greeting: {greeting}"));
+        }
+    }
+    send(&mut io, "p1 CAPABILITY").await?;
+    let (lines, st) = tagged(&mut io, "p1").await?;
+    let caps = capabilities(&lines, &st);
+    let offered: Vec<String> = caps
+        .iter()
+        .filter_map(|c| c.strip_prefix("AUTH="))
+        .map(str::to_owned)
+        .collect();
+    let mech = choose(&offered).map_err(|e| e.to_string())?;
+    let ir = initial_response(mech, account, server, token);
+    let name = mech.name().to_uppercase();
+    if caps.iter().any(|c| c.eq_ignore_ascii_case("SASL-IR")) {
+        send(&mut io, &format!("p2 AUTHENTICATE {name} {ir}")).await?;
+    } else {
+        send(&mut io, &format!("p2 AUTHENTICATE {name}")).await?;
+        let cont = line(&mut io).await?;
+        if !cont.starts_with('+') {
+            return Err(format!("AUTHENTICATE refused: {cont}"));
+        }
+        send(&mut io, &ir).await?;
+    }
+    let mut untagged = Vec::new();
+    let status = loop {
+        let l = line(&mut io).await?;
+        if let Some(c) = l.strip_prefix('+') {
+            log::info!("upstream error challenge: {}", decode_challenge(c));
+            send(&mut io, challenge_answer(mech)).await?;
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix("p2 ") {
+            break rest.to_owned();
+        }
+        untagged.push(l);
+    };
+    if !ok(&status) {
+        return Err(format!("upstream refused the token: {status}"));
+    }
+    let after = capabilities(&untagged, &status);
+    Ok(Upstream {
+        io,
+        caps: if after.is_empty() { caps } else { after },
+    })
+}
