@@ -558,6 +558,31 @@ fn pop_only_accounts_fetch_over_pop3_and_resume() {
     );
 }
 
+/// Run a full-screen client in a private tmux server until its screen shows `needle`.
+fn assert_screen_shows(sb: &Sandbox, name: &str, cmd: &str, needle: &str) {
+    let sock = format!("mo-{name}-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let mut c = sb.program("tmux");
+        c.args(["-L", &sock]).args(args);
+        run_with_timeout(c, Duration::from_secs(20))
+    };
+    assert_exit(
+        &tmux(&["new-session", "-d", "-s", "t", "-x", "160", "-y", "40", cmd]),
+        0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut screen = String::new();
+    while !screen.contains(needle) {
+        if Instant::now() > deadline {
+            let _ = tmux(&["kill-server"]);
+            panic!("{name} did not show {needle:?}:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
+    }
+    let _ = tmux(&["kill-server"]);
+}
+
 #[test]
 fn neomutt_snippet_opens_the_inbox() {
     need("neomutt", "apt-get install -y neomutt");
@@ -579,12 +604,6 @@ fn neomutt_snippet_opens_the_inbox() {
     )
     .unwrap();
     // neomutt is a full-screen program: run it in a private tmux server and read the screen.
-    let sock = format!("mo-neomutt-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let mut c = sb.program("tmux");
-        c.args(["-L", &sock]).args(args);
-        run_with_timeout(c, Duration::from_secs(20))
-    };
     let home = sb.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let cmd = format!(
@@ -592,31 +611,7 @@ fn neomutt_snippet_opens_the_inbox() {
         home.display(),
         rc.display()
     );
-    assert_exit(
-        &tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "160",
-            "-y",
-            "40",
-            &cmd,
-        ]),
-        0,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut screen = String::new();
-    while !screen.contains("seed 00002") {
-        if Instant::now() > deadline {
-            let _ = tmux(&["kill-server"]);
-            panic!("neomutt did not show the INBOX:\n{screen}");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
-    }
-    let _ = tmux(&["kill-server"]);
+    assert_screen_shows(&sb, "neomutt", &cmd, "seed 00002");
 }
 
 #[test]
@@ -644,43 +639,13 @@ fn aerc_snippet_opens_the_inbox() {
         "[general]\nunsafe-accounts-conf = true\n",
     )
     .unwrap();
-    let sock = format!("mo-aerc-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let mut c = sb.program("tmux");
-        c.args(["-L", &sock]).args(args);
-        run_with_timeout(c, Duration::from_secs(20))
-    };
     // aerc (Go) has no CA option: SSL_CERT_FILE makes it trust the test CA.
     let cmd = format!(
         "env XDG_CONFIG_HOME={} SSL_CERT_FILE={} TERM=xterm aerc",
         cfg.parent().unwrap().display(),
         mail.ca().display()
     );
-    assert_exit(
-        &tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "160",
-            "-y",
-            "40",
-            &cmd,
-        ]),
-        0,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut screen = String::new();
-    while !screen.contains("seed 00002") {
-        if Instant::now() > deadline {
-            let _ = tmux(&["kill-server"]);
-            panic!("aerc did not show the INBOX:\n{screen}");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
-    }
-    let _ = tmux(&["kill-server"]);
+    assert_screen_shows(&sb, "aerc", &cmd, "seed 00002");
 }
 
 #[test]
