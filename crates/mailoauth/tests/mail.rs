@@ -649,7 +649,7 @@ fn aerc_snippet_opens_the_inbox() {
 }
 
 #[test]
-fn imap_proxy_lets_a_password_client_in_with_xoauth2_upstream() {
+fn proxy_lets_password_clients_in_with_xoauth2_upstream() {
     let srv = OAuthServer::start(&[]);
     let mail = MailServer::start(&srv.issuer);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -657,15 +657,17 @@ fn imap_proxy_lets_a_password_client_in_with_xoauth2_upstream() {
         .local_addr()
         .unwrap()
         .port();
-    let proxy =
-        format!("proxy = {{ imap = \"127.0.0.1:{port}\", password = {{ env = \"PROXY_PW\" }} }}\n");
+    let pop_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let proxy = format!(
+        "proxy = {{ imap = \"127.0.0.1:{port}\", pop = \"127.0.0.1:{pop_port}\", password = {{ env = \"PROXY_PW\" }} }}\n"
+    );
     let cfg = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
-        "[accounts.m]
-",
-        &format!(
-            "[accounts.m]
-{proxy}"
-        ),
+        "[accounts.m]\n",
+        &format!("[accounts.m]\n{proxy}"),
         1,
     );
     let sb = Sandbox::new(&cfg);
@@ -687,7 +689,11 @@ fn imap_proxy_lets_a_password_client_in_with_xoauth2_upstream() {
          try:\n    m.login('alice@example.test', 'wrong')\nexcept imaplib.IMAP4.error as e:\n    print('refused', e)\n\
          m = imaplib.IMAP4('127.0.0.1', {port})\nprint(m.login('alice@example.test', 'local-secret-pw')[0])\n\
          typ, data = m.select('INBOX')\nprint('exists', data[0].decode())\n\
-         typ, data = m.fetch('1', '(BODY[HEADER.FIELDS (SUBJECT)])')\nprint(data[0][1].decode().strip())\nm.logout()\n"
+         typ, data = m.fetch('1', '(BODY[HEADER.FIELDS (SUBJECT)])')\nprint(data[0][1].decode().strip())\nm.logout()\n\
+         import poplib\np = poplib.POP3('127.0.0.1', {pop_port})\np.user('alice@example.test')\n\
+         try:\n    p.pass_('nope')\nexcept poplib.error_proto as e:\n    print('pop refused', e)\n\
+         p = poplib.POP3('127.0.0.1', {pop_port})\np.user('alice@example.test')\nprint(p.pass_('local-secret-pw'))\n\
+         print('pop stat', p.stat()[0])\np.quit()\n"
     );
     let mut c = sb.program("python3");
     c.args(["-c", &script]);
@@ -719,12 +725,8 @@ fn imap_proxy_rejects_hostile_pre_login_input() {
         .port();
     let proxy = format!("proxy = {{ imap = \"127.0.0.1:{port}\", password = \"pw-literal\" }}\n");
     let cfg = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
-        "[accounts.m]
-",
-        &format!(
-            "[accounts.m]
-{proxy}"
-        ),
+        "[accounts.m]\n",
+        &format!("[accounts.m]\n{proxy}"),
         1,
     );
     let sb = Sandbox::new(&cfg);

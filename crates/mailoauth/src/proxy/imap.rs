@@ -15,8 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use super::{Context, same_secret, upstream};
-use crate::providers::MAIL_RESOURCE;
+use super::{Context, relay, upstream};
 
 /// Longest literal a client may send before login (user names, passwords).
 pub const MAX_LITERAL: usize = 8 * 1024;
@@ -171,10 +170,7 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
         return Ok(());
     };
     let a = &ctx.account;
-    if !user.eq_ignore_ascii_case(&a.user) || !same_secret(pass.as_bytes(), ctx.password.as_bytes())
-    {
-        // Slow down guessing a little; the listener is loopback-only anyway.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    if !ctx.accepts(&user, &pass).await {
         reply(
             &mut c,
             &format!("{tag} NO [AUTHENTICATIONFAILED] wrong user or proxy password"),
@@ -183,19 +179,15 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
         .map_err(io)?;
         return Ok(());
     }
-    let client = ctx.client.clone();
-    let name = a.name.clone();
-    let token =
-        tokio::task::spawn_blocking(move || client.broker(&name)?.token(Some(MAIL_RESOURCE)))
-            .await
-            .map_err(|e| e.to_string())?;
-    let token = match token {
-        Ok(t) => Zeroizing::new(t),
+    let token = match ctx.token().await {
+        Ok(t) => t,
         Err(e) => {
-            reply(&mut c, &format!("{tag} NO [UNAVAILABLE] mailoauth has no token for `{}`: run `mailoauth login {}`", a.name, a.name))
-                .await
-                .map_err(io)?;
-            return Err(e.to_string());
+            let msg = format!(
+                "{tag} NO [UNAVAILABLE] mailoauth has no token: run `mailoauth login {}`",
+                a.name
+            );
+            reply(&mut c, &msg).await.map_err(io)?;
+            return Err(e);
         }
     };
     let server = a.imap.as_ref().ok_or("the account has no imap server")?;
@@ -223,25 +215,7 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
     )
     .await
     .map_err(io)?;
-    // From here on: bytes both ways, untouched. Anything already buffered goes first.
-    let up_io = up.io;
-    let pending_up = up_io.buffer().to_vec();
-    let pending_client = c.buffer().to_vec();
-    let mut client_stream = c.into_inner();
-    let mut upstream_stream = up_io.into_inner();
-    if !pending_up.is_empty() {
-        client_stream.write_all(&pending_up).await.map_err(io)?;
-    }
-    if !pending_client.is_empty() {
-        upstream_stream
-            .write_all(&pending_client)
-            .await
-            .map_err(io)?;
-    }
-    tokio::io::copy_bidirectional(&mut client_stream, &mut upstream_stream)
-        .await
-        .map_err(io)?;
-    Ok(())
+    relay(c, up.io).await
 }
 
 /// The pre-authentication dialogue; returns (tag, user, password) of a login attempt.

@@ -80,6 +80,70 @@ async fn tls(tcp: TcpStream, account: &Account, host: &str) -> Result<Box<dyn St
     Ok(Box::new(s))
 }
 
+/// Which protocol's greeting and STARTTLS command to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// IMAP: `* OK`, `STARTTLS`.
+    Imap,
+    /// POP3: `+OK`, `STLS`.
+    Pop,
+}
+
+/// Connect, read the greeting, and upgrade with STARTTLS/STLS when configured.
+async fn open(
+    account: &Account,
+    server: &Server,
+    proto: Proto,
+) -> Result<BufReader<Box<dyn Stream>>, String> {
+    let tcp = TcpStream::connect((server.host.as_str(), server.port))
+        .await
+        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
+    let _ = tcp.set_nodelay(true);
+    let greeted = |g: &str| match proto {
+        Proto::Imap => g.starts_with("* OK"),
+        Proto::Pop => g.starts_with("+OK"),
+    };
+    let mut plain = match server.tls {
+        TlsMode::Implicit => {
+            let mut io = BufReader::new(tls(tcp, account, &server.host).await?);
+            let g = line(&mut io).await?;
+            return if greeted(&g) {
+                Ok(io)
+            } else {
+                Err(format!("unexpected greeting: {g}"))
+            };
+        }
+        _ => BufReader::new(tcp),
+    };
+    let g = line(&mut plain).await?;
+    if !greeted(&g) {
+        return Err(format!("unexpected greeting: {g}"));
+    }
+    if server.tls == TlsMode::None {
+        return Ok(BufReader::new(Box::new(plain.into_inner())));
+    }
+    let agreed = match proto {
+        Proto::Imap => {
+            send(&mut plain, "p0 STARTTLS").await?;
+            let (_, st) = tagged(&mut plain, "p0").await?;
+            ok(&st)
+        }
+        Proto::Pop => {
+            send(&mut plain, "STLS").await?;
+            line(&mut plain).await?.starts_with("+OK")
+        }
+    };
+    if !agreed {
+        return Err("the server refused STARTTLS".into());
+    }
+    if !plain.buffer().is_empty() {
+        return Err("data before the TLS handshake (STARTTLS injection?); refusing".into());
+    }
+    Ok(BufReader::new(
+        tls(plain.into_inner(), account, &server.host).await?,
+    ))
+}
+
 /// Connect to the account's IMAP server and log in with `token`.
 pub async fn imap_login(
     account: &Account,
@@ -87,60 +151,69 @@ pub async fn imap_login(
     token: &str,
     timeout: Duration,
 ) -> Result<Upstream, String> {
-    tokio::time::timeout(timeout, login(account, server, token))
+    let work = async {
+        let io = open(account, server, Proto::Imap).await?;
+        imap_auth(io, account, server, token).await
+    };
+    tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
 }
 
-async fn login(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
-    let tcp = TcpStream::connect((server.host.as_str(), server.port))
-        .await
-        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Stream> = match server.tls {
-        TlsMode::Implicit => tls(tcp, account, &server.host).await?,
-        TlsMode::None => Box::new(tcp),
-        TlsMode::Starttls => {
-            let mut plain = BufReader::new(tcp);
-            let greeting = line(&mut plain).await?;
-            if !greeting.starts_with("* OK") {
-                return Err(format!("not an IMAP greeting: {greeting}"));
-            }
-            send(&mut plain, "p0 STARTTLS").await?;
-            let (_, st) = tagged(&mut plain, "p0").await?;
-            if !ok(&st) {
-                return Err(format!("STARTTLS refused: {st}"));
-            }
-            if !plain.buffer().is_empty() {
-                return Err("data before the TLS handshake (STARTTLS injection?); refusing".into());
-            }
-            return finish(
-                tls(plain.into_inner(), account, &server.host).await?,
-                account,
-                server,
-                token,
-                false,
-            )
-            .await;
-        }
-    };
-    finish(stream, account, server, token, true).await
-}
-
-async fn finish(
-    stream: Box<dyn Stream>,
+/// Connect to the account's POP3 server and log in with `token` (AUTH with continuation).
+pub async fn pop_login(
     account: &Account,
     server: &Server,
     token: &str,
-    greet: bool,
+    timeout: Duration,
 ) -> Result<Upstream, String> {
-    let mut io = BufReader::new(stream);
-    if greet {
-        let greeting = line(&mut io).await?;
-        if !greeting.starts_with("* OK") {
-            return Err(format!("not an IMAP greeting: {greeting}"));
+    let work = async {
+        let mut io = open(account, server, Proto::Pop).await?;
+        send(&mut io, "CAPA").await?;
+        let mut offered = Vec::new();
+        if line(&mut io).await?.starts_with("+OK") {
+            loop {
+                let l = line(&mut io).await?;
+                if l == "." {
+                    break;
+                }
+                if let Some(m) = l.strip_prefix("SASL ") {
+                    offered.extend(m.split_whitespace().map(str::to_owned));
+                }
+            }
         }
-    }
+        let mech = choose(&offered).map_err(|e| e.to_string())?;
+        send(&mut io, &format!("AUTH {}", mech.name().to_uppercase())).await?;
+        let cont = line(&mut io).await?;
+        if !cont.starts_with('+') || cont.starts_with("+OK") {
+            return Err(format!("AUTH refused: {cont}"));
+        }
+        send(&mut io, &initial_response(mech, account, server, token)).await?;
+        loop {
+            let l = line(&mut io).await?;
+            if l.starts_with("+OK") {
+                return Ok(Upstream { io, caps: vec![] });
+            }
+            if l.starts_with("-ERR") {
+                return Err(format!("upstream refused the token: {l}"));
+            }
+            if let Some(c) = l.strip_prefix('+') {
+                log::info!("upstream error challenge: {}", decode_challenge(c));
+                send(&mut io, challenge_answer(mech)).await?;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+}
+
+async fn imap_auth(
+    mut io: BufReader<Box<dyn Stream>>,
+    account: &Account,
+    server: &Server,
+    token: &str,
+) -> Result<Upstream, String> {
     send(&mut io, "p1 CAPABILITY").await?;
     let (lines, st) = tagged(&mut io, "p1").await?;
     let caps = capabilities(&lines, &st);
