@@ -662,8 +662,13 @@ fn proxy_lets_password_clients_in_with_xoauth2_upstream() {
         .local_addr()
         .unwrap()
         .port();
+    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let proxy = format!(
-        "proxy = {{ imap = \"127.0.0.1:{port}\", pop = \"127.0.0.1:{pop_port}\", password = {{ env = \"PROXY_PW\" }} }}\n"
+        "proxy = {{ imap = \"127.0.0.1:{port}\", pop = \"127.0.0.1:{pop_port}\", smtp = \"127.0.0.1:{smtp_port}\", password = {{ env = \"PROXY_PW\" }} }}\n"
     );
     let cfg = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
         "[accounts.m]\n",
@@ -693,7 +698,11 @@ fn proxy_lets_password_clients_in_with_xoauth2_upstream() {
          import poplib\np = poplib.POP3('127.0.0.1', {pop_port})\np.user('alice@example.test')\n\
          try:\n    p.pass_('nope')\nexcept poplib.error_proto as e:\n    print('pop refused', e)\n\
          p = poplib.POP3('127.0.0.1', {pop_port})\np.user('alice@example.test')\nprint(p.pass_('local-secret-pw'))\n\
-         print('pop stat', p.stat()[0])\np.quit()\n"
+         print('pop stat', p.stat()[0])\np.quit()\n\
+         import smtplib\ns = smtplib.SMTP('127.0.0.1', {smtp_port})\n\
+         try:\n    s.login('alice@example.test', 'nope')\nexcept smtplib.SMTPAuthenticationError as e:\n    print('smtp refused', e.smtp_code)\n\
+         s = smtplib.SMTP('127.0.0.1', {smtp_port})\nprint('smtp', s.login('alice@example.test', 'local-secret-pw')[0])\n\
+         s.sendmail('alice@example.test', ['bob@example.test'], 'From: alice@example.test\\r\\nTo: bob@example.test\\r\\nSubject: via-proxy-{port}\\r\\n\\r\\nhello\\r\\n')\ns.quit()\n"
     );
     let mut c = sb.program("python3");
     c.args(["-c", &script]);

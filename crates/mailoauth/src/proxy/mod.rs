@@ -8,12 +8,13 @@
 //! Must not: relay anything before the client has authenticated, or log a
 //! password, token or SASL payload.
 //!
-//! Status: IMAP (LOGIN with quoted strings and literals, AUTHENTICATE PLAIN) and
-//! POP3 (USER/PASS, AUTH PLAIN) over plain loopback listeners. SMTP and local TLS
-//! are not built yet.
+//! Status: IMAP (LOGIN with quoted strings and literals, AUTHENTICATE PLAIN),
+//! POP3 (USER/PASS, AUTH PLAIN) and SMTP (AUTH PLAIN/LOGIN) over plain loopback
+//! listeners. Local TLS is not built yet.
 
 pub mod imap;
 pub mod pop;
+pub mod smtp;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -83,10 +84,14 @@ pub async fn relay(
 /// The proxy listeners an account asks for: (protocol, address).
 fn listens(cfg: &crate::config::AccountConfig) -> Vec<(&'static str, &str)> {
     let Some(p) = &cfg.proxy else { return vec![] };
-    [("imap", p.imap.as_deref()), ("pop", p.pop.as_deref())]
-        .into_iter()
-        .filter_map(|(k, a)| a.map(|a| (k, a)))
-        .collect()
+    [
+        ("imap", p.imap.as_deref()),
+        ("pop", p.pop.as_deref()),
+        ("smtp", p.smtp.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, a)| a.map(|a| (k, a)))
+    .collect()
 }
 
 /// Bind every configured proxy listener and serve it on the current runtime.
@@ -130,7 +135,8 @@ pub async fn start(client: Arc<Client>) -> Result<Vec<tokio::task::JoinHandle<()
                             tokio::spawn(async move {
                                 let r = match proto {
                                     "imap" => imap::serve(ctx, stream).await,
-                                    _ => pop::serve(ctx, stream).await,
+                                    "pop" => pop::serve(ctx, stream).await,
+                                    _ => smtp::serve(ctx, stream).await,
                                 };
                                 if let Err(e) = r {
                                     log::info!("proxy {proto} {peer}: {e}");

@@ -257,3 +257,115 @@ async fn imap_auth(
         caps: if after.is_empty() { caps } else { after },
     })
 }
+
+/// Read an SMTP reply: (code, lines).
+async fn smtp_reply<R: AsyncBufReadExt + Unpin>(io: &mut R) -> Result<(u16, Vec<String>), String> {
+    let mut lines = Vec::new();
+    loop {
+        let l = line(io).await?;
+        let code = l
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| format!("not an SMTP reply: {l}"))?;
+        let more = l.as_bytes().get(3) == Some(&b'-');
+        lines.push(l);
+        if !more {
+            return Ok((code, lines));
+        }
+    }
+}
+
+/// Connect to the account's SMTP submission server, EHLO, STARTTLS when
+/// configured, and authenticate with `token` (two-step AUTH when the line would
+/// pass 512 octets).
+pub async fn smtp_login(
+    account: &Account,
+    server: &Server,
+    token: &str,
+    timeout: Duration,
+) -> Result<Upstream, String> {
+    let work = async {
+        let tcp = TcpStream::connect((server.host.as_str(), server.port))
+            .await
+            .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
+        let _ = tcp.set_nodelay(true);
+        // Greeting and EHLO, on whatever stream: returns EHLO's reply.
+        async fn hello<R: AsyncBufReadExt + AsyncWriteExt + Unpin>(
+            io: &mut R,
+            greet: bool,
+        ) -> Result<(u16, Vec<String>), String> {
+            if greet {
+                let (code, _) = smtp_reply(io).await?;
+                if code != 220 {
+                    return Err(format!("unexpected SMTP greeting {code}"));
+                }
+            }
+            send(io, "EHLO mailoauth.localhost").await?;
+            smtp_reply(io).await
+        }
+        let (mut io, (code, ehlo)): (BufReader<Box<dyn Stream>>, _) = match server.tls {
+            TlsMode::Implicit => {
+                let mut io = BufReader::new(tls(tcp, account, &server.host).await?);
+                let r = hello(&mut io, true).await?;
+                (io, r)
+            }
+            TlsMode::None => {
+                let mut io = BufReader::new(Box::new(tcp) as Box<dyn Stream>);
+                let r = hello(&mut io, true).await?;
+                (io, r)
+            }
+            TlsMode::Starttls => {
+                let mut plain = BufReader::new(tcp);
+                hello(&mut plain, true).await?;
+                send(&mut plain, "STARTTLS").await?;
+                let (c, _) = smtp_reply(&mut plain).await?;
+                if c != 220 || !plain.buffer().is_empty() {
+                    return Err("STARTTLS refused (or data before the handshake)".into());
+                }
+                let mut io = BufReader::new(tls(plain.into_inner(), account, &server.host).await?);
+                let r = hello(&mut io, false).await?;
+                (io, r)
+            }
+        };
+        if code != 250 {
+            return Err(format!("EHLO refused: {}", ehlo.join(" / ")));
+        }
+        let offered: Vec<String> = ehlo
+            .iter()
+            .filter_map(|l| l.get(4..))
+            .filter_map(|l| l.strip_prefix("AUTH ").or_else(|| l.strip_prefix("AUTH=")))
+            .flat_map(|m| m.split_whitespace().map(str::to_owned))
+            .collect();
+        let mech = choose(&offered).map_err(|e| e.to_string())?;
+        let name = mech.name().to_uppercase();
+        let ir = initial_response(mech, account, server, token);
+        let one = format!("AUTH {name} {ir}");
+        let (mut code, mut r) = if one.len() + 2 <= 512 {
+            send(&mut io, &one).await?;
+            smtp_reply(&mut io).await?
+        } else {
+            send(&mut io, &format!("AUTH {name}")).await?;
+            let (c, r) = smtp_reply(&mut io).await?;
+            if c != 334 {
+                return Err(format!("AUTH refused: {}", r.join(" / ")));
+            }
+            send(&mut io, &ir).await?;
+            smtp_reply(&mut io).await?
+        };
+        if code == 334 {
+            log::info!(
+                "upstream error challenge: {}",
+                decode_challenge(r[0].get(4..).unwrap_or(""))
+            );
+            send(&mut io, challenge_answer(mech)).await?;
+            (code, r) = smtp_reply(&mut io).await?;
+        }
+        if code != 235 {
+            return Err(format!("upstream refused the token: {}", r.join(" / ")));
+        }
+        Ok(Upstream { io, caps: ehlo })
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+}
