@@ -8,26 +8,21 @@
 //! [`MAX_LITERAL`]; echo credentials anywhere.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use super::{Context, relay, upstream};
+use super::{Context, LOGIN_TIMEOUT, relay, reply};
+use crate::config::Service;
 
 /// Longest literal a client may send before login (user names, passwords).
 pub const MAX_LITERAL: usize = 8 * 1024;
 /// A client must log in within this time.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+";
 
 type Client = BufReader<TcpStream>;
-
-async fn reply(c: &mut Client, s: &str) -> std::io::Result<()> {
-    c.get_mut().write_all(format!("{s}\r\n").as_bytes()).await
-}
 
 async fn read_line(c: &mut Client) -> std::io::Result<Option<String>> {
     let mut s = String::new();
@@ -169,7 +164,6 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
     let Ok(Ok(Some((tag, user, pass)))) = login else {
         return Ok(());
     };
-    let a = &ctx.account;
     if !ctx.accepts(&user, &pass).await {
         reply(
             &mut c,
@@ -179,30 +173,11 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
         .map_err(io)?;
         return Ok(());
     }
-    let token = match ctx.token().await {
-        Ok(t) => t,
-        Err(e) => {
-            let msg = format!(
-                "{tag} NO [UNAVAILABLE] mailoauth has no token: run `mailoauth login {}`",
-                a.name
-            );
-            reply(&mut c, &msg).await.map_err(io)?;
-            return Err(e);
-        }
-    };
-    let server = a.imap.as_ref().ok_or("the account has no imap server")?;
-    let up = match upstream::imap_login(a, server, &token, Duration::from_secs(30)).await {
-        Ok(u) => u,
-        Err(e) => {
-            reply(
-                &mut c,
-                &format!("{tag} NO [UNAVAILABLE] upstream login failed: {e}"),
-            )
-            .await
-            .map_err(io)?;
-            return Err(e);
-        }
-    };
+    let up = ctx
+        .upstream(&mut c, Service::Imap, |why| {
+            format!("{tag} NO [UNAVAILABLE] {why}")
+        })
+        .await?;
     let caps: Vec<&str> = up
         .caps
         .iter()

@@ -27,6 +27,9 @@ use zeroize::Zeroizing;
 use crate::providers::{Account, is_loopback_host};
 use crate::{Client, Error};
 
+/// A client must log in within this time.
+pub(crate) const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Constant-time equality (for equal lengths; the length itself is not secret).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -62,6 +65,41 @@ impl Context {
             .map_err(|e| e.to_string())?
             .map(Zeroizing::new)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Write one reply line (CRLF added) to a client.
+pub(crate) async fn reply(c: &mut BufReader<TcpStream>, s: &str) -> std::io::Result<()> {
+    c.get_mut().write_all(format!("{s}\r\n").as_bytes()).await
+}
+
+impl Context {
+    /// The client has authenticated locally: fetch the token and log in upstream.
+    /// On failure the client gets `refusal(reason)` as its reply and the error is returned.
+    pub async fn upstream(
+        &self,
+        c: &mut BufReader<TcpStream>,
+        service: crate::config::Service,
+        refusal: impl Fn(&str) -> String,
+    ) -> Result<upstream::Upstream, String> {
+        let result = match self.token().await {
+            Ok(token) => upstream::login(
+                service,
+                &self.account,
+                &token,
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| format!("upstream login failed: {e}")),
+            Err(e) => Err(format!(
+                "mailoauth has no token ({e}): run `mailoauth login {}`",
+                self.account.name
+            )),
+        };
+        if let Err(e) = &result {
+            reply(c, &refusal(e)).await.map_err(|e| e.to_string())?;
+        }
+        result
     }
 }
 

@@ -6,22 +6,16 @@
 //! before login; echo credentials.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use super::{Context, relay, upstream};
-
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+use super::{Context, LOGIN_TIMEOUT, relay, reply};
+use crate::config::Service;
 
 type Client = BufReader<TcpStream>;
-
-async fn reply(c: &mut Client, s: &str) -> std::io::Result<()> {
-    c.get_mut().write_all(format!("{s}\r\n").as_bytes()).await
-}
 
 async fn read_line(c: &mut Client) -> std::io::Result<Option<Zeroizing<String>>> {
     let mut s = Zeroizing::new(String::new());
@@ -106,41 +100,15 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let a = &ctx.account;
     if !ctx.accepts(&user, &pass).await {
         reply(&mut c, "-ERR [AUTH] wrong user or proxy password")
             .await
             .map_err(io)?;
         return Ok(());
     }
-    let token = match ctx.token().await {
-        Ok(t) => t,
-        Err(e) => {
-            reply(
-                &mut c,
-                &format!(
-                    "-ERR [SYS/TEMP] mailoauth has no token: run `mailoauth login {}`",
-                    a.name
-                ),
-            )
-            .await
-            .map_err(io)?;
-            return Err(e);
-        }
-    };
-    let server = a.pop.as_ref().ok_or("the account has no pop server")?;
-    let up = match upstream::pop_login(a, server, &token, Duration::from_secs(30)).await {
-        Ok(u) => u,
-        Err(e) => {
-            reply(
-                &mut c,
-                &format!("-ERR [SYS/TEMP] upstream login failed: {e}"),
-            )
-            .await
-            .map_err(io)?;
-            return Err(e);
-        }
-    };
+    let up = ctx
+        .upstream(&mut c, Service::Pop, |why| format!("-ERR [SYS/TEMP] {why}"))
+        .await?;
     reply(&mut c, "+OK logged in").await.map_err(io)?;
     relay(c, up.io).await
 }

@@ -6,22 +6,16 @@
 //! credentials.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use super::{Context, relay, upstream};
-
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+use super::{Context, LOGIN_TIMEOUT, relay, reply};
+use crate::config::Service;
 
 type Client = BufReader<TcpStream>;
-
-async fn reply(c: &mut Client, s: &str) -> std::io::Result<()> {
-    c.get_mut().write_all(format!("{s}\r\n").as_bytes()).await
-}
 
 async fn read_line(c: &mut Client) -> std::io::Result<Option<Zeroizing<String>>> {
     let mut s = Zeroizing::new(String::new());
@@ -101,7 +95,6 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
         .await
         .map_err(io)?;
     // Clients try mechanisms in turn (smtplib: PLAIN, then LOGIN): allow a few attempts.
-    let a = &ctx.account;
     let mut attempts = 0;
     loop {
         let Ok(Ok(Some((user, pass)))) =
@@ -120,31 +113,9 @@ pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
             return Ok(());
         }
     }
-    let token = match ctx.token().await {
-        Ok(t) => t,
-        Err(e) => {
-            reply(
-                &mut c,
-                &format!(
-                    "454 4.7.0 mailoauth has no token: run `mailoauth login {}`",
-                    a.name
-                ),
-            )
-            .await
-            .map_err(io)?;
-            return Err(e);
-        }
-    };
-    let server = a.smtp.as_ref().ok_or("the account has no smtp server")?;
-    let up = match upstream::smtp_login(a, server, &token, Duration::from_secs(30)).await {
-        Ok(u) => u,
-        Err(e) => {
-            reply(&mut c, &format!("454 4.7.0 upstream login failed: {e}"))
-                .await
-                .map_err(io)?;
-            return Err(e);
-        }
-    };
+    let up = ctx
+        .upstream(&mut c, Service::Smtp, |why| format!("454 4.7.0 {why}"))
+        .await?;
     reply(&mut c, "235 2.7.0 Authentication successful")
         .await
         .map_err(io)?;

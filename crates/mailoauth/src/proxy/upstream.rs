@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::config::TlsMode;
+use crate::config::{Service, TlsMode};
 use crate::mail::{
     challenge_answer, choose, conn::tls_config, decode_challenge, imap::capabilities,
     initial_response,
@@ -80,6 +80,28 @@ async fn tls(tcp: TcpStream, account: &Account, host: &str) -> Result<Box<dyn St
     Ok(Box::new(s))
 }
 
+/// Connect to the account's server for `service` and log in with `token`, all
+/// within `timeout`.
+pub async fn login(
+    service: Service,
+    account: &Account,
+    token: &str,
+    timeout: Duration,
+) -> Result<Upstream, String> {
+    let server = crate::mail::server_for(account, service)
+        .ok_or_else(|| format!("account `{}` has no {service:?} server", account.name))?;
+    let work = async {
+        match service {
+            Service::Imap => imap(account, server, token).await,
+            Service::Pop => pop(account, server, token).await,
+            Service::Smtp => smtp(account, server, token).await,
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+}
+
 /// Which protocol's greeting and STARTTLS command to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -145,67 +167,47 @@ async fn open(
 }
 
 /// Connect to the account's IMAP server and log in with `token`.
-pub async fn imap_login(
-    account: &Account,
-    server: &Server,
-    token: &str,
-    timeout: Duration,
-) -> Result<Upstream, String> {
-    let work = async {
-        let io = open(account, server, Proto::Imap).await?;
-        imap_auth(io, account, server, token).await
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+async fn imap(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
+    let io = open(account, server, Proto::Imap).await?;
+    imap_auth(io, account, server, token).await
 }
 
 /// Connect to the account's POP3 server and log in with `token` (AUTH with continuation).
-pub async fn pop_login(
-    account: &Account,
-    server: &Server,
-    token: &str,
-    timeout: Duration,
-) -> Result<Upstream, String> {
-    let work = async {
-        let mut io = open(account, server, Proto::Pop).await?;
-        send(&mut io, "CAPA").await?;
-        let mut offered = Vec::new();
-        if line(&mut io).await?.starts_with("+OK") {
-            loop {
-                let l = line(&mut io).await?;
-                if l == "." {
-                    break;
-                }
-                if let Some(m) = l.strip_prefix("SASL ") {
-                    offered.extend(m.split_whitespace().map(str::to_owned));
-                }
-            }
-        }
-        let mech = choose(&offered).map_err(|e| e.to_string())?;
-        send(&mut io, &format!("AUTH {}", mech.name().to_uppercase())).await?;
-        let cont = line(&mut io).await?;
-        if !cont.starts_with('+') || cont.starts_with("+OK") {
-            return Err(format!("AUTH refused: {cont}"));
-        }
-        send(&mut io, &initial_response(mech, account, server, token)).await?;
+async fn pop(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
+    let mut io = open(account, server, Proto::Pop).await?;
+    send(&mut io, "CAPA").await?;
+    let mut offered = Vec::new();
+    if line(&mut io).await?.starts_with("+OK") {
         loop {
             let l = line(&mut io).await?;
-            if l.starts_with("+OK") {
-                return Ok(Upstream { io, caps: vec![] });
+            if l == "." {
+                break;
             }
-            if l.starts_with("-ERR") {
-                return Err(format!("upstream refused the token: {l}"));
-            }
-            if let Some(c) = l.strip_prefix('+') {
-                log::info!("upstream error challenge: {}", decode_challenge(c));
-                send(&mut io, challenge_answer(mech)).await?;
+            if let Some(m) = l.strip_prefix("SASL ") {
+                offered.extend(m.split_whitespace().map(str::to_owned));
             }
         }
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+    }
+    let mech = choose(&offered).map_err(|e| e.to_string())?;
+    send(&mut io, &format!("AUTH {}", mech.name().to_uppercase())).await?;
+    let cont = line(&mut io).await?;
+    if !cont.starts_with('+') || cont.starts_with("+OK") {
+        return Err(format!("AUTH refused: {cont}"));
+    }
+    send(&mut io, &initial_response(mech, account, server, token)).await?;
+    loop {
+        let l = line(&mut io).await?;
+        if l.starts_with("+OK") {
+            return Ok(Upstream { io, caps: vec![] });
+        }
+        if l.starts_with("-ERR") {
+            return Err(format!("upstream refused the token: {l}"));
+        }
+        if let Some(c) = l.strip_prefix('+') {
+            log::info!("upstream error challenge: {}", decode_challenge(c));
+            send(&mut io, challenge_answer(mech)).await?;
+        }
+    }
 }
 
 async fn imap_auth(
@@ -278,94 +280,84 @@ async fn smtp_reply<R: AsyncBufReadExt + Unpin>(io: &mut R) -> Result<(u16, Vec<
 /// Connect to the account's SMTP submission server, EHLO, STARTTLS when
 /// configured, and authenticate with `token` (two-step AUTH when the line would
 /// pass 512 octets).
-pub async fn smtp_login(
-    account: &Account,
-    server: &Server,
-    token: &str,
-    timeout: Duration,
-) -> Result<Upstream, String> {
-    let work = async {
-        let tcp = TcpStream::connect((server.host.as_str(), server.port))
-            .await
-            .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
-        let _ = tcp.set_nodelay(true);
-        // Greeting and EHLO, on whatever stream: returns EHLO's reply.
-        async fn hello<R: AsyncBufReadExt + AsyncWriteExt + Unpin>(
-            io: &mut R,
-            greet: bool,
-        ) -> Result<(u16, Vec<String>), String> {
-            if greet {
-                let (code, _) = smtp_reply(io).await?;
-                if code != 220 {
-                    return Err(format!("unexpected SMTP greeting {code}"));
-                }
-            }
-            send(io, "EHLO mailoauth.localhost").await?;
-            smtp_reply(io).await
-        }
-        let (mut io, (code, ehlo)): (BufReader<Box<dyn Stream>>, _) = match server.tls {
-            TlsMode::Implicit => {
-                let mut io = BufReader::new(tls(tcp, account, &server.host).await?);
-                let r = hello(&mut io, true).await?;
-                (io, r)
-            }
-            TlsMode::None => {
-                let mut io = BufReader::new(Box::new(tcp) as Box<dyn Stream>);
-                let r = hello(&mut io, true).await?;
-                (io, r)
-            }
-            TlsMode::Starttls => {
-                let mut plain = BufReader::new(tcp);
-                hello(&mut plain, true).await?;
-                send(&mut plain, "STARTTLS").await?;
-                let (c, _) = smtp_reply(&mut plain).await?;
-                if c != 220 || !plain.buffer().is_empty() {
-                    return Err("STARTTLS refused (or data before the handshake)".into());
-                }
-                let mut io = BufReader::new(tls(plain.into_inner(), account, &server.host).await?);
-                let r = hello(&mut io, false).await?;
-                (io, r)
-            }
-        };
-        if code != 250 {
-            return Err(format!("EHLO refused: {}", ehlo.join(" / ")));
-        }
-        let offered: Vec<String> = ehlo
-            .iter()
-            .filter_map(|l| l.get(4..))
-            .filter_map(|l| l.strip_prefix("AUTH ").or_else(|| l.strip_prefix("AUTH=")))
-            .flat_map(|m| m.split_whitespace().map(str::to_owned))
-            .collect();
-        let mech = choose(&offered).map_err(|e| e.to_string())?;
-        let name = mech.name().to_uppercase();
-        let ir = initial_response(mech, account, server, token);
-        let one = format!("AUTH {name} {ir}");
-        let (mut code, mut r) = if one.len() + 2 <= 512 {
-            send(&mut io, &one).await?;
-            smtp_reply(&mut io).await?
-        } else {
-            send(&mut io, &format!("AUTH {name}")).await?;
-            let (c, r) = smtp_reply(&mut io).await?;
-            if c != 334 {
-                return Err(format!("AUTH refused: {}", r.join(" / ")));
-            }
-            send(&mut io, &ir).await?;
-            smtp_reply(&mut io).await?
-        };
-        if code == 334 {
-            log::info!(
-                "upstream error challenge: {}",
-                decode_challenge(r[0].get(4..).unwrap_or(""))
-            );
-            send(&mut io, challenge_answer(mech)).await?;
-            (code, r) = smtp_reply(&mut io).await?;
-        }
-        if code != 235 {
-            return Err(format!("upstream refused the token: {}", r.join(" / ")));
-        }
-        Ok(Upstream { io, caps: ehlo })
-    };
-    tokio::time::timeout(timeout, work)
+async fn smtp(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
+    let tcp = TcpStream::connect((server.host.as_str(), server.port))
         .await
-        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
+    let _ = tcp.set_nodelay(true);
+    // Greeting and EHLO, on whatever stream: returns EHLO's reply.
+    async fn hello<R: AsyncBufReadExt + AsyncWriteExt + Unpin>(
+        io: &mut R,
+        greet: bool,
+    ) -> Result<(u16, Vec<String>), String> {
+        if greet {
+            let (code, _) = smtp_reply(io).await?;
+            if code != 220 {
+                return Err(format!("unexpected SMTP greeting {code}"));
+            }
+        }
+        send(io, "EHLO mailoauth.localhost").await?;
+        smtp_reply(io).await
+    }
+    let (mut io, (code, ehlo)): (BufReader<Box<dyn Stream>>, _) = match server.tls {
+        TlsMode::Implicit => {
+            let mut io = BufReader::new(tls(tcp, account, &server.host).await?);
+            let r = hello(&mut io, true).await?;
+            (io, r)
+        }
+        TlsMode::None => {
+            let mut io = BufReader::new(Box::new(tcp) as Box<dyn Stream>);
+            let r = hello(&mut io, true).await?;
+            (io, r)
+        }
+        TlsMode::Starttls => {
+            let mut plain = BufReader::new(tcp);
+            hello(&mut plain, true).await?;
+            send(&mut plain, "STARTTLS").await?;
+            let (c, _) = smtp_reply(&mut plain).await?;
+            if c != 220 || !plain.buffer().is_empty() {
+                return Err("STARTTLS refused (or data before the handshake)".into());
+            }
+            let mut io = BufReader::new(tls(plain.into_inner(), account, &server.host).await?);
+            let r = hello(&mut io, false).await?;
+            (io, r)
+        }
+    };
+    if code != 250 {
+        return Err(format!("EHLO refused: {}", ehlo.join(" / ")));
+    }
+    let offered: Vec<String> = ehlo
+        .iter()
+        .filter_map(|l| l.get(4..))
+        .filter_map(|l| l.strip_prefix("AUTH ").or_else(|| l.strip_prefix("AUTH=")))
+        .flat_map(|m| m.split_whitespace().map(str::to_owned))
+        .collect();
+    let mech = choose(&offered).map_err(|e| e.to_string())?;
+    let name = mech.name().to_uppercase();
+    let ir = initial_response(mech, account, server, token);
+    let one = format!("AUTH {name} {ir}");
+    let (mut code, mut r) = if one.len() + 2 <= 512 {
+        send(&mut io, &one).await?;
+        smtp_reply(&mut io).await?
+    } else {
+        send(&mut io, &format!("AUTH {name}")).await?;
+        let (c, r) = smtp_reply(&mut io).await?;
+        if c != 334 {
+            return Err(format!("AUTH refused: {}", r.join(" / ")));
+        }
+        send(&mut io, &ir).await?;
+        smtp_reply(&mut io).await?
+    };
+    if code == 334 {
+        log::info!(
+            "upstream error challenge: {}",
+            decode_challenge(r[0].get(4..).unwrap_or(""))
+        );
+        send(&mut io, challenge_answer(mech)).await?;
+        (code, r) = smtp_reply(&mut io).await?;
+    }
+    if code != 235 {
+        return Err(format!("upstream refused the token: {}", r.join(" / ")));
+    }
+    Ok(Upstream { io, caps: ehlo })
 }
