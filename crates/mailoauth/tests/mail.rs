@@ -62,32 +62,37 @@ impl MailServer {
         PathBuf::from(self.ports["ca"].as_str().unwrap())
     }
 
+    /// Config lines for the three servers: (protocol, fixture port key, tls mode) each.
+    fn server_lines(&self, servers: [(&str, &str, &str); 3]) -> String {
+        let mut out: String = servers
+            .iter()
+            .map(|(proto, key, tls)| {
+                format!(
+                    "{proto} = {{ host = \"localhost\", port = {}, tls = \"{tls}\" }}\n",
+                    self.port(key)
+                )
+            })
+            .collect();
+        out.push_str(&format!("ca_file = \"{}\"\n", self.ca().display()));
+        out
+    }
+
     /// Servers for a config: IMAP implicit TLS, POP3 with STLS, submission with STARTTLS.
     fn servers(&self) -> String {
-        format!(
-            "imap = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\n\
-             pop = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
-             smtp = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
-             ca_file = \"{}\"\n",
-            self.port("imap_tls"),
-            self.port("pop"),
-            self.port("submission"),
-            self.ca().display()
-        )
+        self.server_lines([
+            ("imap", "imap_tls", "implicit"),
+            ("pop", "pop", "starttls"),
+            ("smtp", "submission", "starttls"),
+        ])
     }
 
     /// The other TLS modes: IMAP with STARTTLS, POP3 and SMTP with implicit TLS.
     fn other_servers(&self) -> String {
-        format!(
-            "imap = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
-             pop = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\n\
-             smtp = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\n\
-             ca_file = \"{}\"\n",
-            self.port("imap"),
-            self.port("pop_tls"),
-            self.port("submissions"),
-            self.ca().display()
-        )
+        self.server_lines([
+            ("imap", "imap", "starttls"),
+            ("pop", "pop_tls", "implicit"),
+            ("smtp", "submissions", "implicit"),
+        ])
     }
 }
 
