@@ -170,6 +170,17 @@ pub struct ProxyConfig {
     pub smtp: Option<String>,
     /// What local clients must send as password.
     pub password: Option<SecretSource>,
+    /// Local TLS towards the clients: `none` (default), `starttls` (then required
+    /// before login) or `implicit`.
+    pub tls: Option<TlsMode>,
+    /// PEM certificate chain for local TLS; a self-signed one is generated (and
+    /// kept in the state directory) when absent.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+    /// Seconds without traffic in either direction before a logged-in session is
+    /// closed (default 1860: IMAP IDLE clients re-issue every 29 minutes).
+    pub idle_timeout: Option<u64>,
 }
 
 /// One account as written in the file; `providers::Account` is the resolved form.

@@ -167,8 +167,12 @@ enum Command {
         /// Account name
         name: String,
     },
-    /// Run in the foreground: refresh every account ahead of expiry and serve tokens on a unix socket
-    Daemon,
+    /// Run in the foreground: refresh every account ahead of expiry, serve tokens on a unix socket, run the proxy listeners
+    Daemon {
+        /// Log a protocol trace of every proxy session (credentials and tokens redacted)
+        #[arg(long)]
+        debug: bool,
+    },
     /// Print a shell completion script
     Completions {
         /// Shell
@@ -199,7 +203,8 @@ struct StderrLogger(log::LevelFilter);
 
 impl log::Log for StderrLogger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= self.0 && m.target().starts_with("mailoauth")
+        // The max level may be raised later (`daemon --debug`).
+        m.level() <= self.0.max(log::max_level()) && m.target().starts_with("mailoauth")
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
@@ -611,7 +616,13 @@ fn run(cli: &Cli) -> Result<(), Error> {
             print_stdout(text.trim_end())
         }
         Command::Add(args) => add::run(&config_path(cli), args),
-        Command::Daemon => mailoauth::daemon::run(&config_path(cli)),
+        Command::Daemon { debug } => {
+            if *debug {
+                mailoauth::proxy::trace::enable();
+                log::set_max_level(log::LevelFilter::Debug);
+            }
+            mailoauth::daemon::run(&config_path(cli))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

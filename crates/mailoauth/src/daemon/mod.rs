@@ -35,6 +35,8 @@ use crate::{Client, paths, sasl, status};
 
 /// How long one client may take for its whole request/response.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// On SIGTERM, how long relayed proxy sessions may go on before the daemon exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 struct Shared {
     config_path: PathBuf,
@@ -99,7 +101,8 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     let refresher = tokio::spawn(refresher(shared.clone(), timer));
     // Proxy listeners live on the same runtime; a bad proxy config stops the start.
     let client = shared.client.lock().unwrap().clone();
-    let proxies = crate::proxy::start(client).await?;
+    let mut proxies = crate::proxy::Proxies::new();
+    proxies.start(client).await?;
     log::warn!(
         "daemon serving {} on {}",
         config_path.display(),
@@ -112,16 +115,23 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
                 Ok((stream, _)) => { tokio::spawn(handle(shared.clone(), stream)); }
                 Err(e) => log::warn!("accept: {e}"),
             },
-            _ = hup.recv() => reload(&shared),
+            _ = hup.recv() => {
+                let previous = shared.client.lock().unwrap().clone();
+                reload(&shared);
+                let client = shared.client.lock().unwrap().clone();
+                if let Err(e) = proxies.restart(client, previous).await {
+                    log::error!("proxy listeners not changed: {e}");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     refresher.abort();
-    for p in proxies {
-        p.abort();
-    }
+    // No new clients (token or proxy) from here on; relayed sessions get a moment to finish.
     let _ = std::fs::remove_file(&sock);
+    drop(listener);
+    proxies.shutdown(SHUTDOWN_GRACE).await;
     log::warn!("daemon stopped");
     drop(lock);
     Ok(())

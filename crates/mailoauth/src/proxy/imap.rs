@@ -1,39 +1,36 @@
 //! The IMAP proxy's client side: a tiny pre-authentication IMAP server that
 //! accepts `LOGIN` (atoms, quoted strings, literals `{n}` and `{n+}`) and
-//! `AUTHENTICATE PLAIN` (SASL-IR or continuation), checks the local password,
-//! logs in upstream with the account's token, and then relays bytes untouched.
+//! `AUTHENTICATE PLAIN` (SASL-IR or continuation), and STARTTLS when the
+//! listener has TLS. After login the client sees the server's capabilities
+//! (less its AUTH= mechanisms) and talks to the server itself.
 //!
-//! Must not: let any command other than CAPABILITY, NOOP, LOGOUT, LOGIN and
-//! AUTHENTICATE PLAIN reach anything before login; accept literals larger than
-//! [`MAX_LITERAL`]; echo credentials anywhere.
+//! Must not: let any command other than CAPABILITY, NOOP, LOGOUT, STARTTLS,
+//! LOGIN and AUTHENTICATE PLAIN be answered before login; accept literals larger
+//! than [`MAX_LITERAL`]; echo credentials anywhere.
 
-use std::sync::Arc;
+use std::io;
 
-use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use super::{Context, LOGIN_TIMEOUT, relay, reply};
+use super::session::{Conn, Dialect, Login, Step, sasl_plain};
+use super::upstream::Upstream;
 use crate::config::Service;
 
 /// Longest literal a client may send before login (user names, passwords).
 pub const MAX_LITERAL: usize = 8 * 1024;
-/// A client must log in within this time.
-const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+";
+/// Longest command line before login.
+const MAX_LINE: usize = 8 * 1024;
 
-type Client = BufReader<TcpStream>;
+/// The IMAP dialect (stateless between commands).
+#[derive(Default)]
+pub(crate) struct Imap;
 
-async fn read_line(c: &mut Client) -> std::io::Result<Option<String>> {
-    let mut s = String::new();
-    let n = (&mut *c)
-        .take(MAX_LITERAL as u64 + 1024)
-        .read_line(&mut s)
-        .await?;
-    if n == 0 {
-        return Ok(None);
+fn caps(need_tls: bool) -> &'static str {
+    if need_tls {
+        "IMAP4rev1 STARTTLS LOGINDISABLED"
+    } else {
+        "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+"
     }
-    Ok(Some(s.trim_end_matches(['\r', '\n']).to_owned()))
 }
 
 /// One parsed command: tag, name, arguments (strings, literals resolved).
@@ -98,9 +95,10 @@ fn tokenize(line: &str) -> Result<Tokens, &'static str> {
 }
 
 /// Read a whole command, fetching literals (with a `+` continuation for
-/// synchronising ones) as arguments.
-async fn read_command(c: &mut Client) -> std::io::Result<Parsed> {
-    let Some(mut line) = read_line(c).await? else {
+/// synchronising ones) as arguments. A literal over [`MAX_LITERAL`] is an
+/// `InvalidData` error: its bytes would follow at once, so the session must end.
+async fn read_command(c: &mut Conn) -> io::Result<Parsed> {
+    let Some(mut line) = c.line(MAX_LINE, false).await? else {
         return Ok(Parsed::Closed);
     };
     let mut tokens: Vec<Zeroizing<String>> = Vec::new();
@@ -112,19 +110,18 @@ async fn read_command(c: &mut Client) -> std::io::Result<Parsed> {
         tokens.append(&mut toks);
         let Some((n, sync)) = literal else { break };
         if n > MAX_LITERAL {
-            return Ok(Parsed::Bad(
-                first_word(&line),
-                "literal too large before login",
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("literal of {n} bytes before login (at most {MAX_LITERAL})"),
             ));
         }
         if sync {
-            reply(c, "+ go ahead").await?;
+            c.reply("+ go ahead").await?;
         }
-        let mut buf = Zeroizing::new(vec![0u8; n]);
-        c.read_exact(&mut buf).await?;
+        let buf = c.literal(n).await?;
         tokens.push(Zeroizing::new(String::from_utf8_lossy(&buf).into_owned()));
         // The command goes on after the literal.
-        match read_line(c).await? {
+        match c.line(MAX_LINE, false).await? {
             Some(next) => line = next,
             None => return Ok(Parsed::Closed),
         }
@@ -149,128 +146,134 @@ fn first_word(line: &str) -> String {
         .to_owned()
 }
 
-/// Serve one client connection.
-pub async fn serve(ctx: Arc<Context>, stream: TcpStream) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
-    let mut c = BufReader::new(stream);
-    let io = |e: std::io::Error| e.to_string();
-    reply(
-        &mut c,
-        &format!("* OK [CAPABILITY {CAPS}] mailoauth proxy ready"),
-    )
-    .await
-    .map_err(io)?;
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, pre_auth(&mut c)).await;
-    let Ok(Ok(Some((tag, user, pass)))) = login else {
-        return Ok(());
-    };
-    if !ctx.accepts(&user, &pass).await {
-        reply(
-            &mut c,
-            &format!("{tag} NO [AUTHENTICATIONFAILED] wrong user or proxy password"),
-        )
-        .await
-        .map_err(io)?;
-        return Ok(());
-    }
-    let up = ctx
-        .upstream(&mut c, Service::Imap, |why| {
-            format!("{tag} NO [UNAVAILABLE] {why}")
-        })
-        .await?;
-    let caps: Vec<&str> = up
-        .caps
-        .iter()
-        .map(String::as_str)
-        .filter(|c| !c.to_ascii_uppercase().starts_with("AUTH="))
-        .collect();
-    reply(
-        &mut c,
-        &format!("{tag} OK [CAPABILITY {}] LOGIN completed", caps.join(" ")),
-    )
-    .await
-    .map_err(io)?;
-    relay(c, up.io).await
-}
+impl Dialect for Imap {
+    const SERVICE: Service = Service::Imap;
 
-/// The pre-authentication dialogue; returns (tag, user, password) of a login attempt.
-async fn pre_auth(c: &mut Client) -> std::io::Result<Option<(String, String, Zeroizing<String>)>> {
-    loop {
-        let cmd = match read_command(c).await? {
-            Parsed::Closed => return Ok(None),
-            Parsed::Bad(tag, why) => {
-                reply(c, &format!("{tag} BAD {why}")).await?;
-                if why.contains("too large") {
-                    return Ok(None);
+    fn greeting(&self, need_tls: bool) -> String {
+        format!("* OK [CAPABILITY {}] mailoauth proxy ready", caps(need_tls))
+    }
+
+    async fn next(&mut self, c: &mut Conn, need_tls: bool) -> io::Result<Step> {
+        loop {
+            let cmd = match read_command(c).await? {
+                Parsed::Closed => return Ok(Step::Closed),
+                Parsed::Bad(tag, why) => {
+                    c.reply(&format!("{tag} BAD {why}")).await?;
+                    continue;
                 }
-                continue;
-            }
-            Parsed::Command(cmd) => cmd,
-        };
-        let t = &cmd.tag;
-        match cmd.name.as_str() {
-            "CAPABILITY" => {
-                reply(c, &format!("* CAPABILITY {CAPS}")).await?;
-                reply(c, &format!("{t} OK CAPABILITY completed")).await?;
-            }
-            "NOOP" => reply(c, &format!("{t} OK NOOP completed")).await?,
-            "LOGOUT" => {
-                reply(c, "* BYE mailoauth proxy closing").await?;
-                reply(c, &format!("{t} OK LOGOUT completed")).await?;
-                return Ok(None);
-            }
-            "LOGIN" if cmd.args.len() == 2 => {
-                return Ok(Some((
-                    cmd.tag.clone(),
-                    cmd.args[0].to_string(),
-                    cmd.args[1].clone(),
-                )));
-            }
-            "AUTHENTICATE"
-                if cmd
-                    .args
-                    .first()
-                    .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN")) =>
-            {
-                let b64 = match cmd.args.get(1) {
-                    Some(ir) => ir.clone(),
-                    None => {
-                        reply(c, "+ ").await?;
-                        Zeroizing::new(read_line(c).await?.unwrap_or_default())
+                Parsed::Command(cmd) => cmd,
+            };
+            let t = &cmd.tag;
+            let login = matches!(cmd.name.as_str(), "LOGIN" | "AUTHENTICATE");
+            match cmd.name.as_str() {
+                "CAPABILITY" => {
+                    c.reply(&format!("* CAPABILITY {}", caps(need_tls))).await?;
+                    c.reply(&format!("{t} OK CAPABILITY completed")).await?;
+                }
+                "NOOP" => c.reply(&format!("{t} OK NOOP completed")).await?,
+                "LOGOUT" => {
+                    c.reply("* BYE mailoauth proxy closing").await?;
+                    c.reply(&format!("{t} OK LOGOUT completed")).await?;
+                    return Ok(Step::Closed);
+                }
+                "STARTTLS" if need_tls => {
+                    c.reply(&format!("{t} OK begin TLS negotiation now"))
+                        .await?;
+                    return Ok(Step::StartTls);
+                }
+                "STARTTLS" => {
+                    c.reply(&format!("{t} BAD STARTTLS is not offered here"))
+                        .await?
+                }
+                _ if login && need_tls => {
+                    c.reply(&format!("{t} NO [PRIVACYREQUIRED] STARTTLS first"))
+                        .await?
+                }
+                "LOGIN" if cmd.args.len() == 2 => {
+                    let mut args = cmd.args.into_iter();
+                    let (user, pass) = (args.next().unwrap(), args.next().unwrap());
+                    return Ok(Step::Login(Login {
+                        tag: cmd.tag,
+                        user: user.to_string(),
+                        pass,
+                    }));
+                }
+                "AUTHENTICATE"
+                    if cmd
+                        .args
+                        .first()
+                        .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN")) =>
+                {
+                    let b64 = match cmd.args.get(1) {
+                        Some(ir) => ir.clone(),
+                        None => {
+                            c.reply("+ ").await?;
+                            c.line(MAX_LINE, true).await?.unwrap_or_default()
+                        }
+                    };
+                    if b64.as_str() == "*" {
+                        c.reply(&format!("{t} BAD AUTHENTICATE cancelled")).await?;
+                        continue;
                     }
-                };
-                if b64.as_str() == "*" {
-                    reply(c, &format!("{t} BAD AUTHENTICATE cancelled")).await?;
-                    continue;
+                    match sasl_plain(&b64) {
+                        Some((user, pass)) => {
+                            return Ok(Step::Login(Login {
+                                tag: cmd.tag,
+                                user,
+                                pass,
+                            }));
+                        }
+                        None => {
+                            c.reply(&format!("{t} BAD invalid base64 or PLAIN message"))
+                                .await?
+                        }
+                    }
                 }
-                let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-                    reply(c, &format!("{t} BAD invalid base64")).await?;
-                    continue;
-                };
-                let raw = Zeroizing::new(raw);
-                let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-                if parts.len() != 3 {
-                    reply(c, &format!("{t} BAD invalid PLAIN message")).await?;
-                    continue;
+                "AUTHENTICATE" => {
+                    c.reply(&format!("{t} NO only AUTHENTICATE PLAIN here"))
+                        .await?
                 }
-                let user = String::from_utf8_lossy(parts[1]).into_owned();
-                let pass = Zeroizing::new(String::from_utf8_lossy(parts[2]).into_owned());
-                return Ok(Some((cmd.tag.clone(), user, pass)));
-            }
-            "STARTTLS" => {
-                reply(
-                    c,
-                    &format!("{t} BAD STARTTLS is not offered on this loopback listener"),
-                )
-                .await?
-            }
-            _ => {
-                reply(
-                    c,
-                    &format!("{t} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"),
-                )
-                .await?
+                "LOGIN" => {
+                    c.reply(&format!("{t} BAD LOGIN takes user and password"))
+                        .await?
+                }
+                _ => {
+                    c.reply(&format!(
+                        "{t} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"
+                    ))
+                    .await?
+                }
             }
         }
+    }
+
+    fn refused(&self, l: &Login) -> String {
+        format!(
+            "{} NO [AUTHENTICATIONFAILED] wrong user or proxy password",
+            l.tag
+        )
+    }
+
+    fn unavailable(&self, l: &Login, why: &str) -> String {
+        format!("{} NO [UNAVAILABLE] {why}", l.tag)
+    }
+
+    fn welcome(&self, l: &Login, up: &Upstream) -> String {
+        // The client is logged in: it has no use for the server's mechanisms.
+        let caps: Vec<&str> = up
+            .caps
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !c.to_ascii_uppercase().starts_with("AUTH="))
+            .collect();
+        format!(
+            "{} OK [CAPABILITY {}] LOGIN completed",
+            l.tag,
+            caps.join(" ")
+        )
+    }
+
+    fn bye(&self, why: &str) -> String {
+        format!("* BYE {why}")
     }
 }

@@ -1,34 +1,60 @@
 //! The proxy: password-only mail clients reach OAuth-only servers.
 //!
-//! Owns: per-account local listeners (hosted by the daemon's runtime), the local
-//! password check (constant time; tokens are never keyed to it), and the split
-//! mini-redis style: `upstream` speaks to the real server (TLS, XOAUTH2), `imap`
-//! and `pop` intercept the client's login, and after that [`relay`] moves bytes
-//! untouched with `copy_bidirectional` (bounded buffers: backpressure for free).
+//! Owns: per-account local listeners hosted on the daemon's runtime
+//! ([`Proxies`]: start, restart on SIGHUP, drain on shutdown), the local
+//! password check (constant time; tokens are never keyed to it) and the relay.
+//! The parts: `local` (sockets, local TLS), `session` (one client: login
+//! dialogue, then relay), `imap`/`pop`/`smtp` (each protocol's dialogue),
+//! `upstream` (TLS and XOAUTH2 towards the real server), `trace` (`--debug`).
+//!
+//! After login, [`relay`] moves bytes untouched with fixed buffers: a client
+//! that stops reading stops the proxy reading from the server (backpressure),
+//! so memory stays bounded whatever the mailbox size. A token that expires
+//! mid-session is not ours to fix: the server ends the session and the client's
+//! reconnect logs in with a fresh token.
+//!
 //! Must not: relay anything before the client has authenticated, or log a
 //! password, token or SASL payload.
-//!
-//! Status: IMAP (LOGIN with quoted strings and literals, AUTHENTICATE PLAIN),
-//! POP3 (USER/PASS, AUTH PLAIN) and SMTP (AUTH PLAIN/LOGIN) over plain loopback
-//! listeners. Local TLS is not built yet.
 
-pub mod imap;
-pub mod pop;
-pub mod smtp;
+mod imap;
+mod local;
+mod pop;
+mod session;
+mod smtp;
+pub mod trace;
 pub mod upstream;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+pub use local::generated_cert_paths;
 
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
+use crate::config::{ProxyConfig, TlsMode};
 use crate::providers::{Account, is_loopback_host};
 use crate::{Client, Error};
+use session::Conn;
 
 /// A client must log in within this time.
-pub(crate) const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default idle limit of a relayed session: IMAP IDLE clients re-issue every 29 minutes.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
+/// How long the upstream connect and login may take.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A byte stream, plain or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Constant-time equality (for equal lengths; the length itself is not secret).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -43,6 +69,12 @@ pub struct Context {
     pub client: Arc<Client>,
     /// The local password clients must present.
     pub password: Zeroizing<String>,
+    /// Local TLS: `Some` for STARTTLS or implicit TLS listeners.
+    tls: Option<TlsAcceptor>,
+    /// TLS from the first byte?
+    implicit: bool,
+    /// Idle limit of a relayed session.
+    idle_timeout: Duration,
 }
 
 impl Context {
@@ -52,7 +84,7 @@ impl Context {
         let ok = user.eq_ignore_ascii_case(&self.account.user)
             && same_secret(pass.as_bytes(), self.password.as_bytes());
         if !ok {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         ok
     }
@@ -66,62 +98,308 @@ impl Context {
             .map(Zeroizing::new)
             .map_err(|e| e.to_string())
     }
-}
 
-/// Write one reply line (CRLF added) to a client.
-pub(crate) async fn reply(c: &mut BufReader<TcpStream>, s: &str) -> std::io::Result<()> {
-    c.get_mut().write_all(format!("{s}\r\n").as_bytes()).await
-}
-
-impl Context {
     /// The client has authenticated locally: fetch the token and log in upstream.
-    /// On failure the client gets `refusal(reason)` as its reply and the error is returned.
-    pub async fn upstream(
+    /// The error says what the user should do.
+    async fn upstream(
         &self,
-        c: &mut BufReader<TcpStream>,
         service: crate::config::Service,
-        refusal: impl Fn(&str) -> String,
     ) -> Result<upstream::Upstream, String> {
-        let result = match self.token().await {
-            Ok(token) => upstream::login(
-                service,
-                &self.account,
-                &token,
-                std::time::Duration::from_secs(30),
-            )
-            .await
-            .map_err(|e| format!("upstream login failed: {e}")),
+        match self.token().await {
+            Ok(token) => upstream::login(service, &self.account, &token, UPSTREAM_TIMEOUT)
+                .await
+                .map_err(|e| format!("upstream login failed: {e}")),
             Err(e) => Err(format!(
                 "mailoauth has no token ({e}): run `mailoauth login {}`",
                 self.account.name
             )),
-        };
-        if let Err(e) = &result {
-            reply(c, &refusal(e)).await.map_err(|e| e.to_string())?;
         }
-        result
     }
 }
 
-/// After login: bytes both ways, untouched; anything already buffered goes first.
-pub async fn relay(
-    client: BufReader<TcpStream>,
-    upstream: BufReader<Box<dyn upstream::Stream>>,
+/// Milliseconds since the relay started at the last byte read either way.
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// A stream that notes each read in `Activity` (and traces it with `--debug`).
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    dir: trace::Dir,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+            trace::chunk(self.dir, &buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Client → server buffer: commands are small.
+const UP_BUFFER: usize = 16 * 1024;
+/// Server → client buffer: message bodies; large enough for wire speed, small
+/// enough that thousands of sessions stay cheap.
+const DOWN_BUFFER: usize = 64 * 1024;
+
+/// After login: bytes both ways, untouched, until either side closes or
+/// nothing moves for `idle`; anything already buffered goes first.
+async fn relay(
+    client: Conn,
+    upstream: BufReader<Box<dyn Stream>>,
+    idle: Duration,
 ) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
-    let (pending_up, pending_client) = (upstream.buffer().to_vec(), client.buffer().to_vec());
-    let (mut c, mut u) = (client.into_inner(), upstream.into_inner());
+    let pending_up = upstream.buffer().to_vec();
+    let (mut c, pending_client) = client.into_parts();
+    let mut u = upstream.into_inner();
     c.write_all(&pending_up).await.map_err(io)?;
     u.write_all(&pending_client).await.map_err(io)?;
-    tokio::io::copy_bidirectional(&mut c, &mut u)
-        .await
-        .map_err(io)?;
-    Ok(())
+    let activity = Arc::new(Activity {
+        start: tokio::time::Instant::now(),
+        last_ms: AtomicU64::new(0),
+    });
+    let watch = |inner, dir| Watched {
+        inner,
+        activity: activity.clone(),
+        dir,
+    };
+    let (mut c, mut u) = (
+        watch(c, trace::Dir::FromClient),
+        watch(u, trace::Dir::FromServer),
+    );
+    let idle_watch = async {
+        loop {
+            let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+            let due = activity.start + last + idle;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, UP_BUFFER, DOWN_BUFFER) => {
+            let (up, down) = r.map_err(io)?;
+            log::debug!("proxy session ended: {up} bytes up, {down} bytes down");
+            Ok(())
+        }
+        _ = idle_watch => Err(format!("idle for {} s; closed", idle.as_secs())),
+    }
+}
+
+/// Sessions alive across all listeners (old ones included after a restart).
+#[derive(Default)]
+struct Sessions {
+    count: AtomicUsize,
+    ended: Notify,
+}
+
+/// Decrements the count when a session task ends, however it ends.
+struct SessionGuard(Arc<Sessions>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ended.notify_waiters();
+        }
+    }
+}
+
+/// The proxy's listeners and the sessions they started.
+#[derive(Default)]
+pub struct Proxies {
+    listeners: Vec<JoinHandle<()>>,
+    sessions: Arc<Sessions>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// One listener to start: protocol, address, context.
+struct Planned {
+    proto: &'static str,
+    addr: SocketAddr,
+    ctx: Arc<Context>,
+}
+
+impl Proxies {
+    /// Nothing listening yet.
+    pub fn new() -> Proxies {
+        Proxies::default()
+    }
+
+    /// Bind every configured proxy listener and serve it on the current runtime.
+    /// All or nothing: on an error (bad address, port in use, missing password,
+    /// unusable certificate) nothing is listening and the error names the
+    /// config line to fix.
+    pub async fn start(&mut self, client: Arc<Client>) -> Result<(), Error> {
+        let mut bound = Vec::new();
+        for p in plan(&client)? {
+            let listener = local::listen(p.addr)?;
+            log::warn!(
+                "proxy: {} for `{}` on {}{}",
+                p.proto,
+                p.ctx.account.name,
+                p.addr,
+                match (&p.ctx.tls, p.ctx.implicit) {
+                    (None, _) => "",
+                    (Some(_), true) => " (TLS)",
+                    (Some(_), false) => " (STARTTLS required)",
+                }
+            );
+            bound.push((p, listener));
+        }
+        for (p, listener) in bound {
+            let (sessions, next_id) = (self.sessions.clone(), self.next_id.clone());
+            self.listeners
+                .push(tokio::spawn(accept_loop(p, listener, sessions, next_id)));
+        }
+        Ok(())
+    }
+
+    /// Close the listening sockets; sessions already running go on.
+    pub async fn stop_listening(&mut self) {
+        for l in self.listeners.drain(..) {
+            l.abort();
+            let _ = l.await;
+        }
+    }
+
+    /// Re-read the listeners from `client` (SIGHUP). If the new set cannot be
+    /// started, the old one (`previous`) is started again and the error returned.
+    pub async fn restart(
+        &mut self,
+        client: Arc<Client>,
+        previous: Arc<Client>,
+    ) -> Result<(), Error> {
+        self.stop_listening().await;
+        match self.start(client).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Err(again) = self.start(previous).await {
+                    log::error!("proxy: the previous listeners did not come back either: {again}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stop listening and give running sessions up to `grace` to end.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop_listening().await;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let ended = self.sessions.ended.notified();
+            let n = self.sessions.count.load(Ordering::Acquire);
+            if n == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                log::warn!("proxy: closing {n} session(s) still open");
+                return;
+            }
+        }
+    }
+
+    /// Sessions alive right now.
+    pub fn sessions(&self) -> usize {
+        self.sessions.count.load(Ordering::Acquire)
+    }
+}
+
+async fn accept_loop(
+    p: Planned,
+    listener: TcpListener,
+    sessions: Arc<Sessions>,
+    next_id: Arc<AtomicU64>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors or similar: do not spin.
+                log::warn!("proxy accept on {}: {e}", p.addr);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        sessions.count.fetch_add(1, Ordering::AcqRel);
+        let guard = SessionGuard(sessions.clone());
+        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (ctx, proto) = (p.ctx.clone(), p.proto);
+        tokio::spawn(trace::SESSION.scope(id, async move {
+            let _guard = guard;
+            log::debug!("proxy #{id} {proto}: connection from {peer}");
+            let r = serve(ctx, proto, stream).await;
+            match r {
+                Ok(()) => log::debug!("proxy #{id} {proto}: closed"),
+                Err(e) => log::info!("proxy #{id} {proto} {peer}: {e}"),
+            }
+        }));
+    }
+}
+
+/// One connection: TLS first when implicit, then the protocol's session.
+async fn serve(
+    ctx: Arc<Context>,
+    proto: &str,
+    stream: tokio::net::TcpStream,
+) -> Result<(), String> {
+    let conn = match (&ctx.tls, ctx.implicit) {
+        (Some(tls), true) => {
+            let s = tokio::time::timeout(Duration::from_secs(15), tls.accept(stream))
+                .await
+                .map_err(|_| "TLS handshake timed out".to_owned())?
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            Conn::new(Box::new(s), true)
+        }
+        _ => Conn::new(Box::new(stream), false),
+    };
+    match proto {
+        "imap" => session::run::<imap::Imap>(ctx, conn).await,
+        "pop" => session::run::<pop::Pop>(ctx, conn).await,
+        _ => session::run::<smtp::Smtp>(ctx, conn).await,
+    }
 }
 
 /// The proxy listeners an account asks for: (protocol, address).
-fn listens(cfg: &crate::config::AccountConfig) -> Vec<(&'static str, &str)> {
-    let Some(p) = &cfg.proxy else { return vec![] };
+fn listens(p: &ProxyConfig) -> Vec<(&'static str, &str)> {
     [
         ("imap", p.imap.as_deref()),
         ("pop", p.pop.as_deref()),
@@ -132,60 +410,62 @@ fn listens(cfg: &crate::config::AccountConfig) -> Vec<(&'static str, &str)> {
     .collect()
 }
 
-/// Bind every configured proxy listener and serve it on the current runtime.
-/// Errors (bad address, port in use, no password) are returned before anything is served.
-pub async fn start(client: Arc<Client>) -> Result<Vec<tokio::task::JoinHandle<()>>, Error> {
-    let mut tasks = Vec::new();
+/// Check the config and resolve every listener's context.
+fn plan(client: &Arc<Client>) -> Result<Vec<Planned>, Error> {
+    let mut out = Vec::new();
     for (name, cfg) in &client.config().accounts {
-        for (proto, addr) in listens(cfg) {
-            let err = |m: String| client.config().error_at(name, Some("proxy"), m);
-            let sa: SocketAddr = addr
-                .parse()
-                .map_err(|_| err(format!("proxy {proto} = \"{addr}\" is not HOST:PORT")))?;
-            if !is_loopback_host(&sa.ip().to_string()) {
+        let Some(p) = &cfg.proxy else { continue };
+        let err = |m: String| client.config().error_at(name, Some("proxy"), m);
+        let tls_mode = p.tls.unwrap_or(TlsMode::None);
+        let mut addrs = Vec::new();
+        for (proto, addr) in listens(p) {
+            let sa: SocketAddr = addr.parse().map_err(|_| {
+                err(format!(
+                    "proxy {proto} = \"{addr}\" is not IP:PORT (e.g. \"127.0.0.1:1143\")"
+                ))
+            })?;
+            if !is_loopback_host(&sa.ip().to_string()) && tls_mode == TlsMode::None {
                 return Err(err(format!(
-                    "proxy {proto} = \"{addr}\": only loopback addresses for now (local TLS is not built yet)"
+                    "proxy {proto} = \"{addr}\" is not a loopback address: other machines may only \
+                     connect with TLS (set tls = \"starttls\" or \"implicit\" in the proxy table)"
                 )));
             }
-            let password = cfg
-                .proxy
-                .as_ref()
-                .and_then(|p| p.password.as_ref())
-                .ok_or_else(|| {
-                    err("the proxy needs `password = …` (what local clients must send)".into())
-                })?
-                .resolve("proxy password")?;
-            let account = client.account(name)?;
-            let listener = TcpListener::bind(sa)
-                .await
-                .map_err(|e| Error::io(format!("proxy: cannot listen on {sa}"), e))?;
-            log::warn!("proxy: {proto} for `{name}` on {sa}");
-            let ctx = Arc::new(Context {
-                account,
-                client: client.clone(),
-                password,
+            addrs.push((proto, sa));
+        }
+        if addrs.is_empty() {
+            continue;
+        }
+        let password = p
+            .password
+            .as_ref()
+            .ok_or_else(|| {
+                err("the proxy needs `password = …` (what local clients must send)".into())
+            })?
+            .resolve("proxy password")?;
+        let names: Vec<String> = addrs
+            .iter()
+            .filter(|(_, a)| !a.ip().is_unspecified())
+            .map(|(_, a)| a.ip().to_string())
+            .collect();
+        let tls = match tls_mode {
+            TlsMode::None => None,
+            _ => Some(local::acceptor(p, &names).map_err(|e| err(format!("proxy TLS: {e}")))?),
+        };
+        let ctx = Arc::new(Context {
+            account: client.account(name)?,
+            client: client.clone(),
+            password,
+            tls,
+            implicit: tls_mode == TlsMode::Implicit,
+            idle_timeout: p.idle_timeout.map_or(IDLE_TIMEOUT, Duration::from_secs),
+        });
+        for (proto, addr) in addrs {
+            out.push(Planned {
+                proto,
+                addr,
+                ctx: ctx.clone(),
             });
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, peer)) => {
-                            let ctx = ctx.clone();
-                            tokio::spawn(async move {
-                                let r = match proto {
-                                    "imap" => imap::serve(ctx, stream).await,
-                                    "pop" => pop::serve(ctx, stream).await,
-                                    _ => smtp::serve(ctx, stream).await,
-                                };
-                                if let Err(e) = r {
-                                    log::info!("proxy {proto} {peer}: {e}");
-                                }
-                            });
-                        }
-                        Err(e) => log::warn!("proxy accept: {e}"),
-                    }
-                }
-            }));
         }
     }
-    Ok(tasks)
+    Ok(out)
 }

@@ -8,19 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::Stream;
+use super::trace::{self, Dir};
 use crate::config::{Service, TlsMode};
 use crate::mail::{
     challenge_answer, choose, conn::tls_config, decode_challenge, imap::capabilities,
     initial_response,
 };
 use crate::providers::{Account, Server};
-
-/// A byte stream, plain or TLS.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// An authenticated upstream IMAP connection.
 pub struct Upstream {
@@ -40,10 +38,23 @@ async fn line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<String, String> {
     if n == 0 || !s.ends_with('\n') {
         return Err("the server closed the connection".into());
     }
-    Ok(s.trim_end_matches(['\r', '\n']).to_owned())
+    let s = s.trim_end_matches(['\r', '\n']).to_owned();
+    trace::line(Dir::FromServer, &s, false);
+    Ok(s)
 }
 
 async fn send<W: AsyncWriteExt + Unpin>(w: &mut W, s: &str) -> Result<(), String> {
+    trace::line(Dir::ToServer, s, false);
+    write_line(w, s).await
+}
+
+/// Send a SASL response on its own line: traced by length only.
+async fn send_secret<W: AsyncWriteExt + Unpin>(w: &mut W, s: &str) -> Result<(), String> {
+    trace::line(Dir::ToServer, s, true);
+    write_line(w, s).await
+}
+
+async fn write_line<W: AsyncWriteExt + Unpin>(w: &mut W, s: &str) -> Result<(), String> {
     w.write_all(format!("{s}\r\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
@@ -194,7 +205,7 @@ async fn pop(account: &Account, server: &Server, token: &str) -> Result<Upstream
     if !cont.starts_with('+') || cont.starts_with("+OK") {
         return Err(format!("AUTH refused: {cont}"));
     }
-    send(&mut io, &initial_response(mech, account, server, token)).await?;
+    send_secret(&mut io, &initial_response(mech, account, server, token)).await?;
     loop {
         let l = line(&mut io).await?;
         if l.starts_with("+OK") {
@@ -235,7 +246,7 @@ async fn imap_auth(
         if !cont.starts_with('+') {
             return Err(format!("AUTHENTICATE refused: {cont}"));
         }
-        send(&mut io, &ir).await?;
+        send_secret(&mut io, &ir).await?;
     }
     let mut untagged = Vec::new();
     let status = loop {
@@ -345,7 +356,7 @@ async fn smtp(account: &Account, server: &Server, token: &str) -> Result<Upstrea
         if c != 334 {
             return Err(format!("AUTH refused: {}", r.join(" / ")));
         }
-        send(&mut io, &ir).await?;
+        send_secret(&mut io, &ir).await?;
         smtp_reply(&mut io).await?
     };
     if code == 334 {

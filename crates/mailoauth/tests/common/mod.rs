@@ -6,6 +6,10 @@
 //! nothing is skipped silently.
 #![allow(dead_code)]
 
+pub mod mail_server;
+#[allow(unused_imports)]
+pub use mail_server::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,619 @@
+//! The proxy, hosted by `mailoauth daemon`, in front of the private Dovecot of
+//! the mail tests: password-only clients (Python's imaplib/poplib/smtplib,
+//! mbsync, msmtp) log in with the local password over plain, STARTTLS and
+//! implicit TLS listeners; the proxy logs in upstream with XOAUTH2. Hostile
+//! input before login gets protocol errors and never reaches the server; the
+//! `--debug` trace shows the dialogue without a credential; SIGHUP moves
+//! listeners, SIGTERM drains, idle sessions are closed.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PW: &str = "local-secret-pw";
+
+/// OAuth server, Dovecot, a logged-in account `m` with a proxy, and its daemon.
+struct Proxy {
+    _srv: OAuthServer,
+    mail: MailServer,
+    sb: Sandbox,
+    daemon: Option<Child>,
+    imap: u16,
+    pop: u16,
+    smtp: u16,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// `extra` adds keys to the account's proxy table (e.g. `tls = "starttls"`).
+    fn start(extra: &str, daemon_args: &[&str]) -> Proxy {
+        let srv = OAuthServer::start(&[]);
+        let mail = MailServer::start(&srv.issuer);
+        let (imap, pop, smtp) = (free_port(), free_port(), free_port());
+        let table = format!(
+            "proxy = {{ imap = \"127.0.0.1:{imap}\", pop = \"127.0.0.1:{pop}\", smtp = \"127.0.0.1:{smtp}\", \
+             password = {{ env = \"PROXY_PW\" }}{extra} }}\n"
+        );
+        let cfg = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
+            "[accounts.m]\n",
+            &format!("[accounts.m]\n{table}"),
+            1,
+        );
+        let sb = Sandbox::new(&cfg);
+        assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+        let log = sb.dir.path().join("daemon.log");
+        let mut p = Proxy {
+            _srv: srv,
+            mail,
+            sb,
+            daemon: None,
+            imap,
+            pop,
+            smtp,
+            log,
+        };
+        p.spawn_daemon(daemon_args);
+        p.wait_listening(imap);
+        p
+    }
+
+    fn spawn_daemon(&mut self, args: &[&str]) {
+        let mut all = vec!["daemon"];
+        all.extend_from_slice(args);
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = self
+            .sb
+            .cmd(&all)
+            .env("PROXY_PW", PW)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+    }
+
+    fn wait_listening(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not listen on {port}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.daemon.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// The generated local certificate (for clients to trust).
+    fn cert(&self) -> PathBuf {
+        self.sb.dir.path().join("state/mailoauth/proxy/cert.pem")
+    }
+
+    fn python(&self, script: &str) -> Output {
+        let mut c = self.sb.program("python3");
+        c.args(["-c", script]);
+        run_with_timeout(c, Duration::from_secs(60))
+    }
+
+    fn wire(&self, port: u16) -> Wire {
+        Wire::connect(port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
+/// A raw client: send bytes, read lines.
+struct Wire {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Wire {
+    fn connect(port: u16) -> Wire {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = Wire {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        let greeting = w.line();
+        assert!(!greeting.is_empty(), "no greeting");
+        w
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        let _ = self.r.read_line(&mut l);
+        l
+    }
+
+    /// Send and return the next line.
+    fn ask(&mut self, send: &str) -> String {
+        self.w.write_all(send.as_bytes()).unwrap();
+        self.line()
+    }
+
+    /// The peer closed: reads hit end of stream.
+    fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        // A reset (we left unread bytes behind) is a close too; a timeout is not.
+        match self.r.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn plain_b64(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
+}
+
+#[test]
+fn password_clients_reach_dovecot_over_imap_pop_and_smtp() {
+    let p = Proxy::start("", &[]);
+    seed_mailbox(&p.mail, "alice@example.test", 3, 1_000);
+    let (imap, pop, smtp) = (p.imap, p.pop, p.smtp);
+    let script = format!(
+        "import imaplib\nm = imaplib.IMAP4('127.0.0.1', {imap})\n\
+         try:\n    m.login('alice@example.test', 'wrong')\nexcept imaplib.IMAP4.error as e:\n    print('refused', e)\n\
+         print(m.login('alice@example.test', '{PW}')[0])\n\
+         typ, data = m.select('INBOX')\nprint('exists', data[0].decode())\n\
+         typ, data = m.fetch('1', '(BODY[HEADER.FIELDS (SUBJECT)])')\nprint(data[0][1].decode().strip())\nm.logout()\n\
+         import poplib\np = poplib.POP3('127.0.0.1', {pop})\np.user('alice@example.test')\n\
+         try:\n    p.pass_('nope')\nexcept poplib.error_proto as e:\n    print('pop refused', e)\n\
+         p = poplib.POP3('127.0.0.1', {pop})\np.user('alice@example.test')\nprint(p.pass_('{PW}'))\n\
+         print('pop stat', p.stat()[0])\np.quit()\n\
+         import smtplib\ns = smtplib.SMTP('127.0.0.1', {smtp})\n\
+         try:\n    s.login('alice@example.test', 'nope')\nexcept smtplib.SMTPAuthenticationError as e:\n    print('smtp refused', e.smtp_code)\n\
+         s = smtplib.SMTP('127.0.0.1', {smtp})\nprint('smtp', s.login('alice@example.test', '{PW}')[0])\n\
+         s.sendmail('alice@example.test', ['bob@example.test'], 'From: alice@example.test\\r\\nTo: bob@example.test\\r\\nSubject: via-proxy-{imap}\\r\\n\\r\\nhello\\r\\n')\ns.quit()\n"
+    );
+    let o = p.python(&script);
+    let out = stdout(&o);
+    assert_exit(&o, 0);
+    for want in [
+        "refused",
+        "AUTHENTICATIONFAILED",
+        "exists 3",
+        "Subject: seed 0000",
+        "pop refused",
+        "pop stat 3",
+        "smtp refused 535",
+        "smtp 235",
+    ] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing in:\n{out}\n{}",
+            stderr(&o)
+        );
+    }
+    assert!(delivered(&p.mail, "bob@example.test", &format!("via-proxy-{imap}")).contains("hello"));
+}
+
+#[test]
+fn hostile_input_before_login_gets_protocol_errors_and_never_reaches_the_server() {
+    let p = Proxy::start("", &[]);
+    // IMAP: commands before login, bad base64, a PLAIN message of two parts, pipelining.
+    let mut w = p.wire(p.imap);
+    assert!(
+        w.ask("a1 SELECT INBOX\r\n")
+            .starts_with("a1 BAD log in first")
+    );
+    assert!(
+        w.ask("a2 AUTHENTICATE PLAIN !!notbase64\r\n")
+            .starts_with("a2 BAD")
+    );
+    assert!(
+        w.ask("a3 AUTHENTICATE PLAIN YWJj\r\n")
+            .starts_with("a3 BAD")
+    );
+    assert!(w.ask("a4 LOGIN \"unterminated\r\n").starts_with("a4 BAD"));
+    assert!(w.ask("a5 AUTHENTICATE CRAM-MD5\r\n").starts_with("a5 NO"));
+    // A failed login pipelined with a command: the command is answered here, not relayed.
+    let refused = w.ask("a6 LOGIN alice@example.test wrong\r\na7 SELECT INBOX\r\n");
+    assert!(
+        refused.starts_with("a6 NO [AUTHENTICATIONFAILED]"),
+        "{refused}"
+    );
+    assert!(w.line().starts_with("a7 BAD log in first"));
+    // LOGIN with a synchronising literal for the user and a non-synchronising one for the
+    // password, pipelined with SELECT: the SELECT goes to Dovecot after the login.
+    assert!(w.ask("a8 LOGIN {18}\r\n").starts_with('+'));
+    let done = w.ask(&format!(
+        "alice@example.test {{{}+}}\r\n{PW}\r\na9 SELECT INBOX\r\n",
+        PW.len()
+    ));
+    assert!(done.starts_with("a8 OK [CAPABILITY"), "{done}");
+    assert!(
+        !done.contains("AUTH="),
+        "mechanisms are hidden after login: {done}"
+    );
+    let sel = w.line();
+    assert!(sel.starts_with('*'), "relayed to Dovecot: {sel}");
+
+    // A huge literal before login: refused and closed (its bytes would follow at once).
+    let mut w = p.wire(p.imap);
+    let bye = w.ask("b1 LOGIN {100000000}\r\n");
+    assert!(bye.starts_with("* BYE literal of 100000000 bytes"), "{bye}");
+    assert!(w.closed());
+    // An endless line: refused and closed.
+    let mut w = p.wire(p.imap);
+    let bye = w.ask(&format!("c1 LOGIN {}\r\n", "x".repeat(20_000)));
+    assert!(bye.starts_with("* BYE line too long"), "{bye}");
+    assert!(w.closed());
+
+    // POP3: nothing but the login commands before login.
+    let mut w = p.wire(p.pop);
+    assert!(w.ask("STAT\r\n").starts_with("-ERR log in first"));
+    assert!(w.ask("RETR 1\r\n").starts_with("-ERR log in first"));
+    assert!(w.ask("PASS early\r\n").starts_with("-ERR USER first"));
+    assert!(
+        w.ask("AUTH PLAIN %%%\r\n")
+            .starts_with("-ERR invalid base64")
+    );
+    assert!(
+        w.ask("AUTH XOAUTH2 abc\r\n")
+            .starts_with("-ERR only AUTH PLAIN")
+    );
+    assert!(w.ask("USER alice@example.test\r\n").starts_with("+OK"));
+    let refused = w.ask("PASS wrong\r\nSTAT\r\n");
+    assert!(refused.starts_with("-ERR [AUTH]"), "{refused}");
+    assert!(
+        w.line().starts_with("-ERR log in first"),
+        "pipelined STAT not relayed"
+    );
+    let ok = w.ask(&format!(
+        "AUTH PLAIN {}\r\nSTAT\r\n",
+        plain_b64("alice@example.test", PW)
+    ));
+    assert!(ok.starts_with("+OK logged in"), "{ok}");
+    assert!(w.line().starts_with("+OK 0 0"), "STAT answered by Dovecot");
+
+    // SMTP: no mail transaction before authentication.
+    let mut w = p.wire(p.smtp);
+    assert!(w.ask("MAIL FROM:<a@example.test>\r\n").starts_with("530"));
+    assert!(w.ask("RCPT TO:<b@example.test>\r\n").starts_with("530"));
+    assert!(w.ask("DATA\r\n").starts_with("530"));
+    assert!(w.ask("AUTH PLAIN !!!\r\n").starts_with("501"));
+    assert!(w.ask("AUTH LOGIN\r\n").starts_with("334"));
+    assert!(w.ask("***notbase64\r\n").starts_with("334"));
+    assert!(w.ask("cGFzcw==\r\n").starts_with("501"));
+    assert!(w.ask("AUTH CRAM-MD5\r\n").starts_with("504"));
+    let refused = w.ask(&format!(
+        "AUTH PLAIN {}\r\nMAIL FROM:<a@example.test>\r\n",
+        plain_b64("alice@example.test", "wrong")
+    ));
+    assert!(refused.starts_with("535"), "{refused}");
+    assert!(w.line().starts_with("530"), "pipelined MAIL not relayed");
+    let ok = w.ask(&format!(
+        "AUTH PLAIN {}\r\n",
+        plain_b64("alice@example.test", PW)
+    ));
+    assert!(ok.starts_with("235"), "{ok}");
+    assert!(w.ask("NOOP\r\n").starts_with("250"), "relayed to Dovecot");
+    // Still alive for everyone after all that.
+    assert!(p.daemon_alive());
+}
+
+impl Proxy {
+    fn daemon_alive(&self) -> bool {
+        let pid = self.daemon.as_ref().unwrap().id();
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && TcpStream::connect(("127.0.0.1", self.imap)).is_ok()
+    }
+}
+
+#[test]
+fn starttls_listeners_require_tls_before_login_and_python_clients_use_them() {
+    let p = Proxy::start(", tls = \"starttls\"", &[]);
+    seed_mailbox(&p.mail, "alice@example.test", 2, 500);
+    // Before STARTTLS: no login offered, and refused if tried.
+    let mut w = p.wire(p.imap);
+    let caps = w.ask("a1 CAPABILITY\r\n");
+    assert!(
+        caps.contains("STARTTLS") && caps.contains("LOGINDISABLED"),
+        "{caps}"
+    );
+    w.line();
+    assert!(
+        w.ask(&format!("a2 LOGIN alice@example.test {PW}\r\n"))
+            .starts_with("a2 NO [PRIVACYREQUIRED]")
+    );
+    let mut w = p.wire(p.pop);
+    assert!(
+        w.ask("USER alice@example.test\r\n")
+            .starts_with("-ERR [AUTH] STLS first")
+    );
+    let mut w = p.wire(p.smtp);
+    assert!(
+        w.ask("AUTH PLAIN AGEAYg==\r\n")
+            .starts_with("530 5.7.0 Must issue a STARTTLS")
+    );
+    // Plaintext pipelined after STARTTLS is refused (it would be an injection).
+    let mut w = p.wire(p.imap);
+    let ok = w.ask("a1 STARTTLS\r\na2 LOGIN x y\r\n");
+    assert!(ok.starts_with("a1 OK"), "{ok}");
+    assert!(w.closed());
+
+    let cert = p.cert();
+    assert!(cert.exists(), "generated certificate at {}", cert.display());
+    let (imap, pop, smtp) = (p.imap, p.pop, p.smtp);
+    let script = format!(
+        "import ssl, imaplib, poplib, smtplib\nctx = ssl.create_default_context(cafile='{cert}')\n\
+         m = imaplib.IMAP4('localhost', {imap})\nm.starttls(ctx)\nprint('imap', m.login('alice@example.test', '{PW}')[0])\n\
+         print('exists', m.select('INBOX')[1][0].decode())\nm.logout()\n\
+         p = poplib.POP3('localhost', {pop})\np.stls(ctx)\np.user('alice@example.test')\nprint('pop', p.pass_('{PW}'))\n\
+         print('pop stat', p.stat()[0])\np.quit()\n\
+         s = smtplib.SMTP('localhost', {smtp})\ns.starttls(context=ctx)\nprint('smtp', s.login('alice@example.test', '{PW}')[0])\ns.quit()\n",
+        cert = cert.display()
+    );
+    let o = p.python(&script);
+    let out = stdout(&o);
+    assert_exit(&o, 0);
+    for want in [
+        "imap OK",
+        "exists 2",
+        "pop b'+OK logged in'",
+        "pop stat 2",
+        "smtp 235",
+    ] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing in:\n{out}\n{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn mbsync_and_msmtp_with_a_plain_password_through_tls_listeners() {
+    need("mbsync", "apt-get install -y isync");
+    need("msmtp", "apt-get install -y msmtp");
+    // Implicit TLS: msmtp connects with `tls_starttls off`; mbsync with SSLType IMAPS.
+    let p = Proxy::start(", tls = \"implicit\"", &[]);
+    seed_mailbox(&p.mail, "alice@example.test", 4, 2_000);
+    let dir = p.sb.dir.path();
+    let cert = p.cert();
+    std::fs::create_dir_all(dir.join("mail")).unwrap();
+    let rc = dir.join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount p\nHost localhost\nPort {}\nUser alice@example.test\nPass {PW}\nSSLType IMAPS\n\
+             CertificateFile {}\nAuthMechs LOGIN\n\nIMAPStore p-remote\nAccount p\n\n\
+             MaildirStore p-local\nPath {d}/mail/\nInbox {d}/mail/INBOX\n\n\
+             Channel p\nFar :p-remote:\nNear :p-local:\nPatterns INBOX\nCreate Near\nSyncState *\n",
+            p.imap,
+            cert.display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut c = p.sb.program("mbsync");
+    c.args(["-c", rc.to_str().unwrap(), "-a"]);
+    let o = run_with_timeout(c, Duration::from_secs(60));
+    assert_exit(&o, 0);
+    let got = subjects(&dir.join("mail/INBOX"));
+    assert_eq!(got.len(), 4, "{got:?}\n{}", stderr(&o));
+
+    let msmtprc = dir.join("msmtprc");
+    std::fs::write(
+        &msmtprc,
+        format!(
+            "account p\nhost localhost\nport {}\ntls on\ntls_starttls off\ntls_trust_file {}\n\
+             auth plain\nuser alice@example.test\npassword {PW}\nfrom alice@example.test\naccount default : p\n",
+            p.smtp,
+            cert.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &msmtprc,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut c = p.sb.program("msmtp");
+    c.args(["-C", msmtprc.to_str().unwrap(), "bob@example.test"])
+        .stdin(Stdio::piped());
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: msmtp-via-proxy\r\n\r\nhi\r\n")
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(60));
+    assert_exit(&o, 0);
+    assert!(delivered(&p.mail, "bob@example.test", "msmtp-via-proxy").contains("hi"));
+}
+
+#[test]
+fn debug_trace_shows_the_dialogue_without_any_credential() {
+    let p = Proxy::start("", &["--debug"]);
+    let script = format!(
+        "import imaplib, smtplib, poplib\nm = imaplib.IMAP4('127.0.0.1', {})\nm.login('alice@example.test', '{PW}')\n\
+         m.select('INBOX')\nm.logout()\n\
+         m = imaplib.IMAP4('127.0.0.1', {0})\nm.authenticate('PLAIN', lambda _: b'\\0alice@example.test\\0{PW}')\nm.logout()\n\
+         p = poplib.POP3('127.0.0.1', {})\np.user('alice@example.test')\np.pass_('{PW}')\np.quit()\n\
+         s = smtplib.SMTP('127.0.0.1', {})\ns.login('alice@example.test', '{PW}')\ns.quit()\n",
+        p.imap, p.pop, p.smtp
+    );
+    let o = p.python(&script);
+    assert_exit(&o, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = p.log();
+    for want in [
+        "LOGIN [redacted]",
+        "AUTHENTICATE XOAUTH2 [redacted]",
+        "PASS [redacted]",
+        "AUTH PLAIN [redacted]",
+        "SELECT INBOX",
+        "bytes redacted]",
+    ] {
+        assert!(log.contains(want), "{want:?} missing in the trace:\n{log}");
+    }
+    let token = stdout(&p.sb.run(&["token", "m"])).trim().to_owned();
+    assert!(token.len() > 20, "mailoauth token m works");
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for secret in [
+        PW.to_owned(),
+        token.clone(),
+        token[..20].to_owned(),
+        b64(&format!("\0alice@example.test\0{PW}")),
+        b64(PW),
+        b64(&format!(
+            "user=alice@example.test\x01auth=Bearer {token}\x01\x01"
+        ))[..40]
+            .to_owned(),
+    ] {
+        assert!(
+            !log.contains(&secret),
+            "a secret leaked into the trace:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn sighup_moves_listeners_sigterm_drains_and_idle_sessions_close() {
+    let mut p = Proxy::start(", idle_timeout = 2", &[]);
+    // A logged-in session that stays busy survives a SIGHUP restart of the listeners.
+    let mut busy = p.wire(p.imap);
+    assert!(
+        busy.ask(&format!("a1 LOGIN alice@example.test {PW}\r\n"))
+            .starts_with("a1 OK")
+    );
+    // Move IMAP to a new port.
+    let new_port = free_port();
+    let cfg = std::fs::read_to_string(&p.sb.config).unwrap();
+    std::fs::write(
+        &p.sb.config,
+        cfg.replace(
+            &format!("127.0.0.1:{}", p.imap),
+            &format!("127.0.0.1:{new_port}"),
+        ),
+    )
+    .unwrap();
+    p.signal("-HUP");
+    p.wait_listening(new_port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", p.imap)).is_ok() {
+        assert!(Instant::now() < deadline, "the old port still listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        busy.ask("a2 NOOP\r\n").starts_with("a2 OK"),
+        "old session kept"
+    );
+    // Idle for longer than idle_timeout: closed.
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = Instant::now();
+    assert!(busy.closed(), "idle session closed");
+    assert!(
+        idle.elapsed() < Duration::from_secs(5),
+        "closed by the idle timer, not the read timeout"
+    );
+    p.imap = new_port;
+
+    // SIGTERM: listeners close at once, a running session may finish, then the daemon exits.
+    let mut w = p.wire(p.imap);
+    assert!(
+        w.ask(&format!("b1 LOGIN alice@example.test {PW}\r\n"))
+            .starts_with("b1 OK")
+    );
+    p.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", p.imap)).is_ok() {
+        assert!(Instant::now() < deadline, "still listening after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        w.ask("b2 SELECT INBOX\r\n").starts_with('*'),
+        "session still served while draining"
+    );
+    w.ask("b3 LOGOUT\r\n");
+    drop(w);
+    let started = Instant::now();
+    let mut d = p.daemon.take().unwrap();
+    let status = loop {
+        if let Some(s) = d.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "daemon did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{}", p.log());
+    assert!(p.log().contains("daemon stopped"), "{}", p.log());
+}
+
+#[test]
+fn bad_proxy_configs_are_refused_with_the_line_to_fix() {
+    let srv = OAuthServer::start(&[]);
+    let cases = [
+        (
+            "proxy = { imap = \"0.0.0.0:1143\", password = \"x\" }",
+            "not a loopback address",
+        ),
+        (
+            "proxy = { imap = \"localhost\", password = \"x\" }",
+            "is not IP:PORT",
+        ),
+        ("proxy = { imap = \"127.0.0.1:1143\" }", "needs `password"),
+        (
+            "proxy = { imap = \"127.0.0.1:1143\", password = \"x\", tls = \"implicit\", cert = \"/nonexistent.pem\" }",
+            "give both `cert` and `key`",
+        ),
+        (
+            "proxy = { imap = \"127.0.0.1:1143\", password = \"x\", tls = \"implicit\", cert = \"/etc/hostname\", key = \"/etc/hostname\" }",
+            "expected a PEM file",
+        ),
+    ];
+    for (table, want) in cases {
+        let cfg = accounts(&srv.issuer, "file").replacen(
+            "[accounts.pub]\n",
+            &format!("[accounts.pub]\n{table}\n"),
+            1,
+        );
+        assert!(cfg.contains(table), "fixture has [accounts.pub]");
+        let sb = Sandbox::new(&cfg);
+        let o = run_with_timeout(sb.cmd(&["daemon"]), Duration::from_secs(20));
+        assert_ne!(o.status.code(), Some(0));
+        let err = stderr(&o);
+        assert!(
+            err.contains(want) && err.contains("config.toml"),
+            "{table}: {err}"
+        );
+    }
+}
