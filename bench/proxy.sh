@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The proxy against email-oauth2-proxy (PyPI `emailproxy`) and a direct connection,
 # same run, same Dovecot (tests/mail-server) and authorization server:
-#   1. fetch of a $n-message (~90 MiB) INBOX (FETCH 1:* BODY.PEEK[]), alternating rounds, medians;
+#   1. fetch of a $n-message (~90 MiB) INBOX, in one FETCH 1:* and one FETCH per message
+#      (awaited, as imaplib scripts and OfflineIMAP do), alternating rounds, medians;
 #   2. login with a cached token (connect + greeting + login), medians of $logins;
 #   3. $burst clients connecting at once: greeting p50/p99, how many log in;
 #   4. a client that asks for 4 x the mailbox (~360 MiB) and stops reading: proxy RSS growth.
@@ -28,7 +29,6 @@ ours_port=$(free_port); ep_port=$(free_port); redirect_port=$(free_port)
 extra_account_lines="proxy = { imap = \"127.0.0.1:$ours_port\", password = { env = \"PROXY_PW\" } }"
 source bench/lib.sh
 export PROXY_PW=bench-local-pw
-du -sh "$box/new" | awk '{print "mailbox: '"$n"' messages, " $1}'
 
 # Ours: the daemon hosts the proxy.
 "$bin" daemon 2> "$tmp/daemon.log" & ours_pid=$!; extra_pids="$extra_pids $ours_pid"
@@ -45,12 +45,12 @@ local_address = 127.0.0.1
 permission_url = $issuer/auth
 token_url = $issuer/token
 oauth2_scope = https://outlook.test/IMAP.AccessAsUser.All openid offline_access
-redirect_uri = http://localhost:$redirect_port/
+redirect_uri = http://localhost:$redirect_port/callback
 client_id = native-public
 use_pkce = True
 INI
 SSL_CERT_FILE=$(p ca) "$venv/bin/emailproxy" --no-gui --local-server-auth \
-  --config-file "$tmp/emailproxy.config" --log-file "$tmp/emailproxy.log" & ep_pid=$!
+  --config-file "$tmp/emailproxy.config" --log-file "$tmp/emailproxy.log" > /dev/null 2>&1 & ep_pid=$!
 extra_pids="$extra_pids $ep_pid"
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$ep_port) 2>/dev/null && break; sleep 0.1; done
 # The first login starts emailproxy's authorisation; the scripted browser completes it.
@@ -60,7 +60,7 @@ for _ in $(seq 300); do
   [ -n "$url" ] && break; sleep 0.1
 done
 [ -n "$url" ] || { echo "emailproxy did not ask for authorisation:" >&2; cat "$tmp/emailproxy.log" >&2; exit 1; }
-node tests/oauth-server/browser.mjs "$url" > /dev/null
+node tests/oauth-server/browser.mjs "$url" > /dev/null 2>&1
 wait $first
 echo "emailproxy $ep_version signed in; first login $(cut -d' ' -f1 "$tmp/ep-first") ms"
 
@@ -71,21 +71,27 @@ ep="plain:$ep_port:alice@example.test:$PROXY_PW"
 direct="tls:$(p imap_tls):alice@example.test:$ca"
 client() { python3 bench/proxy_client.py "$@"; }
 
-echo "== fetch of the INBOX (seconds, bytes)"
-declare -A t
-for r in $(seq "$rounds"); do
-  for path in direct ours ep; do
-    read -r secs bytes < <(client fetch "${!path}")
-    t[$path]="${t[$path]:-} $secs"
-    echo "round $r $path: $secs s, $bytes bytes, $(echo "scale=1; $bytes / $secs / 1048576" | bc) MiB/s"
+# $1: bulk (one FETCH 1:*) or each (one FETCH per message, awaited)
+fetch_rounds() {
+  local mode=$1 cmd=$([ "$1" = bulk ] && echo fetch || echo each)
+  echo "== fetch of the INBOX, $mode"
+  declare -A t=()
+  for r in $(seq "$rounds"); do
+    for path in direct ours ep; do
+      read -r secs bytes < <(client "$cmd" "${!path}")
+      t[$path]="${t[$path]:-} $secs"
+      echo "round $r $path: $secs s, $bytes bytes, $(echo "scale=1; $bytes / $secs / 1048576" | bc) MiB/s"
+    done
   done
-done
-python3 - "${t[direct]}" "${t[ours]}" "${t[ep]}" <<'PY'
+  python3 - "$mode" "${t[direct]}" "${t[ours]}" "${t[ep]}" <<'PY'
 import statistics, sys
-d, o, e = (statistics.median(float(x) for x in a.split()) for a in sys.argv[1:])
-print(f"median: direct {d:.2f} s, mailoauth proxy {o:.2f} s, emailproxy {e:.2f} s")
-print(f"throughput: mailoauth/direct {d/o:.2f}x, mailoauth/emailproxy {e/o:.2f}x")
+d, o, e = (statistics.median(float(x) for x in a.split()) for a in sys.argv[2:])
+print(f"{sys.argv[1]} median: direct {d:.2f} s, mailoauth proxy {o:.2f} s, emailproxy {e:.2f} s; "
+      f"throughput mailoauth/direct {d/o:.2f}x, mailoauth/emailproxy {e/o:.2f}x")
 PY
+}
+fetch_rounds bulk
+fetch_rounds each
 
 echo "== login with a cached token (median ms, p90 ms; $logins rounds, alternating)"
 for path in direct ours ep direct ours; do

@@ -3,6 +3,8 @@
 client's own parsing does not hide the difference between the paths it measures.
 
   proxy_client.py fetch  TARGET            seconds and bytes of FETCH 1:* BODY.PEEK[]
+  proxy_client.py each   TARGET            the same, one FETCH per message, each awaited
+                                           (as imaplib scripts and OfflineIMAP do)
   proxy_client.py login  TARGET ROUNDS     median and p90 ms of connect+login
   proxy_client.py burst  TARGET CLIENTS    connect all at once: greeting p50/p99, logins served
   proxy_client.py stall  TARGET COPIES     request COPIES x the mailbox, read 1 MiB, stop reading
@@ -58,22 +60,34 @@ def login(target):
     return s
 
 
-def fetch(target):
-    t0 = time.perf_counter()
-    s = login(target)
-    s.sendall(b"S SELECT INBOX\r\n")
-    until(s, bytearray(), b"S OK")
-    s.sendall(b"F FETCH 1:* BODY.PEEK[]\r\n")
-    total = 0
-    tail = b""
+def read_response(s, tag):
+    """Bytes of the response up to and including the tagged OK."""
+    total, tail, done = 0, b"", b"\r\n" + tag + b" OK"
     while True:
         chunk = s.recv(1 << 18)
         if not chunk:
             raise SystemExit("closed during FETCH")
         total += len(chunk)
         tail = (tail + chunk)[-64:]
-        if b"\r\nF OK" in tail:
-            break
+        if done in tail:
+            return total
+
+
+def fetch(target, each):
+    t0 = time.perf_counter()
+    s = login(target)
+    s.sendall(b"S SELECT INBOX\r\n")
+    exists = until(s, bytearray(), b"S OK")
+    n = int(exists.split(b" EXISTS")[0].rsplit(b"* ", 1)[1])
+    total = 0
+    if each:
+        for i in range(1, n + 1):
+            tag = b"F%d" % i
+            s.sendall(tag + b" FETCH %d BODY.PEEK[]\r\n" % i)
+            total += read_response(s, tag)
+    else:
+        s.sendall(b"F FETCH 1:* BODY.PEEK[]\r\n")
+        total = read_response(s, b"F")
     s.sendall(b"Z LOGOUT\r\n")
     s.close()
     print(f"{time.perf_counter() - t0:.4f} {total}")
@@ -144,8 +158,8 @@ def stall(target, copies):
 
 if __name__ == "__main__":
     cmd, target = sys.argv[1], sys.argv[2]
-    if cmd == "fetch":
-        fetch(target)
+    if cmd in ("fetch", "each"):
+        fetch(target, cmd == "each")
     elif cmd == "login":
         login_times(target, int(sys.argv[3]))
     elif cmd == "burst":
