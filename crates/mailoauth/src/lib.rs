@@ -21,7 +21,8 @@
 //! - [`diagnose`]: provider error codes → cause and fix; JWT claim reading.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
 //! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`).
-//! - [`proxy`]: local IMAP listener for password-only clients, relaying to the real server with XOAUTH2.
+//! - [`proxy`]: local IMAP, POP3 and SMTP listeners (plain, STARTTLS or TLS) for password-only
+//!   clients, logging in upstream with XOAUTH2 and relaying with backpressure; hosted by the daemon.
 //! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
 //! - [`daemon`]: background refresher and token server on a unix socket; [`ipc`] is its protocol and client.
 //! - [`http`], [`assertion`], [`random`], [`paths`]: plumbing.
