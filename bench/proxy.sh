@@ -3,6 +3,7 @@
 # same run, same Dovecot (tests/mail-server) and authorization server:
 #   1. fetch of a $n-message (~90 MiB) INBOX, in one FETCH 1:* and one FETCH per message
 #      (awaited, as imaplib scripts and OfflineIMAP do), alternating rounds, medians;
+#   1b. the same with mbsync as the client (password LOGIN to the proxies, XOAUTH2 direct);
 #   2. login with a cached token (connect + greeting + login), medians of $logins;
 #   3. $burst clients connecting at once: greeting p50/p99, how many log in;
 #   4. a client that asks for 4 x the mailbox (~360 MiB) and stops reading: proxy RSS growth.
@@ -92,6 +93,57 @@ PY
 }
 fetch_rounds bulk
 fetch_rounds each
+
+# A real client: mbsync (pipelined UID FETCHes, Maildir with fsync), password LOGIN to the
+# proxies, XOAUTH2 through the SASL plugin for the direct path (the snippet's config).
+if command -v mbsync >/dev/null && ls /usr/lib/*/sasl2/libkdexoauth2.so* >/dev/null 2>&1; then
+  "$bin" snippet m mbsync | sed "s#~/Mail/m/#$tmp/mb-direct/#g; s#^Inbox .*#Inbox $tmp/mb-direct/INBOX#" > "$tmp/mbsync-direct"
+  for path in ours ep; do
+    port=$([ $path = ours ] && echo "$ours_port" || echo "$ep_port")
+    cat > "$tmp/mbsync-$path" <<RC
+IMAPAccount m
+Host 127.0.0.1
+Port $port
+User alice@example.test
+Pass $PROXY_PW
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore m-remote
+Account m
+
+MaildirStore m-local
+Path $tmp/mb-$path/
+Inbox $tmp/mb-$path/INBOX
+
+Channel m
+Far :m-remote:
+Near :m-local:
+Patterns INBOX
+Create Near
+SyncState *
+RC
+  done
+  echo "== fetch of the INBOX with mbsync (empty Maildir each round)"
+  declare -A mt=()
+  for r in $(seq "$rounds"); do
+    for path in direct ours ep; do
+      rm -rf "$tmp/mb-$path"; mkdir -p "$tmp/mb-$path"; sync
+      t0=$(date +%s.%N); mbsync -q -c "$tmp/mbsync-$path" m; t1=$(date +%s.%N)
+      got=$(find "$tmp/mb-$path/INBOX" -type f -path '*/new/*' -o -type f -path '*/cur/*' | wc -l)
+      mt[$path]="${mt[$path]:-} $(echo "$t1 - $t0" | bc)"
+      echo "round $r $path: $(echo "$t1 - $t0" | bc) s, $got messages"
+    done
+  done
+  python3 - "mbsync" "${mt[direct]}" "${mt[ours]}" "${mt[ep]}" <<'PY'
+import statistics, sys
+d, o, e = (statistics.median(float(x) for x in a.split()) for a in sys.argv[2:])
+print(f"{sys.argv[1]} median: direct {d:.2f} s, mailoauth proxy {o:.2f} s, emailproxy {e:.2f} s; "
+      f"throughput mailoauth/direct {d/o:.2f}x, mailoauth/emailproxy {e/o:.2f}x")
+PY
+else
+  echo "== mbsync not measured: apt-get install -y isync libsasl2-modules-kdexoauth2"
+fi
 
 echo "== login with a cached token (median ms, p90 ms; $logins rounds, alternating)"
 for path in direct ours ep direct ours; do
