@@ -617,3 +617,20 @@ fn bad_proxy_configs_are_refused_with_the_line_to_fix() {
         );
     }
 }
+
+#[test]
+fn proxy_logins_take_the_token_from_the_daemons_memory() {
+    let p = Proxy::start("", &[]);
+    let login = |p: &Proxy| {
+        let mut w = p.wire(p.imap);
+        w.ask(&format!("a1 LOGIN alice@example.test {PW}\r\n"))
+    };
+    assert!(login(&p).starts_with("a1 OK"));
+    // With the store gone, only the daemon's memory can still answer.
+    let tokens = p.sb.state().join("tokens");
+    let moved = p.sb.state().join("tokens-away");
+    std::fs::rename(&tokens, &moved).unwrap();
+    let second = login(&p);
+    std::fs::rename(&moved, &tokens).unwrap();
+    assert!(second.starts_with("a1 OK"), "{second}\n{}", p.log());
+}

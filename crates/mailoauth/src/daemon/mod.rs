@@ -101,7 +101,15 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     let refresher = tokio::spawn(refresher(shared.clone(), timer));
     // Proxy listeners live on the same runtime; a bad proxy config stops the start.
     let client = shared.client.lock().unwrap().clone();
-    let mut proxies = crate::proxy::Proxies::new();
+    // The proxy's logins take tokens from the same memory cache as the socket.
+    let tokens: crate::proxy::TokenSource = {
+        let shared = shared.clone();
+        Arc::new(move |name: String| {
+            let shared = shared.clone();
+            Box::pin(async move { cached_token(&shared, name, None).await.map(|(t, _)| t) })
+        })
+    };
+    let mut proxies = crate::proxy::Proxies::new(tokens);
     proxies.start(client).await?;
     log::warn!(
         "daemon serving {} on {}",
@@ -222,40 +230,7 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> std::result::Result<Str
 
 async fn token(shared: &Arc<Shared>, req: Request) -> std::result::Result<String, String> {
     let name = req.account.ok_or("no account")?;
-    let client = shared.client.lock().unwrap().clone();
-    let account = client.account(&name).map_err(|e| e.to_string())?;
-    let key = (
-        name.clone(),
-        req.resource
-            .clone()
-            .unwrap_or_else(|| MAIL_RESOURCE.to_owned()),
-    );
-    let cached = shared.cache.lock().unwrap().get(&key).cloned();
-    let token = match cached.filter(|at| at.is_fresh(account.min_validity, now())) {
-        Some(at) => at.token,
-        None => {
-            let (acct, resource) = (account.clone(), req.resource.clone());
-            let (token, at) =
-                tokio::task::spawn_blocking(move || -> Result<(String, Option<AccessToken>)> {
-                    let b = Broker::new(acct)?;
-                    let t = b.token(resource.as_deref())?;
-                    let at = b.record()?.and_then(|r| {
-                        r.access
-                            .get(resource.as_deref().unwrap_or(MAIL_RESOURCE))
-                            .cloned()
-                    });
-                    Ok((t, at))
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            if let Some(at) = at.filter(|at| at.token == token) {
-                shared.cache.lock().unwrap().insert(key, at);
-            }
-            shared.reschedule.notify_one();
-            token
-        }
-    };
+    let (token, account) = cached_token(shared, name, req.resource).await?;
     match req.sasl.as_deref() {
         None => Ok(token),
         Some(name) => match sasl::Mechanism::from_name(name) {
@@ -263,6 +238,46 @@ async fn token(shared: &Arc<Shared>, req: Request) -> std::result::Result<String
             None => Err(format!("unknown SASL mechanism `{name}`")),
         },
     }
+}
+
+/// An account's token from memory when fresh, else from the broker (store,
+/// refresh when due), remembered for the next caller. Serves the socket and
+/// the proxy's logins.
+async fn cached_token(
+    shared: &Arc<Shared>,
+    name: String,
+    resource: Option<String>,
+) -> std::result::Result<(String, crate::providers::Account), String> {
+    let client = shared.client.lock().unwrap().clone();
+    let account = client.account(&name).map_err(|e| e.to_string())?;
+    let key = (
+        name.clone(),
+        resource.clone().unwrap_or_else(|| MAIL_RESOURCE.to_owned()),
+    );
+    let cached = shared.cache.lock().unwrap().get(&key).cloned();
+    if let Some(at) = cached.filter(|at| at.is_fresh(account.min_validity, now())) {
+        return Ok((at.token, account));
+    }
+    let acct = account.clone();
+    let (token, at) =
+        tokio::task::spawn_blocking(move || -> Result<(String, Option<AccessToken>)> {
+            let b = Broker::new(acct)?;
+            let t = b.token(resource.as_deref())?;
+            let at = b.record()?.and_then(|r| {
+                r.access
+                    .get(resource.as_deref().unwrap_or(MAIL_RESOURCE))
+                    .cloned()
+            });
+            Ok((t, at))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if let Some(at) = at.filter(|at| at.token == token) {
+        shared.cache.lock().unwrap().insert(key, at);
+    }
+    shared.reschedule.notify_one();
+    Ok((token, account))
 }
 
 /// Sleep until the earliest deadline of all accounts, renew what is due, repeat.

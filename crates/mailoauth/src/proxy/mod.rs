@@ -52,6 +52,27 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
 /// How long the upstream connect and login may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where the proxy gets an account's mail token (by account name): the daemon
+/// passes its memory cache, [`broker_tokens`] asks the broker directly.
+pub type TokenSource = Arc<
+    dyn Fn(String) -> Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A token source without a daemon: the broker of `client` (store, refresh when due).
+pub fn broker_tokens(client: Arc<Client>) -> TokenSource {
+    Arc::new(move |name: String| {
+        let client = client.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || client.broker(&name)?.token(None))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
 /// A byte stream, plain or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -65,8 +86,8 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub struct Context {
     /// The account.
     pub account: Account,
-    /// The config (for the broker).
-    pub client: Arc<Client>,
+    /// Where tokens come from.
+    tokens: TokenSource,
     /// The local password clients must present.
     pub password: Zeroizing<String>,
     /// Local TLS: `Some` for STARTTLS or implicit TLS listeners.
@@ -89,14 +110,11 @@ impl Context {
         ok
     }
 
-    /// The account's mail token, from the store (refreshed when due).
+    /// The account's mail token, from the token source.
     pub async fn token(&self) -> Result<Zeroizing<String>, String> {
-        let (client, name) = (self.client.clone(), self.account.name.clone());
-        tokio::task::spawn_blocking(move || client.broker(&name)?.token(None))
+        (self.tokens)(self.account.name.clone())
             .await
-            .map_err(|e| e.to_string())?
             .map(Zeroizing::new)
-            .map_err(|e| e.to_string())
     }
 
     /// The client has authenticated locally: fetch the token and log in upstream.
@@ -243,11 +261,11 @@ impl Drop for SessionGuard {
 }
 
 /// The proxy's listeners and the sessions they started.
-#[derive(Default)]
 pub struct Proxies {
     listeners: Vec<JoinHandle<()>>,
     sessions: Arc<Sessions>,
     next_id: Arc<AtomicU64>,
+    tokens: TokenSource,
 }
 
 /// One listener to start: protocol, address, context.
@@ -258,9 +276,14 @@ struct Planned {
 }
 
 impl Proxies {
-    /// Nothing listening yet.
-    pub fn new() -> Proxies {
-        Proxies::default()
+    /// Nothing listening yet; logins will take tokens from `tokens`.
+    pub fn new(tokens: TokenSource) -> Proxies {
+        Proxies {
+            listeners: Vec::new(),
+            sessions: Arc::default(),
+            next_id: Arc::default(),
+            tokens,
+        }
     }
 
     /// Bind every configured proxy listener and serve it on the current runtime.
@@ -269,7 +292,7 @@ impl Proxies {
     /// config line to fix.
     pub async fn start(&mut self, client: Arc<Client>) -> Result<(), Error> {
         let mut bound = Vec::new();
-        for p in plan(&client)? {
+        for p in plan(&client, &self.tokens)? {
             let listener = local::listen(p.addr)?;
             log::warn!(
                 "proxy: {} for `{}` on {}{}",
@@ -411,7 +434,7 @@ fn listens(p: &ProxyConfig) -> Vec<(&'static str, &str)> {
 }
 
 /// Check the config and resolve every listener's context.
-fn plan(client: &Arc<Client>) -> Result<Vec<Planned>, Error> {
+fn plan(client: &Arc<Client>, tokens: &TokenSource) -> Result<Vec<Planned>, Error> {
     let mut out = Vec::new();
     for (name, cfg) in &client.config().accounts {
         let Some(p) = &cfg.proxy else { continue };
@@ -453,7 +476,7 @@ fn plan(client: &Arc<Client>) -> Result<Vec<Planned>, Error> {
         };
         let ctx = Arc::new(Context {
             account: client.account(name)?,
-            client: client.clone(),
+            tokens: tokens.clone(),
             password,
             tls,
             implicit: tls_mode == TlsMode::Implicit,
