@@ -72,6 +72,16 @@ ep="plain:$ep_port:alice@example.test:$PROXY_PW"
 direct="tls:$(p imap_tls):alice@example.test:$ca"
 client() { python3 bench/proxy_client.py "$@"; }
 
+# medians LABEL "DIRECT TIMES" "OURS TIMES" "EMAILPROXY TIMES": medians and ratios
+medians() {
+  python3 - "$@" <<'PY'
+import statistics, sys
+d, o, e = (statistics.median(float(x) for x in a.split()) for a in sys.argv[2:])
+print(f"{sys.argv[1]} median: direct {d:.2f} s, mailoauth proxy {o:.2f} s, emailproxy {e:.2f} s; "
+      f"throughput mailoauth/direct {d/o:.2f}x, mailoauth/emailproxy {e/o:.2f}x")
+PY
+}
+
 # $1: bulk (one FETCH 1:*) or each (one FETCH per message, awaited)
 fetch_rounds() {
   local mode=$1 cmd=$([ "$1" = bulk ] && echo fetch || echo each)
@@ -84,12 +94,7 @@ fetch_rounds() {
       echo "round $r $path: $secs s, $bytes bytes, $(echo "scale=1; $bytes / $secs / 1048576" | bc) MiB/s"
     done
   done
-  python3 - "$mode" "${t[direct]}" "${t[ours]}" "${t[ep]}" <<'PY'
-import statistics, sys
-d, o, e = (statistics.median(float(x) for x in a.split()) for a in sys.argv[2:])
-print(f"{sys.argv[1]} median: direct {d:.2f} s, mailoauth proxy {o:.2f} s, emailproxy {e:.2f} s; "
-      f"throughput mailoauth/direct {d/o:.2f}x, mailoauth/emailproxy {e/o:.2f}x")
-PY
+  medians "$mode" "${t[direct]}" "${t[ours]}" "${t[ep]}"
 }
 fetch_rounds bulk
 fetch_rounds each
@@ -135,12 +140,7 @@ RC
       echo "round $r $path: $(echo "$t1 - $t0" | bc) s, $got messages"
     done
   done
-  python3 - "mbsync" "${mt[direct]}" "${mt[ours]}" "${mt[ep]}" <<'PY'
-import statistics, sys
-d, o, e = (statistics.median(float(x) for x in a.split()) for a in sys.argv[2:])
-print(f"{sys.argv[1]} median: direct {d:.2f} s, mailoauth proxy {o:.2f} s, emailproxy {e:.2f} s; "
-      f"throughput mailoauth/direct {d/o:.2f}x, mailoauth/emailproxy {e/o:.2f}x")
-PY
+  medians mbsync "${mt[direct]}" "${mt[ours]}" "${mt[ep]}"
 else
   echo "== mbsync not measured: apt-get install -y isync libsasl2-modules-kdexoauth2"
 fi
