@@ -25,12 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PASSED=0
-FAILED=0
-ok() { echo "ok - $*"; PASSED=$((PASSED + 1)); }
-bad() { echo "not ok - $*"; FAILED=$((FAILED + 1)); }
-expect() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (got '$2', want '$3')"; fi; }
-expect_match() { if [[ "$2" =~ $3 ]]; then ok "$1"; else bad "$1 (got '$2', want /$3/)"; fi; }
+source "$HERE/../tap.sh"
 
 # j EXPR: evaluate a JS expression over the JSON on stdin (bound to x); jwt(t) = JWT payload.
 j() {

@@ -19,18 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PASSED=0
-FAILED=0
-ok() { echo "ok - $*"; PASSED=$((PASSED + 1)); }
-bad() { echo "not ok - $*"; FAILED=$((FAILED + 1)); }
-# expect DESCRIPTION ACTUAL EXPECTED
-expect() {
-  if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (got '$2', want '$3')"; fi
-}
-# expect_match DESCRIPTION ACTUAL REGEX
-expect_match() {
-  if [[ "$2" =~ $3 ]]; then ok "$1"; else bad "$1 (got '$2', want /$3/)"; fi
-}
+source "$HERE/../tap.sh"
 
 # j EXPR: evaluate a JS expression over the JSON on stdin (bound to x). Helpers:
 # jwt(t) = JWT payload, hdr(t) = JWT header. Strings print raw, other values as JSON.

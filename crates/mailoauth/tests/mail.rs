@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn check_of_all_three_protocols_in_every_tls_mode_under_a_second() {
-    let srv = OAuthServer::start(&[]);
-    let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
-    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let (srv, mail, sb) = mail_world(|c| c);
     for servers in [mail.servers(), mail.other_servers()] {
         std::fs::write(&sb.config, config(&srv, &servers, ALL_SCOPES)).unwrap();
         let t = Instant::now();
@@ -95,10 +92,7 @@ fn another_users_token_and_an_expired_token_are_refused() {
 
 #[test]
 fn send_delivers_through_dovecot_submission_and_strips_bcc() {
-    let srv = OAuthServer::start(&[]);
-    let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
-    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let (_srv, mail, sb) = mail_world(|c| c);
     let mark = format!("mark-{}", now());
     let msg = format!(
         "From: Alice <alice@example.test>\nTo: bob@example.test\nBcc: carol@example.test\nSubject: {mark}\n\n.leading dot\nbody\n"
@@ -151,10 +145,7 @@ fn send_delivers_through_dovecot_submission_and_strips_bcc() {
 fn snippets_work_in_the_real_clients() {
     need("python3", "apt-get install -y python3");
     need("msmtp", "apt-get install -y msmtp");
-    let srv = OAuthServer::start(&[]);
-    let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
-    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let (_srv, mail, sb) = mail_world(|c| c);
     let snippet = |client: &str| {
         let o = sb.run(&["snippet", "m", client]);
         assert_exit(&o, 0);
@@ -221,10 +212,7 @@ fn snippets_work_in_the_real_clients() {
 
 #[test]
 fn fetch_is_incremental_resumable_and_can_delete() {
-    let srv = OAuthServer::start(&[]);
-    let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
-    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let (_srv, mail, sb) = mail_world(|c| c);
     seed_mailbox(&mail, "alice@example.test", 400, 20_000);
 
     // A full fetch, then an incremental one that finds nothing new.
@@ -284,10 +272,7 @@ fn mbsync_and_offlineimap_snippets_sync_and_survive_rotation() {
         "apt-get install -y isync libsasl2-modules-kdexoauth2",
     );
     need("offlineimap", "apt-get install -y offlineimap3");
-    let srv = OAuthServer::start(&[]);
-    let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
-    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let (_srv, mail, sb) = mail_world(|c| c);
     seed_mailbox(&mail, "alice@example.test", 5, 2_000);
     let home = sb.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -405,10 +390,7 @@ fn assert_screen_shows(sb: &Sandbox, name: &str, cmd: &str, needle: &str) {
 fn neomutt_snippet_opens_the_inbox() {
     need("neomutt", "apt-get install -y neomutt");
     need("tmux", "apt-get install -y tmux");
-    let srv = OAuthServer::start(&[]);
-    let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
-    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let (_srv, mail, sb) = mail_world(|c| c);
     seed_mailbox(&mail, "alice@example.test", 3, 1_000);
     let rc = sb.dir.path().join("neomuttrc");
     let o = sb.run(&["snippet", "m", "neomutt"]);
@@ -436,10 +418,7 @@ fn neomutt_snippet_opens_the_inbox() {
 fn aerc_snippet_opens_the_inbox() {
     need("aerc", "apt-get install -y aerc");
     need("tmux", "apt-get install -y tmux");
-    let srv = OAuthServer::start(&[]);
-    let mail = MailServer::start(&srv.issuer);
-    let sb = Sandbox::new(&config(&srv, &mail.servers(), ALL_SCOPES));
-    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    let (_srv, mail, sb) = mail_world(|c| c);
     seed_mailbox(&mail, "alice@example.test", 3, 1_000);
     let cfg = sb.dir.path().join("aerc-config/aerc");
     std::fs::create_dir_all(&cfg).unwrap();

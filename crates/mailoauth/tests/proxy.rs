@@ -32,20 +32,13 @@ struct Proxy {
 impl Proxy {
     /// `extra` adds keys to the account's proxy table (e.g. `tls = "starttls"`).
     fn start(extra: &str, daemon_args: &[&str]) -> Proxy {
-        let srv = OAuthServer::start(&[]);
-        let mail = MailServer::start(&srv.issuer);
         let (imap, pop, smtp) = (free_port(), free_port(), free_port());
         let table = format!(
             "proxy = {{ imap = \"127.0.0.1:{imap}\", pop = \"127.0.0.1:{pop}\", smtp = \"127.0.0.1:{smtp}\", \
              password = {{ env = \"PROXY_PW\" }}{extra} }}\n"
         );
-        let cfg = config(&srv, &mail.servers(), ALL_SCOPES).replacen(
-            "[accounts.m]\n",
-            &format!("[accounts.m]\n{table}"),
-            1,
-        );
-        let sb = Sandbox::new(&cfg);
-        assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+        let (srv, mail, sb) =
+            mail_world(|cfg| cfg.replacen("[accounts.m]\n", &format!("[accounts.m]\n{table}"), 1));
         let log = sb.dir.path().join("daemon.log");
         let mut p = Proxy {
             _srv: srv,

@@ -36,7 +36,7 @@ pub fn listen(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Where a generated certificate and key are kept.
-pub fn generated_cert_paths() -> (PathBuf, PathBuf) {
+fn generated_cert_paths() -> (PathBuf, PathBuf) {
     let dir = paths::state_dir().join("proxy");
     (dir.join("cert.pem"), dir.join("key.pem"))
 }

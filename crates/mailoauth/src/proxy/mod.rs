@@ -24,8 +24,6 @@ mod smtp;
 pub mod trace;
 pub mod upstream;
 
-pub use local::generated_cert_paths;
-
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -358,11 +356,6 @@ impl Proxies {
             }
         }
     }
-
-    /// Sessions alive right now.
-    pub fn sessions(&self) -> usize {
-        self.sessions.count.load(Ordering::Acquire)
-    }
 }
 
 async fn accept_loop(
@@ -405,13 +398,9 @@ async fn serve(
     stream: tokio::net::TcpStream,
 ) -> Result<(), String> {
     let conn = match (&ctx.tls, ctx.implicit) {
-        (Some(tls), true) => {
-            let s = tokio::time::timeout(Duration::from_secs(15), tls.accept(stream))
-                .await
-                .map_err(|_| "TLS handshake timed out".to_owned())?
-                .map_err(|e| format!("TLS handshake: {e}"))?;
-            Conn::new(Box::new(s), true)
-        }
+        (Some(tls), true) => Conn::accept_tls(tls, Box::new(stream))
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?,
         _ => Conn::new(Box::new(stream), false),
     };
     match proto {

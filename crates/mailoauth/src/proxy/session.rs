@@ -101,7 +101,13 @@ impl Conn {
                 "data after STARTTLS before the TLS handshake",
             ));
         }
-        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(self.io.into_inner()))
+        Conn::accept_tls(tls, self.io.into_inner()).await
+    }
+
+    /// The server side of a TLS handshake (implicit TLS, or after STARTTLS), within
+    /// [`HANDSHAKE_TIMEOUT`].
+    pub async fn accept_tls(tls: &TlsAcceptor, io: Box<dyn Stream>) -> io::Result<Conn> {
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         Ok(Conn::new(Box::new(s), true))

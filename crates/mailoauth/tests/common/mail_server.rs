@@ -9,6 +9,17 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The authorization server, the mail server, and a sandbox whose account `m`
+/// (alice, all mail scopes, [`MailServer::servers`]) is logged in; `edit` may
+/// change the config text first (e.g. add a proxy table).
+pub fn mail_world(edit: impl FnOnce(String) -> String) -> (OAuthServer, MailServer, Sandbox) {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&edit(config(&srv, &mail.servers(), ALL_SCOPES)));
+    assert_exit(&sb.login_with_browser("m", BrowserMode::Follow).0, 0);
+    (srv, mail, sb)
+}
+
 /// A free loopback port (for proxy listeners).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
