@@ -97,19 +97,8 @@ fn send_delivers_through_dovecot_submission_and_strips_bcc() {
     let msg = format!(
         "From: Alice <alice@example.test>\nTo: bob@example.test\nBcc: carol@example.test\nSubject: {mark}\n\n.leading dot\nbody\n"
     );
-    let mut c = sb.cmd(&["send", "m", "-t", "-oi"]);
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(msg.as_bytes())
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(60));
+    let c = sb.cmd(&["send", "m", "-t", "-oi"]);
+    let o = run_with_input(c, msg.as_bytes(), Duration::from_secs(60));
     assert_exit(&o, 0);
     let to_bob = delivered(&mail, "bob@example.test", &mark);
     let to_carol = delivered(&mail, "carol@example.test", &mark);
@@ -125,18 +114,12 @@ fn send_delivers_through_dovecot_submission_and_strips_bcc() {
     }
 
     // Send-as is refused before connecting, with the explanation.
-    let mut c = sb.cmd(&["send", "m", "bob@example.test"]);
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"From: boss@example.test\nSubject: x\n\nhi\n")
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(30));
+    let c = sb.cmd(&["send", "m", "bob@example.test"]);
+    let o = run_with_input(
+        c,
+        b"From: boss@example.test\nSubject: x\n\nhi\n",
+        Duration::from_secs(30),
+    );
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("SendAsDenied"), "{}", stderr(&o));
 }
@@ -181,23 +164,12 @@ fn snippets_work_in_the_real_clients() {
     let mark = format!("msmtp-{}", now());
     let mut c = sb.program("msmtp");
     c.arg("-C").arg(&cfg).args(["-a", "m", "bob@example.test"]);
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            format!(
-                "From: alice@example.test\nTo: bob@example.test\nSubject: {mark}\n\nvia msmtp\n"
-            )
+    let o = run_with_input(
+        c,
+        format!("From: alice@example.test\nTo: bob@example.test\nSubject: {mark}\n\nvia msmtp\n")
             .as_bytes(),
-        )
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(30));
+        Duration::from_secs(30),
+    );
     assert_exit(&o, 0);
     delivered(&mail, "bob@example.test", &mark);
     // Every client has a snippet that names this account.

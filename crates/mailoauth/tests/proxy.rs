@@ -434,17 +434,9 @@ fn mbsync_and_msmtp_with_a_plain_password_through_tls_listeners() {
     )
     .unwrap();
     let mut c = p.sb.program("msmtp");
-    c.args(["-C", msmtprc.to_str().unwrap(), "bob@example.test"])
-        .stdin(Stdio::piped());
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: msmtp-via-proxy\r\n\r\nhi\r\n")
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(60));
+    c.args(["-C", msmtprc.to_str().unwrap(), "bob@example.test"]);
+    let msg = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: msmtp-via-proxy\r\n\r\nhi\r\n";
+    let o = run_with_input(c, msg, Duration::from_secs(60));
     assert_exit(&o, 0);
     assert!(delivered(&p.mail, "bob@example.test", "msmtp-via-proxy").contains("hi"));
 }

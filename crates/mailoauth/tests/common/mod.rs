@@ -374,6 +374,17 @@ pub fn run_with_timeout(mut c: Command, limit: Duration) -> Output {
     wait_output(c.spawn().unwrap(), limit)
 }
 
+/// Run `c` with `input` on its stdin, like `run_with_timeout`.
+pub fn run_with_input(mut c: Command, input: &[u8], limit: Duration) -> Output {
+    use std::io::Write as _;
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    wait_output(child, limit)
+}
+
 /// Wait for a child (reading its pipes), killing it after `limit`.
 pub fn wait_output(child: Child, limit: Duration) -> Output {
     let start = Instant::now();
