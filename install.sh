@@ -13,9 +13,9 @@ case "$host" in
   *-linux-gnu)
     # --target keeps these flags off build scripts and proc-macros (which must stay dynamic).
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
-      exec cargo install --locked --path crates/mailoauth --target "$host" --target-dir target/install "$@"
+      exec cargo install --locked --path crates/mailoauth-cli --target "$host" --target-dir target/install "$@"
     ;;
   *)
-    exec cargo install --locked --path crates/mailoauth "$@"
+    exec cargo install --locked --path crates/mailoauth-cli "$@"
     ;;
 esac

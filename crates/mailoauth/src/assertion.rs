@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::oauth::b64url;
+use crate::jwt::b64url;
 
 /// Lifetime of an assertion; Entra accepts 5–10 minutes.
 const LIFETIME: i64 = 300;
@@ -51,7 +51,7 @@ pub fn sign(client_id: &str, audience: &str, cert: &Path, key: &Path) -> Result<
         "x5t#S256": b64url(sha256.as_ref()),
         "x5t": b64url(sha1.as_ref()),
     });
-    let now = crate::broker::now();
+    let now = crate::clock::now();
     let claims = serde_json::json!({
         "aud": audience,
         "iss": client_id,

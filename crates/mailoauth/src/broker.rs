@@ -16,25 +16,20 @@
 //! writes this means a crash at any instant loses nothing.
 
 use std::fs::File;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::now;
 
 use crate::diagnose;
 use crate::error::{Error, Result};
 use crate::flows::{self, LoginOptions, client_credentials};
 use crate::http::Http;
+use crate::jwt;
 use crate::oauth::{self, EndpointError, TokenResponse, v};
 use crate::paths;
 use crate::providers::{Account, MAIL_RESOURCE};
 use crate::status;
 use crate::store::{AccessToken, RECORD_VERSION, Store, TokenRecord};
-
-/// Current unix time in seconds.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Lifetime assumed when the server gives no `expires_in`: short enough to be safe
 /// for every provider we know (Microsoft's minimum is 60 min).
@@ -188,7 +183,12 @@ impl Broker {
                 Ok(at.token)
             }
             Err(e) => {
-                let err = e.into_error(&self.account, "token endpoint", &self.account.token_url);
+                let err = diagnose::endpoint_error(
+                    e,
+                    &self.account,
+                    "token endpoint",
+                    &self.account.token_url,
+                );
                 status::record_error(&self.account, &err, now());
                 Err(err)
             }
@@ -257,9 +257,12 @@ impl Broker {
                 Ok(_) => Ok(()),
                 // RFC 7009 answers 200 with an empty body.
                 Err(EndpointError::Invalid { .. }) => Ok(()),
-                Err(e) => Err(e
-                    .into_error(&self.account, "revocation endpoint", url)
-                    .to_string()),
+                Err(e) => {
+                    Err(
+                        diagnose::endpoint_error(e, &self.account, "revocation endpoint", url)
+                            .to_string(),
+                    )
+                }
             });
         }
         self.store.delete()?;
@@ -320,7 +323,7 @@ fn apply(rec: &mut TokenRecord, key: &str, resp: TokenResponse) -> String {
     let lifetime = resp
         .expires_in
         .or_else(|| {
-            diagnose::jwt_claims(&resp.access_token)
+            jwt::claims(&resp.access_token)
                 .and_then(|c| c.get("exp").and_then(|e| e.as_i64()))
                 .map(|exp| exp - t)
         })
@@ -346,9 +349,9 @@ fn apply(rec: &mut TokenRecord, key: &str, resp: TokenResponse) -> String {
 pub fn signed_in_user(resp: &TokenResponse) -> Option<String> {
     resp.id_token
         .as_deref()
-        .and_then(diagnose::jwt_claims)
-        .and_then(|c| diagnose::token_user(&c))
-        .or_else(|| diagnose::jwt_claims(&resp.access_token).and_then(|c| diagnose::token_user(&c)))
+        .and_then(jwt::claims)
+        .and_then(|c| jwt::user(&c))
+        .or_else(|| jwt::claims(&resp.access_token).and_then(|c| jwt::user(&c)))
 }
 
 /// Call `f`, retrying transient failures up to `retries` times with exponential

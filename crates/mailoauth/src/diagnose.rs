@@ -6,9 +6,11 @@
 //! with the account's own values filled in; and a best-effort JWT claim reader.
 //! Must not: do I/O, or verify signatures (claims are read only to explain).
 
-use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::error::Error;
+use crate::jwt;
+use crate::oauth::EndpointError;
 use crate::providers::Account;
 
 /// Cause and fix of a failure, ready to print.
@@ -559,7 +561,7 @@ pub fn preflight(account: &Account, resource: Option<&str>, c: &Map<String, Valu
         }
     }
     if account.has_refresh_tokens()
-        && let Some(u) = token_user(c)
+        && let Some(u) = jwt::user(c)
         && !u.eq_ignore_ascii_case(&account.user)
     {
         warnings.push(format!(
@@ -568,40 +570,63 @@ pub fn preflight(account: &Account, resource: Option<&str>, c: &Map<String, Valu
         ));
     }
     if let Some(exp) = c.get("exp").and_then(Value::as_i64)
-        && exp <= crate::broker::now()
+        && exp <= crate::clock::now()
     {
         warnings.push(format!(
             "the token expired {} s ago",
-            crate::broker::now() - exp
+            crate::clock::now() - exp
         ));
     }
     warnings
 }
 
-/// The claims of a JWT, or `None` for an opaque token (e.g. Microsoft personal accounts).
-/// The signature is not checked: this is for explanations only.
-pub fn jwt_claims(token: &str) -> Option<Map<String, Value>> {
-    let mut parts = token.split('.');
-    let (_h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
+/// An endpoint failure as the library error, with the catalog's diagnosis.
+pub fn endpoint_error(
+    e: EndpointError,
+    account: &Account,
+    endpoint: &'static str,
+    url: &str,
+) -> Error {
+    match e {
+        EndpointError::OAuth {
+            error,
+            description,
+            codes,
+            ..
+        } => {
+            let d = token_error(account, &error, &description, &codes);
+            let summary = if description.is_empty() {
+                error.clone()
+            } else {
+                format!("{error}: {description}")
+            };
+            match d {
+                Some(d) if d.login_required => Error::LoginRequired {
+                    account: account.name.clone(),
+                    reason: format!("{} ({summary})", d.cause),
+                    fix: Some(d.fix),
+                },
+                Some(d) => Error::OAuth {
+                    endpoint,
+                    summary,
+                    fix: Some(format!("{}: {}", d.cause, d.fix)),
+                },
+                None => Error::OAuth {
+                    endpoint,
+                    summary,
+                    fix: None,
+                },
+            }
+        }
+        EndpointError::Transient { detail, .. } => Error::Unreachable {
+            what: format!("{endpoint} {url}"),
+            detail,
+        },
+        EndpointError::Invalid { detail } => Error::BadResponse {
+            what: format!("{endpoint} {url}"),
+            detail,
+        },
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(p.trim_end_matches('='))
-        .ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(m) => Some(m),
-        _ => None,
-    }
-}
-
-/// The user a token (access or id token) names, from the claims providers use.
-pub fn token_user(claims: &Map<String, Value>) -> Option<String> {
-    ["upn", "unique_name", "preferred_username", "email"]
-        .iter()
-        .find_map(|k| claims.get(*k).and_then(Value::as_str))
-        .filter(|s| s.contains('@'))
-        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -676,19 +701,5 @@ mod tests {
             "protocol-specific entries stay in their protocol"
         );
         assert!(app_only_checklist(&a).contains("New-ServicePrincipal -AppId cid-1"));
-    }
-
-    #[test]
-    fn jwt_claims_and_user() {
-        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let t = format!(
-            "{}.{}.sig",
-            b("{\"alg\":\"RS256\"}"),
-            b("{\"upn\":\"a@c.com\",\"aud\":\"x\"}")
-        );
-        let c = jwt_claims(&t).unwrap();
-        assert_eq!(token_user(&c).as_deref(), Some("a@c.com"));
-        assert!(jwt_claims("EwBAAl3B-opaque").is_none());
-        assert!(jwt_claims("a.b.c.d").is_none());
     }
 }

@@ -10,37 +10,38 @@
 //! # Ok::<(), mailoauth::Error>(())
 //! ```
 //!
-//! Module map:
+//! Module map (the library has no async runtime and no CLI parser; the
+//! `mailoauth` executable, with its daemon and proxy, is the `mailoauth-cli` crate):
 //! - [`config`]: the TOML file, its schema and its errors (file, line, key).
 //! - [`providers`]: provider presets as data; resolves a config entry into an [`Account`].
 //! - [`flows`]: acquiring tokens — authorization code + PKCE, device grant, client credentials.
-//! - [`oauth`]: the token/device/revocation endpoint wire protocol and client authentication.
+//! - [`oauth`]: the token/device/revocation endpoint wire protocol and client authentication
+//!   ([`assertion`] signs certificate credentials).
 //! - [`store`]: where tokens live — keyring, 0600 file, encrypted file.
 //! - [`broker`]: the token lifecycle — serve cached, refresh under a cross-process lock, rotate durably.
 //! - [`status`]: non-secret per-account status ("login required", last error) and notifications.
-//! - [`diagnose`]: provider error codes → cause and fix; JWT claim reading.
+//! - [`diagnose`]: provider error codes and wire replies → cause and fix; token pre-flight.
+//! - [`jwt`]: reading a token's claims (unverified) and base64url; [`clock`]: unix time.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
-//! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`).
-//! - [`proxy`]: local IMAP, POP3 and SMTP listeners (plain, STARTTLS or TLS) for password-only
-//!   clients, logging in upstream with XOAUTH2 and relaying with backpressure; hosted by the daemon.
+//! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`).
 //! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
-//! - [`daemon`]: background refresher and token server on a unix socket; [`ipc`] is its protocol and client.
-//! - [`http`], [`assertion`], [`random`], [`paths`]: plumbing.
+//! - [`ipc`]: the daemon's socket protocol and its blocking client.
+//! - [`http`], [`random`], [`paths`]: plumbing.
 
 pub mod assertion;
 pub mod broker;
+pub mod clock;
 pub mod config;
-pub mod daemon;
 pub mod diagnose;
 pub mod error;
 pub mod flows;
 pub mod http;
 pub mod ipc;
+pub mod jwt;
 pub mod mail;
 pub mod oauth;
 pub mod paths;
 pub mod providers;
-pub mod proxy;
 pub mod random;
 pub mod sasl;
 pub mod snippet;

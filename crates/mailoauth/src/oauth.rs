@@ -10,11 +10,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::diagnose;
 use crate::error::Error;
 use crate::http::Http;
 use crate::providers::Account;
@@ -78,50 +76,6 @@ impl EndpointError {
         match self {
             EndpointError::OAuth { error, .. } => Some(error),
             _ => None,
-        }
-    }
-
-    /// Turn into the library error, with the catalog's diagnosis.
-    pub fn into_error(self, account: &Account, endpoint: &'static str, url: &str) -> Error {
-        match self {
-            EndpointError::OAuth {
-                error,
-                description,
-                codes,
-                ..
-            } => {
-                let d = diagnose::token_error(account, &error, &description, &codes);
-                let summary = if description.is_empty() {
-                    error.clone()
-                } else {
-                    format!("{error}: {description}")
-                };
-                match d {
-                    Some(d) if d.login_required => Error::LoginRequired {
-                        account: account.name.clone(),
-                        reason: format!("{} ({summary})", d.cause),
-                        fix: Some(d.fix),
-                    },
-                    Some(d) => Error::OAuth {
-                        endpoint,
-                        summary,
-                        fix: Some(format!("{}: {}", d.cause, d.fix)),
-                    },
-                    None => Error::OAuth {
-                        endpoint,
-                        summary,
-                        fix: None,
-                    },
-                }
-            }
-            EndpointError::Transient { detail, .. } => Error::Unreachable {
-                what: format!("{endpoint} {url}"),
-                detail,
-            },
-            EndpointError::Invalid { detail } => Error::BadResponse {
-                what: format!("{endpoint} {url}"),
-                detail,
-            },
         }
     }
 }
@@ -279,11 +233,6 @@ pub fn token_request(
 /// Helper: a form value.
 pub fn v(s: impl Into<String>) -> Zeroizing<String> {
     Zeroizing::new(s.into())
-}
-
-/// base64url without padding (JWT, PKCE).
-pub fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

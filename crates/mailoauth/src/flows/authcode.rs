@@ -14,7 +14,8 @@ use super::LoginOptions;
 use super::listener::{Callback, Listener, parse_callback};
 use crate::error::{Error, Result};
 use crate::http::Http;
-use crate::oauth::{self, TokenResponse, b64url, v};
+use crate::jwt::b64url;
+use crate::oauth::{self, TokenResponse, v};
 use crate::providers::Account;
 use crate::random;
 
@@ -142,17 +143,20 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
         Ok(Callback::Code(code)) => code,
         Ok(Callback::Denied(why)) => {
             return Err(match why.split(':').next().map(str::trim) {
-                Some(e) if !e.is_empty() => oauth::EndpointError::OAuth {
-                    status: 0,
-                    error: e.to_owned(),
-                    description: why.clone(),
-                    codes: vec![],
+                Some(e) if !e.is_empty() => {
+                    let denied = oauth::EndpointError::OAuth {
+                        status: 0,
+                        error: e.to_owned(),
+                        description: why.clone(),
+                        codes: vec![],
+                    };
+                    crate::diagnose::endpoint_error(
+                        denied,
+                        account,
+                        "authorization endpoint",
+                        &account.authorize_url,
+                    )
                 }
-                .into_error(
-                    account,
-                    "authorization endpoint",
-                    &account.authorize_url,
-                ),
                 _ => Error::Flow(why),
             });
         }
@@ -171,8 +175,9 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
         ("redirect_uri", v(redirect_uri)),
         ("code_verifier", v(pkce.verifier)),
     ];
-    oauth::token_request(http, account, grant)
-        .map_err(|e| e.into_error(account, "token endpoint", &account.token_url))
+    oauth::token_request(http, account, grant).map_err(|e| {
+        crate::diagnose::endpoint_error(e, account, "token endpoint", &account.token_url)
+    })
 }
 
 fn read_pasted(path: &str, state: &str, tx: mpsc::Sender<Callback>, done: Arc<AtomicBool>) {

@@ -23,8 +23,9 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
         .expect("validated: device flow has a device_url");
     let mut form = oauth::client_auth(account, &account.token_url)?;
     form.push(("scope", v(account.scopes(None)?.join(" "))));
-    let auth = oauth::post(http, url, &form)
-        .map_err(|e| e.into_error(account, "device authorization endpoint", url))?;
+    let auth = oauth::post(http, url, &form).map_err(|e| {
+        crate::diagnose::endpoint_error(e, account, "device authorization endpoint", url)
+    })?;
     let s = |k: &str| auth.get(k).and_then(Value::as_str).map(str::to_owned);
     let n = |k: &str| {
         auth.get(k)
@@ -99,7 +100,14 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
             Err(EndpointError::Transient { detail, .. }) => {
                 log::warn!("polling the token endpoint: {detail}; retrying")
             }
-            Err(e) => return Err(e.into_error(account, "token endpoint", &account.token_url)),
+            Err(e) => {
+                return Err(crate::diagnose::endpoint_error(
+                    e,
+                    account,
+                    "token endpoint",
+                    &account.token_url,
+                ));
+            }
         }
     }
 }

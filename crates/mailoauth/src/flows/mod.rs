@@ -54,7 +54,10 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
     match account.flow {
         FlowKind::AuthCode => authcode::run(account, http, opts),
         FlowKind::Device => device::run(account, http, opts),
-        FlowKind::ClientCredentials => client_credentials::request(account, http, None)
-            .map_err(|e| e.into_error(account, "token endpoint", &account.token_url)),
+        FlowKind::ClientCredentials => {
+            client_credentials::request(account, http, None).map_err(|e| {
+                crate::diagnose::endpoint_error(e, account, "token endpoint", &account.token_url)
+            })
+        }
     }
 }

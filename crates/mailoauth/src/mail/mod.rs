@@ -129,7 +129,7 @@ pub fn check(
 }
 
 /// Pick the mechanism: XOAUTH2 when offered (what Exchange and Gmail expect), else OAUTHBEARER.
-pub(crate) fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
+pub fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
     let has = |m: &str| offered.iter().any(|o| o.eq_ignore_ascii_case(m));
     if has("XOAUTH2") {
         Ok(Mechanism::Xoauth2)
@@ -148,7 +148,7 @@ pub(crate) fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
 }
 
 /// The initial response for `mech`, naming `server` in OAUTHBEARER.
-pub(crate) fn initial_response(
+pub fn initial_response(
     mech: Mechanism,
     account: &Account,
     server: &Server,
@@ -159,7 +159,7 @@ pub(crate) fn initial_response(
 
 /// What a client sends after a SASL error challenge: XOAUTH2 an empty line,
 /// OAUTHBEARER a single `\x01` (RFC 7628 §3.2.3).
-pub(crate) fn challenge_answer(mech: Mechanism) -> &'static str {
+pub fn challenge_answer(mech: Mechanism) -> &'static str {
     match mech {
         Mechanism::Xoauth2 => "",
         Mechanism::Oauthbearer => "AQ==",
@@ -167,7 +167,7 @@ pub(crate) fn challenge_answer(mech: Mechanism) -> &'static str {
 }
 
 /// Decode a base64 challenge for display (it is JSON from the server, no secret).
-pub(crate) fn decode_challenge(b64: &str) -> String {
+pub fn decode_challenge(b64: &str) -> String {
     base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()

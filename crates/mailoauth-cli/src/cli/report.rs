@@ -5,8 +5,9 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use mailoauth::broker::{LoginOutcome, LogoutOutcome, now};
-use mailoauth::diagnose::{jwt_claims, token_user};
+use mailoauth::broker::{LoginOutcome, LogoutOutcome};
+use mailoauth::clock::now;
+use mailoauth::jwt;
 use mailoauth::{Broker, Error, status};
 
 use super::print_stdout;
@@ -193,7 +194,7 @@ pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(),
             b.account().name
         ))
     })?;
-    let Some(claims) = jwt_claims(&at.token) else {
+    let Some(claims) = jwt::claims(&at.token) else {
         let msg = "the access token is opaque (not a JWT; normal for Microsoft personal accounts): nothing to inspect";
         return if json_out {
             print_stdout(&json!({"jwt": false, "expires_at": at.expires_at}).to_string())
@@ -212,7 +213,7 @@ pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(),
         "audience": pick(&["aud"]),
         "scopes": pick(&["scp", "scope"]),
         "roles": pick(&["roles"]),
-        "user": token_user(&claims),
+        "user": jwt::user(&claims),
         "tenant": pick(&["tid"]),
         "app": pick(&["appid", "azp", "client_id"]),
         "issuer": pick(&["iss"]),

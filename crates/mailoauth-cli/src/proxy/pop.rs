@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::session::{Conn, Dialect, Login, Step, sasl_plain};
 use super::upstream::Upstream;
-use crate::config::Service;
+use mailoauth::config::Service;
 
 /// RFC 1939 allows 255 octets a command; leave room for a long AUTH PLAIN line.
 const MAX_LINE: usize = 4096;

@@ -26,12 +26,13 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use crate::broker::{Broker, now};
-use crate::error::{Error, Result};
-use crate::ipc::{self, Request, Response, VERSION};
-use crate::providers::MAIL_RESOURCE;
-use crate::store::AccessToken;
-use crate::{Client, paths, sasl, status};
+use mailoauth::Broker;
+use mailoauth::clock::now;
+use mailoauth::error::{Error, Result};
+use mailoauth::ipc::{self, Request, Response, VERSION};
+use mailoauth::providers::MAIL_RESOURCE;
+use mailoauth::store::AccessToken;
+use mailoauth::{Client, paths, sasl, status};
 
 /// How long one client may take for its whole request/response.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -247,7 +248,7 @@ async fn cached_token(
     shared: &Arc<Shared>,
     name: String,
     resource: Option<String>,
-) -> std::result::Result<(String, crate::providers::Account), String> {
+) -> std::result::Result<(String, mailoauth::providers::Account), String> {
     let client = shared.client.lock().unwrap().clone();
     let account = client.account(&name).map_err(|e| e.to_string())?;
     let key = (

@@ -428,7 +428,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
             use mailoauth::config::Service;
             let broker = client(cli)?.broker(name)?;
             let token = broker.token(None)?;
-            let preflight = mailoauth::diagnose::jwt_claims(&token)
+            let preflight = mailoauth::jwt::claims(&token)
                 .map(|c| mailoauth::diagnose::preflight(broker.account(), None, &c))
                 .unwrap_or_default();
             let asked: Vec<Service> = [
@@ -618,10 +618,10 @@ fn run(cli: &Cli) -> Result<(), Error> {
         Command::Add(args) => add::run(&config_path(cli), args),
         Command::Daemon { debug } => {
             if *debug {
-                mailoauth::proxy::trace::enable();
+                crate::proxy::trace::enable();
                 log::set_max_level(log::LevelFilter::Debug);
             }
-            mailoauth::daemon::run(&config_path(cli))
+            crate::daemon::run(&config_path(cli))
         }
         Command::Completions { shell } => {
             clap_complete::generate(

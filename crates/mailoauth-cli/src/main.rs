@@ -11,13 +11,11 @@
 // is a plain SIGSEGV rather than a message.
 #![no_main]
 
-mod cli;
-
 #[unsafe(no_mangle)]
 extern "C" fn main(
     _argc: std::ffi::c_int,
     _argv: *const *const std::ffi::c_char,
 ) -> std::ffi::c_int {
     // Unwinding out of an `extern "C"` function aborts; turn a panic into exit 1.
-    std::panic::catch_unwind(cli::main).unwrap_or(mailoauth::error::exit::ERROR)
+    std::panic::catch_unwind(mailoauth_cli::cli::main).unwrap_or(mailoauth::error::exit::ERROR)
 }

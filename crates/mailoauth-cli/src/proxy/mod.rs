@@ -38,9 +38,9 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
-use crate::config::{ProxyConfig, TlsMode};
-use crate::providers::{Account, is_loopback_host};
-use crate::{Client, Error};
+use mailoauth::config::{ProxyConfig, TlsMode};
+use mailoauth::providers::{Account, is_loopback_host};
+use mailoauth::{Client, Error};
 use session::Conn;
 
 /// A client must log in within this time.
@@ -119,7 +119,7 @@ impl Context {
     /// The error says what the user should do.
     async fn upstream(
         &self,
-        service: crate::config::Service,
+        service: mailoauth::config::Service,
     ) -> Result<upstream::Upstream, String> {
         match self.token().await {
             Ok(token) => upstream::login(service, &self.account, &token, UPSTREAM_TIMEOUT)

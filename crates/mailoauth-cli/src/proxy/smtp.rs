@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::session::{Conn, Dialect, Login, Step, base64_text, sasl_plain};
 use super::upstream::Upstream;
-use crate::config::Service;
+use mailoauth::config::Service;
 
 /// RFC 5321 allows 512 octets a command line; AUTH lines get more (RFC 4954).
 const MAX_LINE: usize = 4096;

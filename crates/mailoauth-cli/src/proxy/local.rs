@@ -13,9 +13,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ProxyConfig;
-use crate::error::{Error, Result};
-use crate::paths;
+use mailoauth::config::ProxyConfig;
+use mailoauth::error::{Error, Result};
+use mailoauth::paths;
 
 /// Connections the kernel queues while the proxy is busy (capped by somaxconn).
 const BACKLOG: u32 = 4096;
@@ -105,7 +105,7 @@ fn generate(cert: &Path, key: &Path, extra_names: &[String]) -> std::result::Res
         .map_err(|e| format!("cannot generate a certificate: {e}"))?;
     let dir = cert.parent().expect("state path has a parent");
     let write = |p: &Path, text: String| {
-        crate::store::file::write_atomic(p, text.as_bytes()).map_err(|e| e.to_string())
+        mailoauth::store::file::write_atomic(p, text.as_bytes()).map_err(|e| e.to_string())
     };
     paths::ensure_private_dir(dir).map_err(|e| e.to_string())?;
     write(key, ck.signing_key.serialize_pem())?;

@@ -13,12 +13,12 @@ use tokio::net::TcpStream;
 
 use super::Stream;
 use super::trace::{self, Dir};
-use crate::config::{Service, TlsMode};
-use crate::mail::{
+use mailoauth::config::{Service, TlsMode};
+use mailoauth::mail::{
     challenge_answer, choose, conn::tls_config, decode_challenge, imap::capabilities,
     initial_response,
 };
-use crate::providers::{Account, Server};
+use mailoauth::providers::{Account, Server};
 
 /// An authenticated upstream IMAP connection.
 pub struct Upstream {
@@ -99,7 +99,7 @@ pub async fn login(
     token: &str,
     timeout: Duration,
 ) -> Result<Upstream, String> {
-    let server = crate::mail::server_for(account, service)
+    let server = mailoauth::mail::server_for(account, service)
         .ok_or_else(|| format!("account `{}` has no {service:?} server", account.name))?;
     let work = async {
         match service {

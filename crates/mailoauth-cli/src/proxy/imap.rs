@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::session::{Conn, Dialect, Login, Step, sasl_plain};
 use super::upstream::Upstream;
-use crate::config::Service;
+use mailoauth::config::Service;
 
 /// Longest literal a client may send before login (user names, passwords).
 pub const MAX_LITERAL: usize = 8 * 1024;

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::trace::{self, Dir};
 use super::upstream::Upstream;
 use super::{Context, LOGIN_TIMEOUT, Stream};
-use crate::config::Service;
+use mailoauth::config::Service;
 
 /// How long a client has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);

@@ -6,8 +6,8 @@
 //! tokens do not die of inactivity (Microsoft: 90 days, Google: 6 months);
 //! back off after failures; leave "login required" accounts alone.
 
-use crate::providers::{Account, MAIL_RESOURCE};
-use crate::store::TokenRecord;
+use mailoauth::providers::{Account, MAIL_RESOURCE};
+use mailoauth::store::TokenRecord;
 
 /// Refresh tokens are exercised at least this often.
 pub const KEEP_ALIVE: i64 = 7 * 24 * 3600;
@@ -78,8 +78,8 @@ pub fn next(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::store::AccessToken;
+    use mailoauth::config::Config;
+    use mailoauth::store::AccessToken;
 
     fn account(flow: &str) -> Account {
         let c = Config::parse(
@@ -87,7 +87,7 @@ mod tests {
             std::path::Path::new("/c"),
         )
         .unwrap();
-        crate::providers::resolve(&c, "a").unwrap()
+        mailoauth::providers::resolve(&c, "a").unwrap()
     }
 
     fn rec(obtained: i64, expires: i64, rt_at: Option<i64>) -> TokenRecord {
