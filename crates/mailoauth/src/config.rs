@@ -134,6 +134,20 @@ pub enum Service {
     Smtp,
 }
 
+impl Service {
+    /// Every service, in the order reports list them.
+    pub const ALL: [Service; 3] = [Service::Imap, Service::Pop, Service::Smtp];
+
+    /// The config's spelling (`imap`, `pop`, `smtp`): also the key of its server.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Imap => "imap",
+            Service::Pop => "pop",
+            Service::Smtp => "smtp",
+        }
+    }
+}
+
 /// Transport security of a mail server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -30,6 +30,7 @@
 
 pub mod assertion;
 pub mod broker;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
@@ -48,59 +49,9 @@ pub mod snippet;
 pub mod status;
 pub mod store;
 
-use std::path::Path;
-
 pub use broker::Broker;
+pub use client::{Client, TokenRequest};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use flows::LoginOptions;
 pub use providers::Account;
-
-/// Entry point for programs: a loaded config and per-account operations.
-pub struct Client {
-    config: Config,
-}
-
-impl Client {
-    /// Load the default config (`MAILOAUTH_CONFIG`, else `$XDG_CONFIG_HOME/mailoauth/config.toml`).
-    pub fn new() -> Result<Client> {
-        Self::with_config_file(&paths::default_config_file())
-    }
-
-    /// Load a specific config file.
-    pub fn with_config_file(path: &Path) -> Result<Client> {
-        Ok(Client {
-            config: Config::load(path)?,
-        })
-    }
-
-    /// Use an already parsed config.
-    pub fn with_config(config: Config) -> Client {
-        Client { config }
-    }
-
-    /// The config.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The resolved account `name`.
-    pub fn account(&self, name: &str) -> Result<Account> {
-        providers::resolve(&self.config, name)
-    }
-
-    /// The token lifecycle of account `name`.
-    pub fn broker(&self, name: &str) -> Result<Broker> {
-        Broker::new(self.account(name)?)
-    }
-
-    /// A valid access token for the account's mail resource.
-    pub fn token(&self, name: &str) -> Result<String> {
-        self.broker(name)?.token(None)
-    }
-
-    /// A valid access token for another resource of the same login (e.g. `graph`).
-    pub fn token_for(&self, name: &str, resource: &str) -> Result<String> {
-        self.broker(name)?.token(Some(resource))
-    }
-}

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use mailoauth::Broker;
 use mailoauth::clock::now;
 use mailoauth::error::{Error, Result};
-use mailoauth::ipc::{self, Request, Response, VERSION};
+use mailoauth::ipc::{self, Op, Reply, Request};
 use mailoauth::providers::MAIL_RESOURCE;
 use mailoauth::store::AccessToken;
 use mailoauth::{Client, paths, sasl, status};
@@ -174,7 +174,7 @@ async fn exchange(shared: Arc<Shared>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     if BufReader::new(read)
-        .take(64 * 1024)
+        .take(ipc::MAX_MESSAGE)
         .read_line(&mut line)
         .await
         .unwrap_or(0)
@@ -182,62 +182,45 @@ async fn exchange(shared: Arc<Shared>, stream: UnixStream) {
     {
         return;
     }
-    let resp = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => dispatch(&shared, req).await,
-        Err(_) => Err("malformed request".to_owned()),
-    };
-    let resp = match resp {
-        Ok(value) => Response {
-            v: VERSION,
-            ok: true,
-            value: Some(value),
-            error: None,
+    let reply = match Request::from_line(&line) {
+        Ok(req) => match dispatch(&shared, req).await {
+            Ok(value) => Reply::Value(value),
+            Err(e) => Reply::Error(e),
         },
-        Err(e) => Response {
-            v: VERSION,
-            ok: false,
-            value: None,
-            error: Some(e),
-        },
+        Err(e) => Reply::Error(e),
     };
-    let mut out = serde_json::to_vec(&resp).expect("response serialises");
+    let mut out = reply.to_line();
     out.push(b'\n');
     let _ = write.write_all(&out).await;
 }
 
 async fn dispatch(shared: &Arc<Shared>, req: Request) -> std::result::Result<String, String> {
-    if req.v != VERSION {
-        return Err(format!(
-            "protocol version {} not supported (daemon speaks {VERSION})",
-            req.v
-        ));
-    }
     if req.config != shared.config_key {
         return Err(format!("this daemon serves {}", shared.config_key));
     }
-    match req.op.as_str() {
-        "ping" => Ok("pong".into()),
-        "forget" => {
-            let name = req.account.unwrap_or_default();
-            shared.cache.lock().unwrap().retain(|(a, _), _| *a != name);
-            shared.failures.lock().unwrap().remove(&name);
+    match req.op {
+        Op::Ping => Ok("pong".into()),
+        Op::Forget { account } => {
+            shared
+                .cache
+                .lock()
+                .unwrap()
+                .retain(|(a, _), _| *a != account);
+            shared.failures.lock().unwrap().remove(&account);
             shared.reschedule.notify_one();
             Ok("forgotten".into())
         }
-        "token" => token(shared, req).await,
-        other => Err(format!("unknown op `{other}`")),
-    }
-}
-
-async fn token(shared: &Arc<Shared>, req: Request) -> std::result::Result<String, String> {
-    let name = req.account.ok_or("no account")?;
-    let (token, account) = cached_token(shared, name, req.resource).await?;
-    match req.sasl.as_deref() {
-        None => Ok(token),
-        Some(name) => match sasl::Mechanism::from_name(name) {
-            Some(m) => Ok(sasl::initial_response(m, &account, None, &token)),
-            None => Err(format!("unknown SASL mechanism `{name}`")),
-        },
+        Op::Token {
+            account,
+            resource,
+            sasl,
+        } => {
+            let (token, account) = cached_token(shared, account, resource).await?;
+            Ok(match sasl {
+                None => token,
+                Some(m) => sasl::initial_response(m, &account, None, &token),
+            })
+        }
     }
 }
 

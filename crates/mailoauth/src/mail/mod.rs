@@ -11,6 +11,7 @@
 pub mod conn;
 pub mod fetch;
 pub mod imap;
+pub mod plan;
 pub mod pop;
 pub mod send;
 pub mod smtp;
