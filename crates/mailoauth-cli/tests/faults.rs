@@ -331,3 +331,37 @@ fn add_writes_a_valid_account_and_refuses_a_bad_one() {
     let st = sb.run(&["status", "work", "--json"]);
     assert_exit(&st, 0);
 }
+
+#[test]
+fn add_on_a_symlinked_config_writes_through_to_the_target() {
+    // Dotfile managers link config.toml into a repository: the link must stay.
+    let sb = Sandbox::new("");
+    let real = sb.dir.path().join("dotfiles/mailoauth.toml");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    std::fs::write(&real, "# from my dotfiles\n").unwrap();
+    std::fs::remove_file(&sb.config).unwrap();
+    std::os::unix::fs::symlink("../../dotfiles/mailoauth.toml", &sb.config).unwrap();
+    let o = sb.run(&[
+        "add",
+        "work",
+        "--provider",
+        "google",
+        "--user",
+        "a@gmail.com",
+        "--client-id",
+        "cid",
+    ]);
+    assert_exit(&o, 0);
+    assert!(
+        std::fs::symlink_metadata(&sb.config)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    let text = std::fs::read_to_string(&real).unwrap();
+    assert!(
+        text.contains("# from my dotfiles") && text.contains("[accounts.work]"),
+        "{text}"
+    );
+}

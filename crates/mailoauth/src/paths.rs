@@ -86,3 +86,24 @@ pub fn open_lock_file(path: &Path) -> Result<fs::File> {
         .open(path)
         .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))
 }
+
+/// The file a path finally names, following symbolic links (relative ones from
+/// the link's own directory), so that replacing it atomically replaces the
+/// target and keeps the user's link — a dotfiles repository, say. A path that is
+/// not a link, or a loop of links, is returned as it is.
+pub fn through_symlinks(path: &Path) -> PathBuf {
+    let mut p = path.to_owned();
+    // The kernel's own limit on links followed in one lookup.
+    for _ in 0..40 {
+        match fs::read_link(&p) {
+            Ok(target) => {
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            Err(_) => return p,
+        }
+    }
+    path.to_owned()
+}

@@ -9,9 +9,8 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use clap::Args;
-use toml_edit::{DocumentMut, InlineTable, Item, Table, value};
-
 use mailoauth::Error;
+use mailoauth::config::edit::{self, Value};
 use mailoauth::store::file::write_atomic;
 
 #[derive(Args, Debug, Default)]
@@ -165,53 +164,39 @@ fn interactive(args: &mut AddArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Run `add`.
+/// Run `add`: the flags (or the answers) become keys of the account.
 pub fn run(path: &Path, args: &AddArgs) -> Result<(), Error> {
-    let mut args_owned;
+    let mut asked;
     let args = if args.is_empty() {
-        args_owned = AddArgs {
+        asked = AddArgs {
             name: args.name.clone(),
             ..AddArgs::default()
         };
-        interactive(&mut args_owned)?;
-        &args_owned
+        interactive(&mut asked)?;
+        &asked
     } else {
         args
     };
-    let text = match std::fs::read_to_string(path) {
+    // A symlinked config (dotfiles) is edited where it lives; the link stays.
+    let target = mailoauth::paths::through_symlinks(path);
+    let text = match std::fs::read_to_string(&target) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(Error::Io {
-                context: format!("cannot read {}", path.display()),
-                source: e,
-            });
-        }
+        Err(e) => return Err(Error::io(format!("cannot read {}", target.display()), e)),
     };
-    // Refuse to edit a file we cannot parse: rewriting it could lose the user's text.
-    mailoauth::Config::parse(&text, path)?;
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| Error::Config {
-            path: path.to_owned(),
-            line: None,
-            message: e.to_string(),
-        })?;
-    let accounts = doc.entry("accounts").or_insert(Item::Table(Table::new()));
-    let accounts = accounts.as_table_mut().ok_or_else(|| Error::Config {
-        path: path.to_owned(),
-        line: None,
-        message: "`accounts` is not a table".into(),
-    })?;
-    accounts.set_implicit(true);
-    let acct = accounts
-        .entry(&args.name)
-        .or_insert(Item::Table(Table::new()));
-    let t = acct.as_table_mut().ok_or_else(|| Error::Config {
-        path: path.to_owned(),
-        line: None,
-        message: format!("accounts.{} is not a table", args.name),
-    })?;
+    let new_text = edit::set_account_keys(&text, path, &args.name, &values(args)?)?;
+    write_atomic(&target, new_text.as_bytes())?;
+    eprintln!(
+        "mailoauth: account `{}` saved in {}; next: mailoauth login {}",
+        args.name,
+        path.display(),
+        args.name
+    );
+    Ok(())
+}
+
+/// The config keys the arguments set.
+fn values(args: &AddArgs) -> Result<Vec<(&'static str, Value)>, Error> {
     let strings = [
         ("provider", &args.provider),
         ("user", &args.user),
@@ -227,48 +212,32 @@ pub fn run(path: &Path, args: &AddArgs) -> Result<(), Error> {
         ("redirect_uri", &args.redirect_uri),
         ("notify_command", &args.notify_command),
     ];
-    for (k, v) in strings {
-        if let Some(v) = v {
-            t[k] = value(v.as_str());
+    let mut out: Vec<(&'static str, Value)> = strings
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, Value::Str(v))))
+        .collect();
+    for (k, l) in [("services", &args.services), ("scopes", &args.scopes)] {
+        if !l.is_empty() {
+            out.push((k, Value::List(l.clone())));
         }
     }
-    let list = |v: &[String]| {
-        let mut a = toml_edit::Array::new();
-        v.iter().for_each(|s| a.push(s.as_str()));
-        value(a)
-    };
-    if !args.services.is_empty() {
-        t["services"] = list(&args.services);
-    }
-    if !args.scopes.is_empty() {
-        t["scopes"] = list(&args.scopes);
-    }
     if let Some(m) = args.min_validity {
-        t["min_validity"] = value(m as i64);
+        out.push(("min_validity", Value::Int(m as i64)));
     }
-    let secret = |k: &str, v: &str| {
-        let mut it = InlineTable::new();
-        it.insert(k, v.into());
-        value(it)
+    let source = |kind, v: &String| Value::Source {
+        kind,
+        value: v.clone(),
     };
     if let Some(v) = &args.client_secret_env {
-        t["client_secret"] = secret("env", v);
+        out.push(("client_secret", source("env", v)));
     }
     if let Some(v) = &args.client_secret_command {
-        t["client_secret"] = secret("command", v);
+        out.push(("client_secret", source("command", v)));
     }
     if args.client_secret_stdin {
         let line = read_stdin_line()?;
-        t["client_secret"] = value(line.trim_end_matches(['\r', '\n']));
+        let secret = line.trim_end_matches(['\r', '\n']).to_owned();
+        out.push(("client_secret", Value::Str(secret)));
     }
-    let new_text = doc.to_string();
-    super::validate(&new_text, path, &args.name)?;
-    write_atomic(path, new_text.as_bytes())?;
-    eprintln!(
-        "mailoauth: account `{}` saved in {}; next: mailoauth login {}",
-        args.name,
-        path.display(),
-        args.name
-    );
-    Ok(())
+    Ok(out)
 }

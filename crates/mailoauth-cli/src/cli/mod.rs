@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 use mailoauth::error::exit;
-use mailoauth::{Client, Config, Error, paths};
+use mailoauth::{Client, Error, paths};
 
 pub use args::{Cli, Command};
 
@@ -155,10 +155,4 @@ fn print_stdout(s: &str) -> Result<(), Error> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("stdout", e)),
         _ => Ok(()),
     }
-}
-
-/// Parse-check a config without running anything (used by `add`).
-pub(crate) fn validate(text: &str, path: &std::path::Path, name: &str) -> Result<(), Error> {
-    let c = Config::parse(text, path)?;
-    mailoauth::providers::resolve(&c, name).map(|_| ())
 }

@@ -202,62 +202,66 @@ pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(),
             print_stdout(msg)
         };
     };
-    let warnings = mailoauth::diagnose::preflight(b.account(), resource, &claims);
+    let summary = claims_summary(
+        &claims,
+        mailoauth::diagnose::preflight(b.account(), resource, &claims),
+    );
+    if json_out {
+        return print_stdout(&serde_json::to_string_pretty(&summary).expect("serialises"));
+    }
+    print_stdout(claims_text(&summary).trim_end())
+}
+
+/// The claims that matter, with the pre-flight warnings.
+fn claims_summary(claims: &serde_json::Map<String, Value>, warnings: Vec<String>) -> Value {
     let pick = |ks: &[&str]| {
         ks.iter()
             .find_map(|k| claims.get(*k).cloned())
             .unwrap_or(Value::Null)
     };
-    let summary = json!({
+    json!({
         "jwt": true,
         "audience": pick(&["aud"]),
         "scopes": pick(&["scp", "scope"]),
         "roles": pick(&["roles"]),
-        "user": jwt::user(&claims),
+        "user": jwt::user(claims),
         "tenant": pick(&["tid"]),
         "app": pick(&["appid", "azp", "client_id"]),
         "issuer": pick(&["iss"]),
         "expires_at": pick(&["exp"]),
         "warnings": warnings,
-    });
-    if json_out {
-        return print_stdout(&serde_json::to_string_pretty(&summary).expect("serialises"));
-    }
+    })
+}
+
+/// [`claims_summary`] for people: one labelled line per claim.
+fn claims_text(summary: &Value) -> String {
     let mut out = String::new();
-    for (label, k) in [
-        ("audience", "audience"),
-        ("scopes", "scopes"),
-        ("roles", "roles"),
-        ("user", "user"),
-        ("tenant", "tenant"),
-        ("app", "app"),
-        ("issuer", "issuer"),
+    for k in [
+        "audience", "scopes", "roles", "user", "tenant", "app", "issuer",
     ] {
         match &summary[k] {
             Value::Null => {}
-            Value::String(s) => out.push_str(&format!("{label:<9} {s}\n")),
-            v => out.push_str(&format!("{label:<9} {v}\n")),
+            Value::String(s) => out.push_str(&format!("{k:<9} {s}\n")),
+            v => out.push_str(&format!("{k:<9} {v}\n")),
         }
     }
     if let Some(exp) = summary["expires_at"].as_i64() {
         let left = exp - now();
-        out.push_str(&format!(
-            "{:<9} {exp} ({})\n",
-            "expires",
-            if left > 0 {
-                format!("in {}", human_duration(left))
-            } else {
-                human_duration(left)
-            }
-        ));
+        let when = if left > 0 {
+            format!("in {}", human_duration(left))
+        } else {
+            human_duration(left)
+        };
+        out.push_str(&format!("{:<9} {exp} ({when})\n", "expires"));
     }
+    let warnings = summary["warnings"].as_array().cloned().unwrap_or_default();
     for w in &warnings {
-        out.push_str(&format!("warning:  {w}\n"));
+        out.push_str(&format!("warning:  {}\n", w.as_str().unwrap_or_default()));
     }
     if warnings.is_empty() {
         out.push_str("ok:       audience, scopes and user match the account\n");
     }
-    print_stdout(out.trim_end())
+    out
 }
 
 /// Print `check` results; returns the exit code (0, 5 refused, 4 unreachable, 1 other).

@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
+pub mod edit;
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
