@@ -253,7 +253,11 @@ fn corrupt_config_names_file_line_and_choices() {
     let o = sb.run(&["token", "w"]);
     assert_exit(&o, 2);
     let e = stderr(&o);
-    assert!(e.contains("config.toml:5") && e.contains("keychain"), "{e}");
+    // The key and the valid choices, never the value (it could be a secret).
+    assert!(
+        e.contains("config.toml:5") && e.contains("`store`") && !e.contains("keychain"),
+        "{e}"
+    );
     assert!(
         e.contains("auto") && e.contains("encrypted-file"),
         "valid choices listed: {e}"
@@ -364,4 +368,24 @@ fn add_on_a_symlinked_config_writes_through_to_the_target() {
         text.contains("# from my dotfiles") && text.contains("[accounts.work]"),
         "{text}"
     );
+}
+
+#[test]
+fn account_names_that_would_share_a_token_file_are_refused() {
+    // `a b` and `a_b` once mapped to the same tokens/a_b.json: one user got another's token.
+    let acct = |n: &str| {
+        format!(
+            "[accounts.{n}]\nprovider = \"google\"\nuser = \"{}@gmail.com\"\nclient_id = \"c\"\n",
+            n.trim_matches('"').replace(' ', ".")
+        )
+    };
+    let sb = Sandbox::new(&format!("{}{}", acct("\"a b\""), acct("a_b")));
+    let o = sb.run(&["token", "a_b"]);
+    assert_exit(&o, 2);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("account name `a b`") && err.contains(":1:"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
 }

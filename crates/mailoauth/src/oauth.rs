@@ -96,7 +96,10 @@ pub fn client_auth(account: &Account, audience: &str) -> Result<Form, Error> {
             crate::assertion::sign(&account.client_id, audience, cert, key)?,
         ));
     } else if let Some(src) = &account.client_secret {
-        form.push(("client_secret", src.resolve("client_secret")?));
+        form.push((
+            "client_secret",
+            src.resolve_within("client_secret", account.secret_timeout)?,
+        ));
     }
     Ok(form)
 }

@@ -80,6 +80,8 @@ pub struct Account {
     pub ca_file: Option<PathBuf>,
     /// HTTP timeout towards the provider, seconds.
     pub http_timeout: u64,
+    /// How long a `{ command = … }` secret may take.
+    pub secret_timeout: std::time::Duration,
 }
 
 struct MicrosoftCloud {
@@ -484,6 +486,10 @@ pub fn resolve(config: &Config, name: &str) -> Result<Account> {
         smtp: server("smtp", Service::Smtp, &a.smtp, p.smtp)?,
         ca_file: a.ca_file.clone(),
         http_timeout: a.http_timeout.unwrap_or(30),
+        secret_timeout: a
+            .secret_timeout
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(crate::config::DEFAULT_SECRET_TIMEOUT),
     })
 }
 

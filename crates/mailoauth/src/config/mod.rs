@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -259,6 +261,9 @@ pub struct AccountConfig {
     pub ca_file: Option<PathBuf>,
     /// Seconds before an HTTP request to the provider is abandoned (default 30).
     pub http_timeout: Option<u64>,
+    /// Seconds a `{ command = … }` secret may take (default 60: a pinentry prompt
+    /// needs a person); then its whole process group is killed.
+    pub secret_timeout: Option<u64>,
     /// Proxy listeners for password-only clients.
     pub proxy: Option<ProxyConfig>,
 }
@@ -294,9 +299,22 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+/// How long a secret command may take when the account does not say.
+pub const DEFAULT_SECRET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most a secret command may print: a secret is a line, not a file.
+const MAX_SECRET_OUTPUT: u64 = 64 * 1024;
+
 impl SecretSource {
-    /// Produce the secret. `what` names it in errors (never the value).
+    /// Produce the secret within [`DEFAULT_SECRET_TIMEOUT`]. `what` names it in errors (never the value).
     pub fn resolve(&self, what: &str) -> Result<Zeroizing<String>> {
+        self.resolve_within(what, DEFAULT_SECRET_TIMEOUT)
+    }
+
+    /// Produce the secret; a command gets `timeout` (`secret_timeout`), then it
+    /// and everything it started are killed, so a pinentry waiting on nobody or a
+    /// `pass` waiting on a locked agent cannot hang `token` or the daemon.
+    pub fn resolve_within(&self, what: &str, timeout: Duration) -> Result<Zeroizing<String>> {
         match self {
             SecretSource::Literal(s) => Ok(Zeroizing::new(s.clone())),
             SecretSource::Env { env } => std::env::var(env).map(Zeroizing::new).map_err(|_| {
@@ -305,26 +323,83 @@ impl SecretSource {
                 ))
             }),
             SecretSource::Command { command } => {
-                let out = Command::new("sh")
-                    .arg("-c")
-                    .arg(command)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .map_err(|e| Error::io(format!("{what}: cannot run `{command}`"), e))?;
-                let stdout = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
-                if !out.status.success() {
+                let (status, stdout) = run_secret_command(what, command, timeout)?;
+                if !status.success() {
                     return Err(Error::Usage(format!(
-                        "{what}: command `{command}` failed ({}); fix the command or the secret it reads",
-                        out.status
+                        "{what}: command `{command}` failed ({status}); fix the command or the secret it reads"
                     )));
                 }
+                let stdout = Zeroizing::new(String::from_utf8_lossy(&stdout).into_owned());
                 let first = stdout.lines().next().unwrap_or("").trim_end_matches('\r');
                 if first.is_empty() {
                     return Err(Error::Usage(format!("{what}: command `{command}` printed nothing")));
                 }
                 Ok(Zeroizing::new(first.to_owned()))
             }
+        }
+    }
+}
+
+/// Run `sh -c command` in a process group of its own; its exit status and
+/// stdout, or an error once `timeout` has passed (the group is killed then).
+fn run_secret_command(
+    what: &str,
+    command: &str,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, Zeroizing<Vec<u8>>)> {
+    use std::io::Read as _;
+    use std::os::unix::process::CommandExt as _;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io(format!("{what}: cannot run `{command}`"), e))?;
+    let deadline = Instant::now() + timeout;
+    let pid = child.id() as i32;
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    // The reader and the waiter run on threads so the deadline holds even if the
+    // command never closes its stdout or never exits.
+    let reader = std::thread::spawn(move || {
+        let mut buf = Zeroizing::new(Vec::new());
+        let _ = (&mut out).take(MAX_SECRET_OUTPUT).read_to_end(&mut buf);
+        buf
+    });
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(Error::io(format!("{what}: waiting for `{command}`"), e)),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's process group; no memory is involved.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            return Err(Error::Usage(format!(
+                "{what}: command `{command}` did not finish within {} s and was stopped; \
+                 unlock what it waits for (a pinentry, a gpg or pass agent), or raise `secret_timeout`",
+                timeout.as_secs_f32()
+            )));
+        }
+    };
+    // The command exited; what it left running keeps the pipe open at most
+    // until the deadline.
+    let (btx, brx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = btx.send(reader.join());
+    });
+    match brx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(stdout)) => Ok((status, stdout)),
+        _ => {
+            // SAFETY: as above.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            Err(Error::Usage(format!(
+                "{what}: command `{command}` left a process holding its output open; \
+                 make it print the secret and exit"
+            )))
         }
     }
 }
@@ -353,18 +428,33 @@ impl Config {
     pub fn parse(source: &str, path: &Path) -> Result<Config> {
         let mut config: Config = toml::from_str(source).map_err(|e| {
             let line = e.span().map(|s| line_of(source, s.start));
-            let snippet = line
+            // Name the key, never its value: the line may hold a secret, and the
+            // message goes to terminals, logs and bug reports.
+            let key = line
                 .and_then(|l| source.lines().nth(l - 1))
-                .map(|t| format!(" (`{}`)", t.trim()))
+                .and_then(key_of_line)
+                .map(|k| format!("`{k}`: "))
                 .unwrap_or_default();
             Error::Config {
                 path: path.to_owned(),
                 line,
-                message: format!("{}{snippet}", e.message().trim_end()),
+                message: format!("{key}{}", without_values(e.message().trim_end())),
             }
         })?;
         config.path = path.to_owned();
         config.source = source.to_owned();
+        if let Some(bad) = config.accounts.keys().find(|n| !is_safe_name(n)) {
+            return Err(config.error_at(
+                bad,
+                None,
+                format!(
+                    "account name `{}` has characters outside A-Z a-z 0-9 . _ @ - (or starts with \
+                     one of . _ @ -); rename the account, e.g. `[accounts.{}]`",
+                    bad.escape_debug(),
+                    suggest_name(bad)
+                ),
+            ));
+        }
         Ok(config)
     }
 
@@ -405,6 +495,72 @@ impl Config {
             None => acct.span()?,
         };
         Some(line_of(&self.source, span.start))
+    }
+}
+
+/// Account names become file names (tokens, locks, status) and appear in
+/// snippets and shell commands, so they keep to an alphabet where the mapping to
+/// a file is the identity: two accounts can never share a token file.
+pub fn is_safe_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
+        && name.len() <= 64
+}
+
+/// A safe name close to `name`: other characters become `-`.
+pub fn suggest_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches(['.', '_', '@', '-']);
+    let s: String = s.chars().take(64).collect();
+    if s.is_empty() { "mail".to_owned() } else { s }
+}
+
+/// The key a `key = value` line sets, when the line is one.
+fn key_of_line(line: &str) -> Option<&str> {
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c);
+    (!k.is_empty() && !k.starts_with('[') && k.chars().all(bare)).then_some(k)
+}
+
+/// A deserialiser message with the input's values taken out: serde quotes the
+/// offending value (`invalid type: string "GOCSPX-…"`) before "expected …", and
+/// only what follows "expected" (the valid choices) is ours to show.
+fn without_values(message: &str) -> String {
+    let (head, tail) = match message.find("expected") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let mut out = String::new();
+    let mut quote = None;
+    for c in head.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '`' || c == '"' || c == '\'' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    // "invalid type: string , expected" → "invalid type: string, expected"
+    let out = out
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" ,", ",");
+    if tail.is_empty() {
+        out
+    } else {
+        format!("{} {tail}", out.trim_end())
     }
 }
 
@@ -508,6 +664,93 @@ smtp = { host = "smtp.example.com", port = 587, tls = "starttls" }
         match c.error_at("a", Some("token_url"), "nope") {
             Error::Config { line, .. } => assert_eq!(line, Some(4)),
             e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_hanging_secret_command_is_stopped_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let src = SecretSource::Command {
+            command: format!("sleep 30 & echo $! > {}; wait", pidfile.display()),
+        };
+        let started = Instant::now();
+        let e = src
+            .resolve_within("client_secret", Duration::from_millis(500))
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.to_string().contains("secret_timeout"), "{e}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        // The grandchild went with the group (gone, or a zombie awaiting its reaper).
+        std::thread::sleep(Duration::from_millis(200));
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "still running: {stat}"
+        );
+    }
+
+    #[test]
+    fn a_secret_command_gives_its_first_line() {
+        let src = SecretSource::Command {
+            command: "printf 's3cret\\nsecond\\n'".into(),
+        };
+        assert_eq!(src.resolve("x").unwrap().as_str(), "s3cret");
+        let failing = SecretSource::Command {
+            command: "exit 3".into(),
+        };
+        assert!(
+            failing
+                .resolve("x")
+                .unwrap_err()
+                .to_string()
+                .contains("failed")
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key_but_never_echo_its_value() {
+        for text in [
+            "[accounts.a]\nprovider = \"google\"\nuser = \"a@b\"\nclient_secret = 12345678\n",
+            "[accounts.a]\nprovider = \"google\"\nuser = \"a@b\"\nclient_secret = { cmd = \"GOCSPX-secret\" }\n",
+            "[accounts.a]\nprovider = \"GOCSPX-secret\"\nuser = \"a@b\"\n",
+            "[accounts.a]\nprovider = \"google\"\nuser = \"a@b\"\nmin_validity = \"GOCSPX-secret\"\n",
+            "[accounts.a]\nprovider = \"google\"\nuser = \"a@b\"\nclient_secret = \"GOCSPX-secret\n",
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(
+                !msg.contains("GOCSPX") && !msg.contains("12345678"),
+                "{msg}"
+            );
+            assert!(msg.contains(":4:") || msg.contains(":2:"), "{msg}");
+        }
+        let msg = parse(
+            "[accounts.a]\nprovider = \"google\"\nuser = \"a@b\"\nclient_secret = 12345678\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("`client_secret`"), "{msg}");
+    }
+
+    #[test]
+    fn account_names_that_would_collide_on_disk_are_refused() {
+        let acct = |n: &str| format!("[accounts.{n}]\nprovider = \"google\"\nuser = \"a@b\"\n");
+        let text = format!("{}{}", acct("\"a b\""), acct("a_b"));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("`a b`") && e.contains("[accounts.a-b]") && e.contains(":1:"),
+            "{e}"
+        );
+        for bad in ["\"../x\"", "\".hidden\"", "\"\"", "\"é\""] {
+            assert!(parse(&acct(bad)).is_err(), "{bad}");
+        }
+        for good in ["work", "alice-contoso", "\"a.b_c@d\"", "W0rk"] {
+            assert!(parse(&acct(good)).is_ok(), "{good}");
         }
     }
 }

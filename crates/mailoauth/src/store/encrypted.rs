@@ -32,6 +32,7 @@ pub struct EncryptedStore {
     path: PathBuf,
     account: String,
     passphrase: Option<SecretSource>,
+    secret_timeout: std::time::Duration,
 }
 
 impl EncryptedStore {
@@ -41,13 +42,14 @@ impl EncryptedStore {
             path,
             account: account.name.clone(),
             passphrase: account.passphrase.clone(),
+            secret_timeout: account.secret_timeout,
         }
     }
 
     fn key(&self, kdf: u8, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         match (kdf, &self.passphrase) {
             (KDF_ARGON2ID, Some(src)) => {
-                let pass = src.resolve("passphrase")?;
+                let pass = src.resolve_within("passphrase", self.secret_timeout)?;
                 let mut key = Zeroizing::new([0u8; 32]);
                 argon2::Argon2::default()
                     .hash_password_into(pass.as_bytes(), salt, &mut key[..])
@@ -166,6 +168,7 @@ mod tests {
             path: dir.join("a.enc"),
             account: "a".into(),
             passphrase: Some(SecretSource::Literal(pass.into())),
+            secret_timeout: crate::config::DEFAULT_SECRET_TIMEOUT,
         }
     }
 
