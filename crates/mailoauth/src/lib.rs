@@ -26,6 +26,8 @@
 //! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`).
 //! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
+//! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
+//!   MX/SRV/TXT for onboarding.
 //! - [`http`], [`random`], [`paths`]: plumbing.
 
 pub mod assertion;
@@ -34,6 +36,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
+pub mod dns;
 pub mod error;
 pub mod flows;
 pub mod http;
