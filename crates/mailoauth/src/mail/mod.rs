@@ -17,32 +17,12 @@ pub mod smtp;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
 use crate::config::Service;
 use crate::providers::{Account, Server};
 use crate::sasl::{self, Mechanism};
 use conn::ConnError;
 
-/// How a check went wrong.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// No TCP connection (exit 4).
-    Unreachable(String),
-    /// TLS failed (certificate, version).
-    Tls(String),
-    /// The server does not speak what we expect (or offers no bearer-token SASL).
-    Protocol(String),
-    /// The server refused authentication (or the harmless command after it): exit 5.
-    Refused {
-        /// The server's reply line, verbatim.
-        reply: String,
-        /// The decoded SASL error challenge, if the server sent one (Gmail's JSON).
-        challenge: Option<String>,
-        /// What we were doing (`AUTHENTICATE`, `SELECT INBOX`, `MAIL FROM`…).
-        step: &'static str,
-    },
-}
+pub use crate::proto::{Failure, challenge_answer, choose, decode_challenge};
 
 impl From<ConnError> for Failure {
     fn from(e: ConnError) -> Self {
@@ -50,27 +30,6 @@ impl From<ConnError> for Failure {
             ConnError::Unreachable(s) => Failure::Unreachable(s),
             ConnError::Tls(s) => Failure::Tls(s),
             ConnError::Protocol(s) => Failure::Protocol(s),
-        }
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Unreachable(s) => write!(f, "unreachable: {s}"),
-            Failure::Tls(s) => write!(f, "TLS: {s}"),
-            Failure::Protocol(s) => write!(f, "{s}"),
-            Failure::Refused {
-                reply,
-                step,
-                challenge,
-            } => {
-                write!(f, "{step} refused: {reply}")?;
-                if let Some(c) = challenge {
-                    write!(f, " (challenge {c})")?;
-                }
-                Ok(())
-            }
         }
     }
 }
@@ -128,25 +87,6 @@ pub fn check(
     })
 }
 
-/// Pick the mechanism: XOAUTH2 when offered (what Exchange and Gmail expect), else OAUTHBEARER.
-pub fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
-    let has = |m: &str| offered.iter().any(|o| o.eq_ignore_ascii_case(m));
-    if has("XOAUTH2") {
-        Ok(Mechanism::Xoauth2)
-    } else if has("OAUTHBEARER") {
-        Ok(Mechanism::Oauthbearer)
-    } else {
-        Err(Failure::Protocol(format!(
-            "the server offers no XOAUTH2 or OAUTHBEARER (it offers: {}); OAuth is not enabled for this protocol there",
-            if offered.is_empty() {
-                "nothing".to_owned()
-            } else {
-                offered.join(" ")
-            }
-        )))
-    }
-}
-
 /// The initial response for `mech`, naming `server` in OAUTHBEARER.
 pub fn initial_response(
     mech: Mechanism,
@@ -155,22 +95,4 @@ pub fn initial_response(
     token: &str,
 ) -> String {
     sasl::initial_response(mech, account, Some(server), token)
-}
-
-/// What a client sends after a SASL error challenge: XOAUTH2 an empty line,
-/// OAUTHBEARER a single `\x01` (RFC 7628 §3.2.3).
-pub fn challenge_answer(mech: Mechanism) -> &'static str {
-    match mech {
-        Mechanism::Xoauth2 => "",
-        Mechanism::Oauthbearer => "AQ==",
-    }
-}
-
-/// Decode a base64 challenge for display (it is JSON from the server, no secret).
-pub fn decode_challenge(b64: &str) -> String {
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_else(|| b64.trim().to_owned())
 }
