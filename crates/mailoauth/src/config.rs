@@ -134,6 +134,17 @@ pub enum Service {
     Smtp,
 }
 
+impl Service {
+    /// The config spelling (`imap`, `pop`, `smtp`), also the catalog's protocol key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Imap => "imap",
+            Service::Pop => "pop",
+            Service::Smtp => "smtp",
+        }
+    }
+}
+
 /// Transport security of a mail server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,11 +2,12 @@
 //! that authenticate with XOAUTH2 or OAUTHBEARER, for `check` (and later `send`
 //! and `fetch`).
 //!
-//! Owns: each protocol's greeting, STARTTLS, capability discovery, the SASL
-//! exchange including the servers' error challenges (Gmail's base64 JSON, the
-//! OAUTHBEARER `\x01` answer), and one harmless command per protocol. Must not:
-//! obtain tokens (the broker does) or explain failures (the `diagnose` catalog
-//! does, from the [`Failure`] kept here verbatim).
+//! Owns: the blocking driver of the [`crate::proto`] login machines ([`login`])
+//! over the [`conn`] transport, and one harmless command per protocol. The
+//! protocol itself (greeting, STARTTLS, capabilities, the SASL exchange and its
+//! error challenges) lives in `proto`, shared with the proxy. Must not: obtain
+//! tokens (the broker does), explain failures (the `diagnose` catalog does, from
+//! the [`Failure`] kept verbatim), or parse server replies itself.
 
 pub mod conn;
 pub mod fetch;
@@ -17,10 +18,12 @@ pub mod smtp;
 
 use std::time::{Duration, Instant};
 
-use crate::config::Service;
+use crate::config::{Service, TlsMode};
+use crate::diagnose::{self, Diagnosis};
+use crate::proto::{self, Authenticated, Credentials, Step};
 use crate::providers::{Account, Server};
-use crate::sasl::{self, Mechanism};
-use conn::ConnError;
+use crate::sasl::Mechanism;
+use conn::{Conn, ConnError};
 
 pub use crate::proto::{Failure, challenge_answer, choose, decode_challenge};
 
@@ -37,8 +40,8 @@ impl From<ConnError> for Failure {
 /// A successful check.
 #[derive(Debug, Clone)]
 pub struct Success {
-    /// SASL mechanism used.
-    pub mechanism: Mechanism,
+    /// SASL mechanism used (`None`: the IMAP server greeted with PREAUTH).
+    pub mechanism: Option<Mechanism>,
     /// What the harmless command said (e.g. "INBOX: 3 messages").
     pub detail: String,
 }
@@ -87,12 +90,50 @@ pub fn check(
     })
 }
 
-/// The initial response for `mech`, naming `server` in OAUTHBEARER.
+/// Connect to `server` and log in to `service` with `token`: the blocking driver
+/// of the [`proto::Login`] machine. The TLS upgrade refuses buffered bytes
+/// (see [`Conn::upgrade`]).
+pub fn login(
+    service: Service,
+    account: &Account,
+    server: &Server,
+    token: &str,
+    timeout: Duration,
+) -> Result<(Conn, Authenticated), Failure> {
+    let mut conn = Conn::connect(server, account.ca_file.as_deref(), timeout)?;
+    let creds = Credentials::new(account, server, token);
+    let mut m = proto::Login::new(service, server.tls == TlsMode::Starttls, creds);
+    loop {
+        match m.next() {
+            Step::Send(b) => conn.write_all(&b)?,
+            Step::SendSecret(b) => conn.write_all(&b)?,
+            Step::StartTls => conn = conn.upgrade()?,
+            Step::NeedLine => m.feed_line(conn.read_line()?.as_bytes()),
+            Step::Done(a) => return Ok((conn, a)),
+            Step::Failed(f) => return Err(f),
+        }
+    }
+}
+
+/// The catalog's cause and fix for a refusal by `service`'s server (`None` for
+/// other failures, or replies the catalog does not know).
+pub fn diagnose(account: &Account, service: Service, f: &Failure) -> Option<Diagnosis> {
+    let Failure::Refused {
+        reply, challenge, ..
+    } = f
+    else {
+        return None;
+    };
+    diagnose::wire_reply(account, service.as_str(), reply, challenge.as_deref())
+}
+
+/// The initial response for `mech`, naming `server` in OAUTHBEARER (the
+/// proxy's own login uses it until it drives `proto` too).
 pub fn initial_response(
     mech: Mechanism,
     account: &Account,
     server: &Server,
     token: &str,
 ) -> String {
-    sasl::initial_response(mech, account, Some(server), token)
+    crate::sasl::initial_response(mech, account, Some(server), token)
 }
