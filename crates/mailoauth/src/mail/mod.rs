@@ -126,14 +126,3 @@ pub fn diagnose(account: &Account, service: Service, f: &Failure) -> Option<Diag
     };
     diagnose::wire_reply(account, service.as_str(), reply, challenge.as_deref())
 }
-
-/// The initial response for `mech`, naming `server` in OAUTHBEARER (the
-/// proxy's own login uses it until it drives `proto` too).
-pub fn initial_response(
-    mech: Mechanism,
-    account: &Account,
-    server: &Server,
-    token: &str,
-) -> String {
-    crate::sasl::initial_response(mech, account, Some(server), token)
-}
