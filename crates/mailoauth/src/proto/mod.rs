@@ -83,7 +83,6 @@ pub(crate) fn refused(reply: String, challenge: Option<String>, step: &'static s
 }
 
 /// What a driver must do next.
-#[derive(Debug)]
 pub enum Step {
     /// Write these bytes (a line with its CRLF).
     Send(Vec<u8>),
@@ -98,6 +97,20 @@ pub enum Step {
     Done(Authenticated),
     /// The login failed.
     Failed(Failure),
+}
+
+/// Shows sent lines as text, and secret ones by their length only.
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Send(b) => write!(f, "Send({:?})", String::from_utf8_lossy(b)),
+            Step::SendSecret(b) => write!(f, "SendSecret([{} bytes redacted])", b.len()),
+            Step::StartTls => f.write_str("StartTls"),
+            Step::NeedLine => f.write_str("NeedLine"),
+            Step::Done(a) => write!(f, "Done({a:?})"),
+            Step::Failed(x) => write!(f, "Failed({x:?})"),
+        }
+    }
 }
 
 /// The outcome of a successful login.
