@@ -222,6 +222,112 @@ async fn tls(
 mod tests {
     use super::*;
 
+    /// An account whose IMAP server is 127.0.0.1:`port` with `tls`.
+    fn account(port: u16, tls: &str) -> Account {
+        let text = format!(
+            "[accounts.a]\nprovider = \"microsoft\"\nuser = \"alice@contoso.com\"\nclient_id = \"c\"\n\
+             imap = {{ host = \"127.0.0.1\", port = {port}, tls = \"{tls}\" }}\n"
+        );
+        let c = mailoauth::config::Config::parse(&text, std::path::Path::new("/c")).unwrap();
+        mailoauth::providers::resolve(&c, "a").unwrap()
+    }
+
+    /// A one-connection IMAP server: `greeting`, then for each line read the
+    /// next scripted answer, written in one piece.
+    async fn scripted(greeting: &'static str, answers: Vec<&'static str>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let mut s = BufReader::new(s);
+            s.get_mut().write_all(greeting.as_bytes()).await.unwrap();
+            for a in answers {
+                let mut line = String::new();
+                if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                s.get_mut().write_all(a.as_bytes()).await.unwrap();
+            }
+        });
+        port
+    }
+
+    async fn imap_login(port: u16, tls: &str) -> Result<Upstream, UpstreamError> {
+        login(
+            Service::Imap,
+            &account(port, tls),
+            "tok",
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn upstream_preauth_needs_no_authenticate() {
+        let port = scripted(
+            "* PREAUTH welcome back\r\n",
+            vec!["c1 OK [CAPABILITY IMAP4rev1 IDLE] done\r\n"],
+        )
+        .await;
+        let up = imap_login(port, "none").await.unwrap();
+        assert_eq!(up.caps, ["IMAP4rev1", "IDLE"]);
+    }
+
+    #[tokio::test]
+    async fn upstream_understands_lowercase_auth_capabilities() {
+        let port = scripted(
+            "* OK ready\r\n",
+            vec![
+                "c1 OK [CAPABILITY imap4rev1 sasl-ir auth=xoauth2] ok\r\n",
+                "a1 OK [CAPABILITY IMAP4rev1 MOVE] logged in\r\n",
+            ],
+        )
+        .await;
+        let up = imap_login(port, "none").await.unwrap();
+        assert_eq!(up.caps, ["IMAP4rev1", "MOVE"]);
+    }
+
+    #[tokio::test]
+    async fn upstream_refuses_bytes_injected_before_the_tls_handshake() {
+        let port = scripted(
+            "* OK ready\r\n",
+            vec!["s1 OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"],
+        )
+        .await;
+        match imap_login(port, "starttls").await {
+            Err(UpstreamError::Login {
+                failure: Failure::Protocol(m),
+                ..
+            }) => assert!(m.contains("STARTTLS injection"), "{m}"),
+            other => panic!("{:?}", other.map(|u| u.caps)),
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_keeps_the_decoded_challenge_for_the_diagnosis() {
+        let port = scripted(
+            "* OK Gimap ready\r\n",
+            vec![
+                "c1 OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ok\r\n",
+                // {"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}
+                "+ eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n",
+                "a1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n",
+            ],
+        )
+        .await;
+        let e = imap_login(port, "none").await.err().expect("refused");
+        let UpstreamError::Login {
+            failure: Failure::Refused { challenge, .. },
+            diagnosis,
+        } = &e
+        else {
+            panic!("{e}");
+        };
+        assert!(challenge.as_deref().unwrap().contains("\"status\":\"400\""));
+        assert!(diagnosis.is_some(), "the catalog knows Gmail's 400: {e}");
+        assert!(e.to_string().contains("fix: "), "{e}");
+    }
+
     #[test]
     fn upstream_errors_are_one_line_with_cause_and_fix() {
         let e = UpstreamError::Login {
