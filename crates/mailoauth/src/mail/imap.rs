@@ -13,8 +13,6 @@ use crate::config::Service;
 use crate::proto::imap::{Response, command};
 use crate::providers::{Account, Server};
 
-pub use crate::proto::imap::capabilities;
-
 /// An authenticated IMAP session.
 pub struct Session {
     /// The connection.
