@@ -1,6 +1,8 @@
 //! `mailoauth check` against scripted servers that answer with the error texts of
 //! Exchange Online and Gmail (FACTS.md §4) — replies real test servers will not
-//! produce — each mapped to its diagnosis, and the exit codes of the spec.
+//! produce — each mapped to its diagnosis, and the exit codes of the spec; and
+//! the proxy in front of the same scripted servers, which must pass the
+//! diagnosis on to its password clients.
 
 mod common;
 
@@ -286,4 +288,120 @@ fn imap_without_sasl_ir_uses_the_continuation_and_oauthbearer_when_alone() {
     );
     assert_eq!(seen[3], "AQ==", "the challenge is acknowledged with \\x01");
     assert!(stdout(&o).contains(r#""status":"401""#), "{}", stdout(&o));
+}
+
+/// The proxy logs in upstream with the same machine as `check`: a refused login
+/// reaches the password client, and the daemon log, with the catalog's cause and
+/// fix on one line (and never the token).
+#[test]
+fn proxy_refusals_carry_the_catalogs_cause_and_fix() {
+    let imap = FakeMail::start(
+        "* OK The Microsoft Exchange IMAP4 service is ready.",
+        vec![
+            ("c1 CAPABILITY", EXCHANGE_IMAP_CAPS),
+            ("a1 AUTHENTICATE", "a1 NO AUTHENTICATE failed."),
+            ("", ""),
+        ],
+    );
+    let smtp = FakeMail::start(
+        "220 BN0PR04CA0000.outlook.office365.com Microsoft ESMTP MAIL Service ready",
+        vec![
+            (
+                "EHLO",
+                "250-BN0PR04CA0000.outlook.office365.com Hello\n250-AUTH LOGIN XOAUTH2\n250 SMTPUTF8",
+            ),
+            (
+                "AUTH XOAUTH2",
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.",
+            ),
+            ("", ""),
+        ],
+    );
+    let (pi, ps) = (free_port(), free_port());
+    let sb = sandbox(
+        &format!(
+            "{}{}proxy = {{ imap = \"127.0.0.1:{pi}\", smtp = \"127.0.0.1:{ps}\", password = {{ env = \"PROXY_PW\" }} }}\n",
+            server("imap", imap.port),
+            server("smtp", smtp.port)
+        ),
+        "auth-code",
+    );
+    let log = sb.dir.path().join("daemon.log");
+    let mut daemon = sb
+        .cmd(&["daemon"])
+        .env("PROXY_PW", "pw")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let connect = |port: u16| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut greeting = String::new();
+                r.read_line(&mut greeting).unwrap();
+                return (s, r);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let ask = |w: &mut std::net::TcpStream, r: &mut BufReader<std::net::TcpStream>, s: &str| {
+        w.write_all(s.as_bytes()).unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    };
+
+    let (mut w, mut r) = connect(pi);
+    let reply = ask(&mut w, &mut r, "a1 LOGIN alice@contoso.com pw\r\n");
+    assert!(
+        reply.starts_with("a1 NO [UNAVAILABLE] upstream login failed"),
+        "{reply}"
+    );
+    assert!(reply.contains("a1 NO AUTHENTICATE failed."), "{reply}");
+    assert!(
+        reply.contains("cause: ") && reply.contains("fix: "),
+        "{reply}"
+    );
+    assert!(reply.contains("mailoauth inspect ms"), "{reply}");
+    assert_eq!(reply.matches('\n').count(), 1, "one line: {reply:?}");
+
+    let (mut w, mut r) = connect(ps);
+    let mut l = ask(&mut w, &mut r, "EHLO me\r\n");
+    while l.starts_with("250-") {
+        l.clear();
+        r.read_line(&mut l).unwrap();
+    }
+    use base64::Engine as _;
+    let plain = base64::engine::general_purpose::STANDARD.encode("\0alice@contoso.com\0pw");
+    let reply = ask(&mut w, &mut r, &format!("AUTH PLAIN {plain}\r\n"));
+    assert!(
+        reply.starts_with("454 4.7.0 upstream login failed"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("535 5.7.139")
+            && reply.contains("Set-CASMailbox -Identity alice@contoso.com -SmtpClientAuthenticationDisabled $false"),
+        "{reply}"
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("5.7.139") && text.contains("fix: "), "{text}");
+    assert!(!text.contains("opaque-token-value"), "{text}");
+    let seen = imap.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("a1 AUTHENTICATE XOAUTH2 ")),
+        "{seen:?}"
+    );
 }

@@ -23,6 +23,7 @@
 //! - [`diagnose`]: provider error codes and wire replies → cause and fix; token pre-flight.
 //! - [`jwt`]: reading a token's claims (unverified) and base64url; [`clock`]: unix time.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
+//! - [`proto`]: IMAP, POP3 and SMTP logins as sans-I/O state machines (the client and the proxy drive them).
 //! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`).
 //! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
@@ -45,6 +46,7 @@ pub mod jwt;
 pub mod mail;
 pub mod oauth;
 pub mod paths;
+pub mod proto;
 pub mod providers;
 pub mod random;
 pub mod sasl;

@@ -293,10 +293,11 @@ pub fn check(
                 text.push_str(&format!(
                     "{p:<5} ok    {}  {}, {}  {ms} ms\n",
                     r.server,
-                    s.mechanism.name().to_uppercase(),
+                    s.mechanism
+                        .map_or("PREAUTH".into(), |m| m.name().to_uppercase()),
                     s.detail
                 ));
-                rows.push(json!({"protocol": p, "ok": true, "server": r.server, "mechanism": s.mechanism.name(), "detail": s.detail, "ms": ms}));
+                rows.push(json!({"protocol": p, "ok": true, "server": r.server, "mechanism": s.mechanism.map(|m| m.name()), "detail": s.detail, "ms": ms}));
             }
             Err(f) => {
                 let (c, diag) = match f {

@@ -5,7 +5,8 @@
 //! password check (constant time; tokens are never keyed to it) and the relay.
 //! The parts: `local` (sockets, local TLS), `session` (one client: login
 //! dialogue, then relay), `imap`/`pop`/`smtp` (each protocol's dialogue),
-//! `upstream` (TLS and XOAUTH2 towards the real server), `trace` (`--debug`).
+//! `upstream` (TLS and the library's `proto` login towards the real server, the
+//! same one `check` runs), `trace` (`--debug`).
 //!
 //! After login, [`relay`] moves bytes untouched with fixed buffers: a client
 //! that stops reading stops the proxy reading from the server (backpressure),
@@ -38,10 +39,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
-use mailoauth::config::{ProxyConfig, TlsMode};
+use mailoauth::config::{ProxyConfig, Service, TlsMode};
 use mailoauth::providers::{Account, is_loopback_host};
 use mailoauth::{Client, Error};
 use session::Conn;
+use upstream::UpstreamError;
 
 /// A client must log in within this time.
 pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,6 +80,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// Constant-time equality (for equal lengths; the length itself is not secret).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a proxy session ended early; logged as one line.
+#[derive(Debug)]
+pub enum SessionError {
+    /// Reading from or writing to the client or the server failed.
+    Io(std::io::Error),
+    /// The client's TLS handshake failed.
+    Handshake(std::io::Error),
+    /// The client broke the protocol (overlong line, oversized literal, bytes
+    /// after STARTTLS); it was told so.
+    Client(String),
+    /// The upstream login failed; the client was told why.
+    Upstream(UpstreamError),
+    /// Nothing moved either way for this long.
+    Idle(Duration),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::Io(e) => write!(f, "{e}"),
+            SessionError::Handshake(e) => write!(f, "TLS handshake: {e}"),
+            SessionError::Client(s) => write!(f, "{s}"),
+            SessionError::Upstream(e) => write!(f, "{e}"),
+            SessionError::Idle(d) => write!(f, "idle for {} s; closed", d.as_secs()),
+        }
+    }
+}
+
+impl From<std::io::Error> for SessionError {
+    fn from(e: std::io::Error) -> Self {
+        SessionError::Io(e)
+    }
 }
 
 /// What one listener needs.
@@ -117,18 +153,13 @@ impl Context {
 
     /// The client has authenticated locally: fetch the token and log in upstream.
     /// The error says what the user should do.
-    async fn upstream(
-        &self,
-        service: mailoauth::config::Service,
-    ) -> Result<upstream::Upstream, String> {
+    async fn upstream(&self, service: Service) -> Result<upstream::Upstream, UpstreamError> {
         match self.token().await {
-            Ok(token) => upstream::login(service, &self.account, &token, UPSTREAM_TIMEOUT)
-                .await
-                .map_err(|e| format!("upstream login failed: {e}")),
-            Err(e) => Err(format!(
-                "mailoauth has no token ({e}): run `mailoauth login {}`",
-                self.account.name
-            )),
+            Ok(token) => upstream::login(service, &self.account, &token, UPSTREAM_TIMEOUT).await,
+            Err(why) => Err(UpstreamError::NoToken {
+                account: self.account.name.clone(),
+                why,
+            }),
         }
     }
 }
@@ -200,13 +231,12 @@ async fn relay(
     client: Conn,
     upstream: BufReader<Box<dyn Stream>>,
     idle: Duration,
-) -> Result<(), String> {
-    let io = |e: std::io::Error| e.to_string();
+) -> Result<(), SessionError> {
     let pending_up = upstream.buffer().to_vec();
     let (mut c, pending_client) = client.into_parts();
     let mut u = upstream.into_inner();
-    c.write_all(&pending_up).await.map_err(io)?;
-    u.write_all(&pending_client).await.map_err(io)?;
+    c.write_all(&pending_up).await?;
+    u.write_all(&pending_client).await?;
     let activity = Arc::new(Activity {
         start: tokio::time::Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -232,11 +262,11 @@ async fn relay(
     };
     tokio::select! {
         r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, UP_BUFFER, DOWN_BUFFER) => {
-            let (up, down) = r.map_err(io)?;
+            let (up, down) = r?;
             log::debug!("proxy session ended: {up} bytes up, {down} bytes down");
             Ok(())
         }
-        _ = idle_watch => Err(format!("idle for {} s; closed", idle.as_secs())),
+        _ = idle_watch => Err(SessionError::Idle(idle)),
     }
 }
 
@@ -268,7 +298,7 @@ pub struct Proxies {
 
 /// One listener to start: protocol, address, context.
 struct Planned {
-    proto: &'static str,
+    service: Service,
     addr: SocketAddr,
     ctx: Arc<Context>,
 }
@@ -294,7 +324,7 @@ impl Proxies {
             let listener = local::listen(p.addr)?;
             log::warn!(
                 "proxy: {} for `{}` on {}{}",
-                p.proto,
+                p.service.name(),
                 p.ctx.account.name,
                 p.addr,
                 match (&p.ctx.tls, p.ctx.implicit) {
@@ -378,13 +408,19 @@ async fn accept_loop(
         sessions.count.fetch_add(1, Ordering::AcqRel);
         let guard = SessionGuard(sessions.clone());
         let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (ctx, proto) = (p.ctx.clone(), p.proto);
+        let (ctx, service) = (p.ctx.clone(), p.service);
+        let proto = service.name();
         tokio::spawn(trace::SESSION.scope(id, async move {
             let _guard = guard;
             log::debug!("proxy #{id} {proto}: connection from {peer}");
-            let r = serve(ctx, proto, stream).await;
+            let r = serve(ctx, service, stream).await;
             match r {
                 Ok(()) => log::debug!("proxy #{id} {proto}: closed"),
+                // The user must act on a failed upstream login (its cause and
+                // fix are in the message): seen at the default level.
+                Err(e @ SessionError::Upstream(_)) => {
+                    log::warn!("proxy #{id} {proto} {peer}: {e}")
+                }
                 Err(e) => log::info!("proxy #{id} {proto} {peer}: {e}"),
             }
         }));
@@ -394,28 +430,28 @@ async fn accept_loop(
 /// One connection: TLS first when implicit, then the protocol's session.
 async fn serve(
     ctx: Arc<Context>,
-    proto: &str,
+    service: Service,
     stream: tokio::net::TcpStream,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let conn = match (&ctx.tls, ctx.implicit) {
         (Some(tls), true) => Conn::accept_tls(tls, Box::new(stream))
             .await
-            .map_err(|e| format!("TLS handshake: {e}"))?,
+            .map_err(SessionError::Handshake)?,
         _ => Conn::new(Box::new(stream), false),
     };
-    match proto {
-        "imap" => session::run::<imap::Imap>(ctx, conn).await,
-        "pop" => session::run::<pop::Pop>(ctx, conn).await,
-        _ => session::run::<smtp::Smtp>(ctx, conn).await,
+    match service {
+        Service::Imap => session::run::<imap::Imap>(ctx, conn).await,
+        Service::Pop => session::run::<pop::Pop>(ctx, conn).await,
+        Service::Smtp => session::run::<smtp::Smtp>(ctx, conn).await,
     }
 }
 
 /// The proxy listeners an account asks for: (protocol, address).
-fn listens(p: &ProxyConfig) -> Vec<(&'static str, &str)> {
+fn listens(p: &ProxyConfig) -> Vec<(Service, &str)> {
     [
-        ("imap", p.imap.as_deref()),
-        ("pop", p.pop.as_deref()),
-        ("smtp", p.smtp.as_deref()),
+        (Service::Imap, p.imap.as_deref()),
+        (Service::Pop, p.pop.as_deref()),
+        (Service::Smtp, p.smtp.as_deref()),
     ]
     .into_iter()
     .filter_map(|(k, a)| a.map(|a| (k, a)))
@@ -430,7 +466,8 @@ fn plan(client: &Arc<Client>, tokens: &TokenSource) -> Result<Vec<Planned>, Erro
         let err = |m: String| client.config().error_at(name, Some("proxy"), m);
         let tls_mode = p.tls.unwrap_or(TlsMode::None);
         let mut addrs = Vec::new();
-        for (proto, addr) in listens(p) {
+        for (service, addr) in listens(p) {
+            let proto = service.name();
             let sa: SocketAddr = addr.parse().map_err(|_| {
                 err(format!(
                     "proxy {proto} = \"{addr}\" is not IP:PORT (e.g. \"127.0.0.1:1143\")"
@@ -442,7 +479,7 @@ fn plan(client: &Arc<Client>, tokens: &TokenSource) -> Result<Vec<Planned>, Erro
                      connect with TLS (set tls = \"starttls\" or \"implicit\" in the proxy table)"
                 )));
             }
-            addrs.push((proto, sa));
+            addrs.push((service, sa));
         }
         if addrs.is_empty() {
             continue;
@@ -471,9 +508,9 @@ fn plan(client: &Arc<Client>, tokens: &TokenSource) -> Result<Vec<Planned>, Erro
             implicit: tls_mode == TlsMode::Implicit,
             idle_timeout: p.idle_timeout.map_or(IDLE_TIMEOUT, Duration::from_secs),
         });
-        for (proto, addr) in addrs {
+        for (service, addr) in addrs {
             out.push(Planned {
-                proto,
+                service,
                 addr,
                 ctx: ctx.clone(),
             });

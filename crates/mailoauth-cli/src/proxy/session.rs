@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::trace::{self, Dir};
 use super::upstream::Upstream;
-use super::{Context, LOGIN_TIMEOUT, Stream};
+use super::{Context, LOGIN_TIMEOUT, SessionError, Stream};
 use mailoauth::config::Service;
 
 /// How long a client has for the TLS handshake.
@@ -159,11 +159,10 @@ pub(crate) trait Dialect: Default + Send {
 }
 
 /// Serve one client until it has logged in, then relay.
-pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<(), String> {
-    let io = |e: io::Error| e.to_string();
+pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<(), SessionError> {
     let mut d = D::default();
     let need_tls = |c: &Conn| ctx.tls.is_some() && !c.secure;
-    c.reply(&d.greeting(need_tls(&c))).await.map_err(io)?;
+    c.reply(&d.greeting(need_tls(&c))).await?;
     let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     let mut failures = 0;
     let login = loop {
@@ -175,15 +174,17 @@ pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<()
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
                 let _ = c.reply(&d.bye(&e.to_string())).await;
-                return Err(e.to_string());
+                return Err(SessionError::Client(e.to_string()));
             }
-            Ok(r) => r.map_err(io)?,
+            Ok(r) => r?,
         };
         match step {
             Step::Closed => return Ok(()),
             Step::StartTls => {
-                let tls = ctx.tls.as_ref().ok_or("STARTTLS without TLS")?;
-                c = c.start_tls(tls).await.map_err(io)?;
+                let Some(tls) = ctx.tls.as_ref() else {
+                    return Err(SessionError::Client("STARTTLS without TLS".into()));
+                };
+                c = c.start_tls(tls).await?;
                 // RFC 3207 and 2595: the session starts over after the handshake.
                 d = D::default();
             }
@@ -191,7 +192,7 @@ pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<()
                 if ctx.accepts(&l.user, &l.pass).await {
                     break l;
                 }
-                c.reply(&d.refused(&l)).await.map_err(io)?;
+                c.reply(&d.refused(&l)).await?;
                 failures += 1;
                 if failures == ATTEMPTS {
                     return Ok(());
@@ -201,12 +202,13 @@ pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<()
     };
     let up = match ctx.upstream(D::SERVICE).await {
         Ok(up) => up,
-        Err(why) => {
-            c.reply(&d.unavailable(&login, &why)).await.map_err(io)?;
-            return Err(why);
+        Err(e) => {
+            // One line, CR/LF removed: the cause and fix from the catalog reach the client.
+            c.reply(&d.unavailable(&login, &e.to_string())).await?;
+            return Err(SessionError::Upstream(e));
         }
     };
-    c.reply(&d.welcome(&login, &up)).await.map_err(io)?;
+    c.reply(&d.welcome(&login, &up)).await?;
     super::relay(c, up.io, ctx.idle_timeout).await
 }
 

@@ -1,8 +1,13 @@
 //! The proxy's side towards the real server: TCP, implicit TLS or STARTTLS
-//! (certificate always verified), and the IMAP XOAUTH2/OAUTHBEARER login.
+//! (certificate always verified, with the client's TLS hints), and the tokio
+//! driver of the library's [`proto::Login`] machine — the same login `check`
+//! runs, so PREAUTH, lower-case capabilities and error challenges behave alike.
 //!
-//! Owns: producing an authenticated upstream stream. Must not: send anything the
-//! client typed (the client's credentials never leave this machine).
+//! Owns: producing an authenticated upstream stream, and [`UpstreamError`],
+//! whose one-line text (with the catalog's cause and fix) the client and the
+//! daemon log get. Must not: send anything the client typed (the client's
+//! credentials never leave this machine), parse the login replies itself, or
+//! trace a SASL payload.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +19,13 @@ use tokio::net::TcpStream;
 use super::Stream;
 use super::trace::{self, Dir};
 use mailoauth::config::{Service, TlsMode};
-use mailoauth::mail::{
-    challenge_answer, choose, conn::tls_config, decode_challenge, imap::capabilities,
-    initial_response,
-};
+use mailoauth::diagnose::Diagnosis;
+use mailoauth::mail::Failure;
+use mailoauth::mail::conn::{describe_tls, tls_config};
+use mailoauth::proto::{self, Credentials, Step};
 use mailoauth::providers::{Account, Server};
 
-/// An authenticated upstream IMAP connection.
+/// An authenticated upstream connection.
 pub struct Upstream {
     /// The stream (with any bytes already buffered).
     pub io: BufReader<Box<dyn Stream>>,
@@ -28,67 +33,76 @@ pub struct Upstream {
     pub caps: Vec<String>,
 }
 
-async fn line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<String, String> {
-    let mut s = String::new();
-    let n = (&mut *r)
-        .take(64 * 1024)
-        .read_line(&mut s)
-        .await
-        .map_err(|e| e.to_string())?;
-    if n == 0 || !s.ends_with('\n') {
-        return Err("the server closed the connection".into());
+/// Why there is no upstream session. Its `Display` is one line without CR/LF,
+/// fit for the client's refusal reply and the log; it never contains a token.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The account configures no server for the protocol.
+    NoServer {
+        /// The account.
+        account: String,
+        /// The protocol.
+        service: Service,
+    },
+    /// The token source gave no token.
+    NoToken {
+        /// The account.
+        account: String,
+        /// What the broker said.
+        why: String,
+    },
+    /// The server did not finish the login in time.
+    Timeout {
+        /// `host:port`.
+        server: String,
+    },
+    /// The connection or login failed, with the catalog's diagnosis if it has one.
+    Login {
+        /// What went wrong, verbatim.
+        failure: Failure,
+        /// Cause and fix from the catalog.
+        diagnosis: Option<Diagnosis>,
+    },
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            UpstreamError::NoServer { account, service } => {
+                format!("account `{account}` has no {} server", service.name())
+            }
+            UpstreamError::NoToken { account, why } => {
+                format!("mailoauth has no token ({why}): run `mailoauth login {account}`")
+            }
+            UpstreamError::Timeout { server } => {
+                format!("upstream login failed: {server} did not answer in time")
+            }
+            UpstreamError::Login { failure, diagnosis } => match diagnosis {
+                Some(d) => format!(
+                    "upstream login failed: {failure}; cause: {}; fix: {}",
+                    d.cause, d.fix
+                ),
+                None => format!("upstream login failed: {failure}"),
+            },
+        };
+        f.write_str(&one_line(&text))
     }
-    let s = s.trim_end_matches(['\r', '\n']).to_owned();
-    trace::line(Dir::FromServer, &s, false);
-    Ok(s)
 }
 
-async fn send<W: AsyncWriteExt + Unpin>(w: &mut W, s: &str) -> Result<(), String> {
-    trace::line(Dir::ToServer, s, false);
-    write_line(w, s).await
-}
-
-/// Send a SASL response on its own line: traced by length only.
-async fn send_secret<W: AsyncWriteExt + Unpin>(w: &mut W, s: &str) -> Result<(), String> {
-    trace::line(Dir::ToServer, s, true);
-    write_line(w, s).await
-}
-
-async fn write_line<W: AsyncWriteExt + Unpin>(w: &mut W, s: &str) -> Result<(), String> {
-    w.write_all(format!("{s}\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    w.flush().await.map_err(|e| e.to_string())
-}
-
-async fn tagged<R: AsyncBufReadExt + AsyncWriteExt + Unpin>(
-    r: &mut R,
-    tag: &str,
-) -> Result<(Vec<String>, String), String> {
-    let mut untagged = Vec::new();
-    loop {
-        let l = line(r).await?;
-        if let Some(rest) = l.strip_prefix(tag).and_then(|x| x.strip_prefix(' ')) {
-            return Ok((untagged, rest.to_owned()));
-        }
-        untagged.push(l);
+/// `s` as a single reply line: control characters (CR and LF above all, which
+/// would let a server inject replies to our client) become spaces; long texts
+/// are cut.
+fn one_line(s: &str) -> String {
+    const MAX: usize = 1000;
+    let mut out: String = s
+        .chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
     }
-}
-
-fn ok(status: &str) -> bool {
-    status
-        .get(..2)
-        .is_some_and(|s| s.eq_ignore_ascii_case("OK"))
-}
-
-async fn tls(tcp: TcpStream, account: &Account, host: &str) -> Result<Box<dyn Stream>, String> {
-    let cfg = tls_config(account.ca_file.as_deref()).map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
-    let s = tokio_rustls::TlsConnector::from(Arc::clone(&cfg))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    Ok(Box::new(s))
+    out
 }
 
 /// Connect to the account's server for `service` and log in with `token`, all
@@ -98,277 +112,238 @@ pub async fn login(
     account: &Account,
     token: &str,
     timeout: Duration,
-) -> Result<Upstream, String> {
-    let server = mailoauth::mail::server_for(account, service)
-        .ok_or_else(|| format!("account `{}` has no {service:?} server", account.name))?;
-    let work = async {
-        match service {
-            Service::Imap => imap(account, server, token).await,
-            Service::Pop => pop(account, server, token).await,
-            Service::Smtp => smtp(account, server, token).await,
-        }
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("{}:{} did not answer in time", server.host, server.port))?
+) -> Result<Upstream, UpstreamError> {
+    let server =
+        mailoauth::mail::server_for(account, service).ok_or_else(|| UpstreamError::NoServer {
+            account: account.name.clone(),
+            service,
+        })?;
+    let creds = Credentials::new(account, server, token);
+    match tokio::time::timeout(timeout, drive(service, account, server, creds)).await {
+        Err(_) => Err(UpstreamError::Timeout {
+            server: format!("{}:{}", server.host, server.port),
+        }),
+        Ok(Ok(up)) => Ok(up),
+        Ok(Err(failure)) => Err(UpstreamError::Login {
+            diagnosis: mailoauth::mail::diagnose(account, service, &failure),
+            failure,
+        }),
+    }
 }
 
-/// Which protocol's greeting and STARTTLS command to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// IMAP: `* OK`, `STARTTLS`.
-    Imap,
-    /// POP3: `+OK`, `STLS`.
-    Pop,
-}
-
-/// Connect, read the greeting, and upgrade with STARTTLS/STLS when configured.
-async fn open(
+/// The tokio driver: connect, then do what the machine says.
+async fn drive(
+    service: Service,
     account: &Account,
     server: &Server,
-    proto: Proto,
-) -> Result<BufReader<Box<dyn Stream>>, String> {
+    creds: Credentials,
+) -> Result<Upstream, Failure> {
     let tcp = TcpStream::connect((server.host.as_str(), server.port))
         .await
-        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
+        .map_err(|e| Failure::Unreachable(format!("{}:{}: {e}", server.host, server.port)))?;
     let _ = tcp.set_nodelay(true);
-    let greeted = |g: &str| match proto {
-        Proto::Imap => g.starts_with("* OK"),
-        Proto::Pop => g.starts_with("+OK"),
+    let mut io: BufReader<Box<dyn Stream>> = match server.tls {
+        TlsMode::Implicit => BufReader::new(tls(Box::new(tcp), account, &server.host).await?),
+        _ => BufReader::new(Box::new(tcp)),
     };
-    let mut plain = match server.tls {
-        TlsMode::Implicit => {
-            let mut io = BufReader::new(tls(tcp, account, &server.host).await?);
-            let g = line(&mut io).await?;
-            return if greeted(&g) {
-                Ok(io)
-            } else {
-                Err(format!("unexpected greeting: {g}"))
-            };
-        }
-        _ => BufReader::new(tcp),
-    };
-    let g = line(&mut plain).await?;
-    if !greeted(&g) {
-        return Err(format!("unexpected greeting: {g}"));
-    }
-    if server.tls == TlsMode::None {
-        return Ok(BufReader::new(Box::new(plain.into_inner())));
-    }
-    let agreed = match proto {
-        Proto::Imap => {
-            send(&mut plain, "p0 STARTTLS").await?;
-            let (_, st) = tagged(&mut plain, "p0").await?;
-            ok(&st)
-        }
-        Proto::Pop => {
-            send(&mut plain, "STLS").await?;
-            line(&mut plain).await?.starts_with("+OK")
-        }
-    };
-    if !agreed {
-        return Err("the server refused STARTTLS".into());
-    }
-    if !plain.buffer().is_empty() {
-        return Err("data before the TLS handshake (STARTTLS injection?); refusing".into());
-    }
-    Ok(BufReader::new(
-        tls(plain.into_inner(), account, &server.host).await?,
-    ))
-}
-
-/// Connect to the account's IMAP server and log in with `token`.
-async fn imap(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
-    let io = open(account, server, Proto::Imap).await?;
-    imap_auth(io, account, server, token).await
-}
-
-/// Connect to the account's POP3 server and log in with `token` (AUTH with continuation).
-async fn pop(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
-    let mut io = open(account, server, Proto::Pop).await?;
-    send(&mut io, "CAPA").await?;
-    let mut offered = Vec::new();
-    if line(&mut io).await?.starts_with("+OK") {
-        loop {
-            let l = line(&mut io).await?;
-            if l == "." {
-                break;
-            }
-            if let Some(m) = l.strip_prefix("SASL ") {
-                offered.extend(m.split_whitespace().map(str::to_owned));
-            }
-        }
-    }
-    let mech = choose(&offered).map_err(|e| e.to_string())?;
-    send(&mut io, &format!("AUTH {}", mech.name().to_uppercase())).await?;
-    let cont = line(&mut io).await?;
-    if !cont.starts_with('+') || cont.starts_with("+OK") {
-        return Err(format!("AUTH refused: {cont}"));
-    }
-    send_secret(&mut io, &initial_response(mech, account, server, token)).await?;
+    let mut m = proto::Login::new(service, server.tls == TlsMode::Starttls, creds);
     loop {
-        let l = line(&mut io).await?;
-        if l.starts_with("+OK") {
-            return Ok(Upstream { io, caps: vec![] });
-        }
-        if l.starts_with("-ERR") {
-            return Err(format!("upstream refused the token: {l}"));
-        }
-        if let Some(c) = l.strip_prefix('+') {
-            log::info!("upstream error challenge: {}", decode_challenge(c));
-            send(&mut io, challenge_answer(mech)).await?;
+        match m.next() {
+            Step::Send(b) => send(&mut io, &b, false).await?,
+            Step::SendSecret(b) => send(&mut io, &b, true).await?,
+            Step::StartTls => {
+                if !io.buffer().is_empty() {
+                    return Err(Failure::Protocol(
+                        "the server sent data before the TLS handshake (possible STARTTLS injection); refusing".into(),
+                    ));
+                }
+                io = BufReader::new(tls(io.into_inner(), account, &server.host).await?);
+            }
+            Step::NeedLine => m.feed_line(&line(&mut io, m.max_line(), &server.host).await?),
+            Step::Done(a) => return Ok(Upstream { io, caps: a.caps }),
+            Step::Failed(f) => return Err(f),
         }
     }
 }
 
-async fn imap_auth(
-    mut io: BufReader<Box<dyn Stream>>,
+/// Read one line (at most `max` bytes and its CRLF: a longer one is handed on
+/// cut, and the machine refuses it).
+async fn line(
+    io: &mut BufReader<Box<dyn Stream>>,
+    max: usize,
+    host: &str,
+) -> Result<Vec<u8>, Failure> {
+    let mut buf = Vec::new();
+    let limit = max as u64 + 2;
+    let n = (&mut *io)
+        .take(limit)
+        .read_until(b'\n', &mut buf)
+        .await
+        .map_err(|e| Failure::Protocol(format!("reading from {host}: {e}")))?;
+    if !buf.ends_with(b"\n") && (n as u64) < limit {
+        return Err(Failure::Protocol(format!("{host} closed the connection")));
+    }
+    let shown = String::from_utf8_lossy(&buf);
+    trace::line(Dir::FromServer, shown.trim_end_matches(['\r', '\n']), false);
+    Ok(buf)
+}
+
+/// Write a line; a `secret` one is traced with its command words at most.
+async fn send(io: &mut BufReader<Box<dyn Stream>>, b: &[u8], secret: bool) -> Result<(), Failure> {
+    let text = String::from_utf8_lossy(b);
+    let text = text.trim_end_matches(['\r', '\n']);
+    // `AUTH XOAUTH2 <payload>` shows as `AUTH XOAUTH2 [redacted]`; a bare payload by its length.
+    let words_only = trace::redact(text).ends_with("[redacted]");
+    trace::line(Dir::ToServer, text, secret && !words_only);
+    let w = io.get_mut();
+    w.write_all(b)
+        .await
+        .and(w.flush().await)
+        .map_err(|e| Failure::Protocol(format!("writing to the server: {e}")))
+}
+
+/// The TLS client handshake, certificate verified as the client does it.
+async fn tls(
+    io: Box<dyn Stream>,
     account: &Account,
-    server: &Server,
-    token: &str,
-) -> Result<Upstream, String> {
-    send(&mut io, "p1 CAPABILITY").await?;
-    let (lines, st) = tagged(&mut io, "p1").await?;
-    let caps = capabilities(&lines, &st);
-    let offered: Vec<String> = caps
-        .iter()
-        .filter_map(|c| c.strip_prefix("AUTH="))
-        .map(str::to_owned)
-        .collect();
-    let mech = choose(&offered).map_err(|e| e.to_string())?;
-    let ir = initial_response(mech, account, server, token);
-    let name = mech.name().to_uppercase();
-    if caps.iter().any(|c| c.eq_ignore_ascii_case("SASL-IR")) {
-        send(&mut io, &format!("p2 AUTHENTICATE {name} {ir}")).await?;
-    } else {
-        send(&mut io, &format!("p2 AUTHENTICATE {name}")).await?;
-        let cont = line(&mut io).await?;
-        if !cont.starts_with('+') {
-            return Err(format!("AUTHENTICATE refused: {cont}"));
-        }
-        send_secret(&mut io, &ir).await?;
-    }
-    let mut untagged = Vec::new();
-    let status = loop {
-        let l = line(&mut io).await?;
-        if let Some(c) = l.strip_prefix('+') {
-            log::info!("upstream error challenge: {}", decode_challenge(c));
-            send(&mut io, challenge_answer(mech)).await?;
-            continue;
-        }
-        if let Some(rest) = l.strip_prefix("p2 ") {
-            break rest.to_owned();
-        }
-        untagged.push(l);
-    };
-    if !ok(&status) {
-        return Err(format!("upstream refused the token: {status}"));
-    }
-    let after = capabilities(&untagged, &status);
-    Ok(Upstream {
-        io,
-        caps: if after.is_empty() { caps } else { after },
-    })
-}
-
-/// Read an SMTP reply: (code, lines).
-async fn smtp_reply<R: AsyncBufReadExt + Unpin>(io: &mut R) -> Result<(u16, Vec<String>), String> {
-    let mut lines = Vec::new();
-    loop {
-        let l = line(io).await?;
-        let code = l
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("not an SMTP reply: {l}"))?;
-        let more = l.as_bytes().get(3) == Some(&b'-');
-        lines.push(l);
-        if !more {
-            return Ok((code, lines));
-        }
-    }
-}
-
-/// Connect to the account's SMTP submission server, EHLO, STARTTLS when
-/// configured, and authenticate with `token` (two-step AUTH when the line would
-/// pass 512 octets).
-async fn smtp(account: &Account, server: &Server, token: &str) -> Result<Upstream, String> {
-    let tcp = TcpStream::connect((server.host.as_str(), server.port))
+    host: &str,
+) -> Result<Box<dyn Stream>, Failure> {
+    let cfg = tls_config(account.ca_file.as_deref()).map_err(|e| Failure::Tls(e.to_string()))?;
+    let name =
+        ServerName::try_from(host.to_owned()).map_err(|e| Failure::Tls(format!("{host}: {e}")))?;
+    let s = tokio_rustls::TlsConnector::from(Arc::clone(&cfg))
+        .connect(name, io)
         .await
-        .map_err(|e| format!("{}:{}: {e}", server.host, server.port))?;
-    let _ = tcp.set_nodelay(true);
-    // Greeting and EHLO, on whatever stream: returns EHLO's reply.
-    async fn hello<R: AsyncBufReadExt + AsyncWriteExt + Unpin>(
-        io: &mut R,
-        greet: bool,
-    ) -> Result<(u16, Vec<String>), String> {
-        if greet {
-            let (code, _) = smtp_reply(io).await?;
-            if code != 220 {
-                return Err(format!("unexpected SMTP greeting {code}"));
-            }
-        }
-        send(io, "EHLO mailoauth.localhost").await?;
-        smtp_reply(io).await
-    }
-    let (mut io, (code, ehlo)): (BufReader<Box<dyn Stream>>, _) = match server.tls {
-        TlsMode::Implicit => {
-            let mut io = BufReader::new(tls(tcp, account, &server.host).await?);
-            let r = hello(&mut io, true).await?;
-            (io, r)
-        }
-        TlsMode::None => {
-            let mut io = BufReader::new(Box::new(tcp) as Box<dyn Stream>);
-            let r = hello(&mut io, true).await?;
-            (io, r)
-        }
-        TlsMode::Starttls => {
-            let mut plain = BufReader::new(tcp);
-            hello(&mut plain, true).await?;
-            send(&mut plain, "STARTTLS").await?;
-            let (c, _) = smtp_reply(&mut plain).await?;
-            if c != 220 || !plain.buffer().is_empty() {
-                return Err("STARTTLS refused (or data before the handshake)".into());
-            }
-            let mut io = BufReader::new(tls(plain.into_inner(), account, &server.host).await?);
-            let r = hello(&mut io, false).await?;
-            (io, r)
-        }
-    };
-    if code != 250 {
-        return Err(format!("EHLO refused: {}", ehlo.join(" / ")));
-    }
-    let offered: Vec<String> = ehlo
-        .iter()
-        .filter_map(|l| l.get(4..))
-        .filter_map(|l| l.strip_prefix("AUTH ").or_else(|| l.strip_prefix("AUTH=")))
-        .flat_map(|m| m.split_whitespace().map(str::to_owned))
-        .collect();
-    let mech = choose(&offered).map_err(|e| e.to_string())?;
-    let name = mech.name().to_uppercase();
-    let ir = initial_response(mech, account, server, token);
-    let one = format!("AUTH {name} {ir}");
-    let (mut code, mut r) = if one.len() + 2 <= 512 {
-        send(&mut io, &one).await?;
-        smtp_reply(&mut io).await?
-    } else {
-        send(&mut io, &format!("AUTH {name}")).await?;
-        let (c, r) = smtp_reply(&mut io).await?;
-        if c != 334 {
-            return Err(format!("AUTH refused: {}", r.join(" / ")));
-        }
-        send_secret(&mut io, &ir).await?;
-        smtp_reply(&mut io).await?
-    };
-    if code == 334 {
-        log::info!(
-            "upstream error challenge: {}",
-            decode_challenge(r[0].get(4..).unwrap_or(""))
+        .map_err(|e| Failure::Tls(describe_tls(&e)))?;
+    Ok(Box::new(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An account whose IMAP server is 127.0.0.1:`port` with `tls`.
+    fn account(port: u16, tls: &str) -> Account {
+        let text = format!(
+            "[accounts.a]\nprovider = \"microsoft\"\nuser = \"alice@contoso.com\"\nclient_id = \"c\"\n\
+             imap = {{ host = \"127.0.0.1\", port = {port}, tls = \"{tls}\" }}\n"
         );
-        send(&mut io, challenge_answer(mech)).await?;
-        (code, r) = smtp_reply(&mut io).await?;
+        let c = mailoauth::config::Config::parse(&text, std::path::Path::new("/c")).unwrap();
+        mailoauth::providers::resolve(&c, "a").unwrap()
     }
-    if code != 235 {
-        return Err(format!("upstream refused the token: {}", r.join(" / ")));
+
+    /// A one-connection IMAP server: `greeting`, then for each line read the
+    /// next scripted answer, written in one piece.
+    async fn scripted(greeting: &'static str, answers: Vec<&'static str>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let mut s = BufReader::new(s);
+            s.get_mut().write_all(greeting.as_bytes()).await.unwrap();
+            for a in answers {
+                let mut line = String::new();
+                if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                s.get_mut().write_all(a.as_bytes()).await.unwrap();
+            }
+        });
+        port
     }
-    Ok(Upstream { io, caps: ehlo })
+
+    async fn imap_login(port: u16, tls: &str) -> Result<Upstream, UpstreamError> {
+        login(
+            Service::Imap,
+            &account(port, tls),
+            "tok",
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn upstream_preauth_needs_no_authenticate() {
+        let port = scripted(
+            "* PREAUTH welcome back\r\n",
+            vec!["c1 OK [CAPABILITY IMAP4rev1 IDLE] done\r\n"],
+        )
+        .await;
+        let up = imap_login(port, "none").await.unwrap();
+        assert_eq!(up.caps, ["IMAP4rev1", "IDLE"]);
+    }
+
+    #[tokio::test]
+    async fn upstream_understands_lowercase_auth_capabilities() {
+        let port = scripted(
+            "* OK ready\r\n",
+            vec![
+                "c1 OK [CAPABILITY imap4rev1 sasl-ir auth=xoauth2] ok\r\n",
+                "a1 OK [CAPABILITY IMAP4rev1 MOVE] logged in\r\n",
+            ],
+        )
+        .await;
+        let up = imap_login(port, "none").await.unwrap();
+        assert_eq!(up.caps, ["IMAP4rev1", "MOVE"]);
+    }
+
+    #[tokio::test]
+    async fn upstream_refuses_bytes_injected_before_the_tls_handshake() {
+        let port = scripted(
+            "* OK ready\r\n",
+            vec!["s1 OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"],
+        )
+        .await;
+        match imap_login(port, "starttls").await {
+            Err(UpstreamError::Login {
+                failure: Failure::Protocol(m),
+                ..
+            }) => assert!(m.contains("STARTTLS injection"), "{m}"),
+            other => panic!("{:?}", other.map(|u| u.caps)),
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_keeps_the_decoded_challenge_for_the_diagnosis() {
+        let port = scripted(
+            "* OK Gimap ready\r\n",
+            vec![
+                "c1 OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ok\r\n",
+                // {"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}
+                "+ eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n",
+                "a1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n",
+            ],
+        )
+        .await;
+        let e = imap_login(port, "none").await.err().expect("refused");
+        let UpstreamError::Login {
+            failure: Failure::Refused { challenge, .. },
+            diagnosis,
+        } = &e
+        else {
+            panic!("{e}");
+        };
+        assert!(challenge.as_deref().unwrap().contains("\"status\":\"400\""));
+        assert!(diagnosis.is_some(), "the catalog knows Gmail's 400: {e}");
+        assert!(e.to_string().contains("fix: "), "{e}");
+    }
+
+    #[test]
+    fn upstream_errors_are_one_line_with_cause_and_fix() {
+        let e = UpstreamError::Login {
+            failure: Failure::Refused {
+                reply: "a1 NO bad\r\na2 OK injected".into(),
+                challenge: None,
+                step: "AUTHENTICATE",
+            },
+            diagnosis: Some(Diagnosis {
+                cause: "the cause".into(),
+                fix: "the fix".into(),
+                login_required: false,
+            }),
+        };
+        let s = e.to_string();
+        assert!(!s.contains('\r') && !s.contains('\n'), "{s}");
+        assert!(s.contains("cause: the cause; fix: the fix"), "{s}");
+    }
 }

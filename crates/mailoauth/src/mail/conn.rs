@@ -242,7 +242,9 @@ impl Conn {
     }
 }
 
-fn describe_tls(e: &std::io::Error) -> String {
+/// A TLS error with what to do about the usual ones (private CA, wrong host
+/// name); the proxy's upstream side uses it too.
+pub fn describe_tls(e: &std::io::Error) -> String {
     let s = e.to_string();
     if s.contains("UnknownIssuer") {
         format!(

@@ -2,11 +2,12 @@
 //! that authenticate with XOAUTH2 or OAUTHBEARER, for `check` (and later `send`
 //! and `fetch`).
 //!
-//! Owns: each protocol's greeting, STARTTLS, capability discovery, the SASL
-//! exchange including the servers' error challenges (Gmail's base64 JSON, the
-//! OAUTHBEARER `\x01` answer), and one harmless command per protocol. Must not:
-//! obtain tokens (the broker does) or explain failures (the `diagnose` catalog
-//! does, from the [`Failure`] kept here verbatim).
+//! Owns: the blocking driver of the [`crate::proto`] login machines ([`login`])
+//! over the [`conn`] transport, and one harmless command per protocol. The
+//! protocol itself (greeting, STARTTLS, capabilities, the SASL exchange and its
+//! error challenges) lives in `proto`, shared with the proxy. Must not: obtain
+//! tokens (the broker does), explain failures (the `diagnose` catalog does, from
+//! the [`Failure`] kept verbatim), or parse server replies itself.
 
 pub mod conn;
 pub mod fetch;
@@ -18,32 +19,14 @@ pub mod smtp;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
-use crate::config::Service;
+use crate::config::{Service, TlsMode};
+use crate::diagnose::{self, Diagnosis};
+use crate::proto::{self, Authenticated, Credentials, Step};
 use crate::providers::{Account, Server};
-use crate::sasl::{self, Mechanism};
-use conn::ConnError;
+use crate::sasl::Mechanism;
+use conn::{Conn, ConnError};
 
-/// How a check went wrong.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// No TCP connection (exit 4).
-    Unreachable(String),
-    /// TLS failed (certificate, version).
-    Tls(String),
-    /// The server does not speak what we expect (or offers no bearer-token SASL).
-    Protocol(String),
-    /// The server refused authentication (or the harmless command after it): exit 5.
-    Refused {
-        /// The server's reply line, verbatim.
-        reply: String,
-        /// The decoded SASL error challenge, if the server sent one (Gmail's JSON).
-        challenge: Option<String>,
-        /// What we were doing (`AUTHENTICATE`, `SELECT INBOX`, `MAIL FROM`…).
-        step: &'static str,
-    },
-}
+pub use crate::proto::{Failure, challenge_answer, choose, decode_challenge};
 
 impl From<ConnError> for Failure {
     fn from(e: ConnError) -> Self {
@@ -55,32 +38,11 @@ impl From<ConnError> for Failure {
     }
 }
 
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Unreachable(s) => write!(f, "unreachable: {s}"),
-            Failure::Tls(s) => write!(f, "TLS: {s}"),
-            Failure::Protocol(s) => write!(f, "{s}"),
-            Failure::Refused {
-                reply,
-                step,
-                challenge,
-            } => {
-                write!(f, "{step} refused: {reply}")?;
-                if let Some(c) = challenge {
-                    write!(f, " (challenge {c})")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 /// A successful check.
 #[derive(Debug, Clone)]
 pub struct Success {
-    /// SASL mechanism used.
-    pub mechanism: Mechanism,
+    /// SASL mechanism used (`None`: the IMAP server greeted with PREAUTH).
+    pub mechanism: Option<Mechanism>,
     /// What the harmless command said (e.g. "INBOX: 3 messages").
     pub detail: String,
 }
@@ -129,49 +91,39 @@ pub fn check(
     })
 }
 
-/// Pick the mechanism: XOAUTH2 when offered (what Exchange and Gmail expect), else OAUTHBEARER.
-pub fn choose(offered: &[String]) -> Result<Mechanism, Failure> {
-    let has = |m: &str| offered.iter().any(|o| o.eq_ignore_ascii_case(m));
-    if has("XOAUTH2") {
-        Ok(Mechanism::Xoauth2)
-    } else if has("OAUTHBEARER") {
-        Ok(Mechanism::Oauthbearer)
-    } else {
-        Err(Failure::Protocol(format!(
-            "the server offers no XOAUTH2 or OAUTHBEARER (it offers: {}); OAuth is not enabled for this protocol there",
-            if offered.is_empty() {
-                "nothing".to_owned()
-            } else {
-                offered.join(" ")
-            }
-        )))
-    }
-}
-
-/// The initial response for `mech`, naming `server` in OAUTHBEARER.
-pub fn initial_response(
-    mech: Mechanism,
+/// Connect to `server` and log in to `service` with `token`: the blocking driver
+/// of the [`proto::Login`] machine. The TLS upgrade refuses buffered bytes
+/// (see [`Conn::upgrade`]).
+pub fn login(
+    service: Service,
     account: &Account,
     server: &Server,
     token: &str,
-) -> String {
-    sasl::initial_response(mech, account, Some(server), token)
-}
-
-/// What a client sends after a SASL error challenge: XOAUTH2 an empty line,
-/// OAUTHBEARER a single `\x01` (RFC 7628 §3.2.3).
-pub fn challenge_answer(mech: Mechanism) -> &'static str {
-    match mech {
-        Mechanism::Xoauth2 => "",
-        Mechanism::Oauthbearer => "AQ==",
+    timeout: Duration,
+) -> Result<(Conn, Authenticated), Failure> {
+    let mut conn = Conn::connect(server, account.ca_file.as_deref(), timeout)?;
+    let creds = Credentials::new(account, server, token);
+    let mut m = proto::Login::new(service, server.tls == TlsMode::Starttls, creds);
+    loop {
+        match m.next() {
+            Step::Send(b) => conn.write_all(&b)?,
+            Step::SendSecret(b) => conn.write_all(&b)?,
+            Step::StartTls => conn = conn.upgrade()?,
+            Step::NeedLine => m.feed_line(conn.read_line()?.as_bytes()),
+            Step::Done(a) => return Ok((conn, a)),
+            Step::Failed(f) => return Err(f),
+        }
     }
 }
 
-/// Decode a base64 challenge for display (it is JSON from the server, no secret).
-pub fn decode_challenge(b64: &str) -> String {
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_else(|| b64.trim().to_owned())
+/// The catalog's cause and fix for a refusal by `service`'s server (`None` for
+/// other failures, or replies the catalog does not know).
+pub fn diagnose(account: &Account, service: Service, f: &Failure) -> Option<Diagnosis> {
+    let Failure::Refused {
+        reply, challenge, ..
+    } = f
+    else {
+        return None;
+    };
+    diagnose::wire_reply(account, service.name(), reply, challenge.as_deref())
 }

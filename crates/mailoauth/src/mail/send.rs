@@ -140,8 +140,7 @@ pub fn submit(
     msg: &Prepared,
     timeout: Duration,
 ) -> Result<Success, Failure> {
-    let (mut conn, lines) = smtp::open(account, server, timeout)?;
-    let mech = smtp::authenticate(&mut conn, &lines, account, server, token)?;
+    let (mut conn, mech) = smtp::login(account, server, token, timeout)?;
     let step = |conn: &mut super::conn::Conn, cmd: String, want: u16, name: &'static str| {
         conn.write_line(&cmd)?;
         let (code, r) = reply(conn)?;
