@@ -135,7 +135,7 @@ impl Broker {
                     "no token is stored yet"
                 }
                 .into(),
-                fix: None,
+                remedy: None,
             };
             status::record_error(&self.account, &e, now());
             return Err(e);
@@ -280,7 +280,7 @@ impl Broker {
             .ok_or_else(|| Error::LoginRequired {
                 account: self.account.name.clone(),
                 reason: "no refresh token is stored".into(),
-                fix: None,
+                remedy: None,
             })
     }
 }

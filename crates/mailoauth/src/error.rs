@@ -1,10 +1,15 @@
 //! The library's error type.
 //!
 //! Owns: the classification of every failure into the exit codes of the spec and
-//! the user-facing fix (`hint`). Must not: print anything, or carry a secret in
-//! any field (errors end up in terminals, logs and bug reports).
+//! the fix as data ([`Error::remedy`], a [`Remedy`] each front end words in its
+//! own terms). Must not: print anything, word a fix for one front end, or carry a
+//! secret in any field (errors end up in terminals, logs and bug reports).
 
 use std::path::PathBuf;
+
+use crate::proto::failure::Failure;
+use crate::remedy::{Diagnosis, Remedy};
+use crate::service::Service;
 
 /// What went wrong, typed so the CLI can pick the exit code and show the fix.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +47,8 @@ pub enum Error {
         account: String,
         /// Why (e.g. the provider's explanation of `invalid_grant`).
         reason: String,
-        /// The provider's fix, when the error code is known.
-        fix: Option<String>,
+        /// What to do before signing in again, when the provider's error code says.
+        remedy: Option<Remedy>,
     },
 
     /// The authorization server refused a request for a reason a new login will not fix
@@ -54,8 +59,8 @@ pub enum Error {
         endpoint: &'static str,
         /// The OAuth error code and description, secrets removed.
         summary: String,
-        /// Cause and fix from the diagnosis catalog.
-        fix: Option<String>,
+        /// The catalog's diagnosis, when it knows the error.
+        diagnosis: Option<Diagnosis>,
     },
 
     /// The provider or server could not be reached, or kept failing transiently.
@@ -97,7 +102,7 @@ pub enum Error {
         /// What failed.
         detail: String,
         /// How to recover without losing anything.
-        fix: Option<String>,
+        remedy: Option<Remedy>,
     },
 
     /// The interactive flow failed (listener, timeout, user declined …).
@@ -115,9 +120,9 @@ pub enum Error {
         user: String,
     },
 
-    /// A command already reported its outcome; only the exit code is left to give.
-    #[error("")]
-    Exit(i32),
+    /// Talking to a mail server failed (connect, TLS, login, or a command after it).
+    #[error("{} failed: {}", .0.what, .0.failure)]
+    Mail(Box<MailError>),
 
     /// Any other I/O failure.
     #[error("{context}: {source}")]
@@ -128,6 +133,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A failed exchange with a mail server, as [`Error::Mail`] carries it.
+#[derive(Debug)]
+pub struct MailError {
+    /// What we were doing (`sending`, `fetch` …).
+    pub what: &'static str,
+    /// Which protocol.
+    pub service: Service,
+    /// What the server did, verbatim.
+    pub failure: Failure,
+    /// The catalog's cause and fix for the server's reply, when it knows it.
+    pub diagnosis: Option<Diagnosis>,
 }
 
 /// Exit codes of the spec's command contract.
@@ -153,38 +171,56 @@ impl Error {
             Error::Config { .. } | Error::UnknownAccount { .. } | Error::Usage(_) => exit::USAGE,
             Error::LoginRequired { .. } => exit::LOGIN_REQUIRED,
             Error::Unreachable { .. } => exit::UNREACHABLE,
-            Error::Exit(code) => *code,
+            Error::Mail(m) => mail_exit_code(&m.failure),
             _ => exit::ERROR,
         }
     }
 
     /// What the user can do about it, when we know.
-    pub fn hint(&self) -> Option<String> {
+    pub fn remedy(&self) -> Option<Remedy> {
         match self {
-            Error::UnknownAccount { known, .. } if known.is_empty() => {
-                Some("add one with `mailoauth add NAME --provider …`".into())
-            }
-            Error::UnknownAccount { known, .. } => {
-                Some(format!("configured accounts: {}", known.join(", ")))
-            }
-            Error::LoginRequired { account, fix, .. } => Some(match fix {
-                Some(f) => format!("{f}\nthen run `mailoauth login {account}`"),
-                None => format!("run `mailoauth login {account}`"),
+            Error::UnknownAccount { known, .. } if known.is_empty() => Some(Remedy::AddAccount),
+            Error::UnknownAccount { known, .. } => Some(Remedy::ChooseAccount {
+                known: known.clone(),
             }),
-            Error::OAuth { fix, .. } | Error::Store { fix, .. } => fix.clone(),
-            Error::Unreachable { .. } => Some(
-                "check the network (and HTTPS_PROXY); a still-valid token is served while the provider is down".into(),
-            ),
-            Error::SendAs { user, from, .. } => Some(format!(
+            Error::LoginRequired {
+                account, remedy, ..
+            } => {
+                let login = Remedy::Login {
+                    account: account.clone(),
+                };
+                Some(match remedy {
+                    Some(r) => r.clone().then(login),
+                    None => login,
+                })
+            }
+            Error::OAuth { diagnosis, .. } => diagnosis.as_ref().map(|d| d.remedy.clone()),
+            Error::Mail(m) => m.diagnosis.as_ref().map(|d| d.remedy.clone()),
+            Error::Store { remedy, .. } => remedy.clone(),
+            Error::Unreachable { .. } => Some(Remedy::CheckNetwork),
+            Error::SendAs { user, from, .. } => Some(Remedy::Steps(format!(
                 "send as {user}, or, if {user} has SendAs rights on {from} (Exchange: \
                  `Add-RecipientPermission -Identity {from} -Trustee {user} -AccessRights SendAs`), \
                  pass --allow-send-as; otherwise the server answers `554 5.2.252 SendAsDenied`"
-            )),
-            Error::UserMismatch { account, expected, .. } => Some(format!(
+            ))),
+            Error::UserMismatch {
+                account, expected, ..
+            } => Some(Remedy::Steps(format!(
                 "sign in as {expected} (use a private browser window if the browser picks another account), \
                  or change `user` of account `{account}`; a token for another user makes servers answer \
                  `535 5.7.3` / `NO AUTHENTICATE failed` / `SendAsDenied`"
-            )),
+            ))),
+            _ => None,
+        }
+    }
+
+    /// The cause behind the error, from the catalog, when it says more than the message.
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            Error::OAuth {
+                diagnosis: Some(d), ..
+            } => Some(&d.cause),
+            Error::Mail(m) => m.diagnosis.as_ref().map(|d| d.cause.as_str()),
             _ => None,
         }
     }
@@ -195,6 +231,15 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// The exit code of a failed mail exchange: refused 5, unreachable 4, else 1.
+pub fn mail_exit_code(f: &Failure) -> i32 {
+    match f {
+        Failure::Refused { .. } => exit::AUTH_REFUSED,
+        Failure::Unreachable(_) => exit::UNREACHABLE,
+        _ => exit::ERROR,
     }
 }
 

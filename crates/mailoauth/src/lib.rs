@@ -22,6 +22,8 @@
 //! - [`status`]: non-secret per-account status ("login required", last error) and notifications.
 //! - [`diagnose`]: provider error codes and wire replies → cause and fix; token pre-flight.
 //! - [`jwt`]: reading a token's claims (unverified) and base64url; [`clock`]: unix time.
+//! - [`remedy`]: what a user can do about a failure, as data each front end words itself.
+//! - [`service`]: IMAP, POP3, SMTP as a type.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
 //! - [`proto`]: IMAP, POP3 and SMTP logins as sans-I/O state machines (the client and the proxy drive them).
 //! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`).
@@ -49,7 +51,9 @@ pub mod paths;
 pub mod proto;
 pub mod providers;
 pub mod random;
+pub mod remedy;
 pub mod sasl;
+pub mod service;
 pub mod snippet;
 pub mod status;
 pub mod store;

@@ -15,8 +15,9 @@ use mailoauth::{Account, Error};
 use super::args::{CheckArgs, FetchArgs, SendArgs, SnippetArgs};
 use super::{Cli, client, print_stdout, report};
 
-/// `check`: the pre-flight, then one login and harmless command per protocol.
-pub fn check(cli: &Cli, a: &CheckArgs) -> Result<(), Error> {
+/// `check`: the pre-flight, then one login and harmless command per protocol;
+/// the exit code of what it found.
+pub fn check(cli: &Cli, a: &CheckArgs) -> Result<i32, Error> {
     let broker = client(cli)?.broker(&a.name)?;
     let account = broker.account();
     let asked: Vec<Service> = [
@@ -29,18 +30,9 @@ pub fn check(cli: &Cli, a: &CheckArgs) -> Result<(), Error> {
     .collect();
     let services = plan::check_services(account, &asked)?;
     let token = broker.token(None)?;
-    let preflight = mailoauth::jwt::claims(&token)
-        .map(|c| mailoauth::diagnose::preflight(account, None, &c))
-        .unwrap_or_default();
-    let timeout = Duration::from_secs(a.timeout);
-    let reports: Vec<mail::Report> = services
-        .into_iter()
-        .filter_map(|s| mail::check(account, s, &token, timeout))
-        .collect();
-    match report::check(cli.json, &broker, &preflight, &reports)? {
-        0 => Ok(()),
-        code => Err(Error::Exit(code)),
-    }
+    let outcome = mail::check::run(account, &services, &token, Duration::from_secs(a.timeout));
+    report::check(cli.json, account, &outcome)?;
+    Ok(outcome.exit_code())
 }
 
 /// `send`: the message on stdin, refused locally where it can be, then submitted.
@@ -68,7 +60,7 @@ pub fn send(cli: &Cli, a: &SendArgs) -> Result<(), Error> {
             log::info!("sent: {}", s.detail);
             Ok(())
         }
-        Err(f) => Err(failure(account, Service::Smtp, "sending", &f)),
+        Err(f) => Err(failure(account, Service::Smtp, "sending", f)),
     }
 }
 
@@ -100,7 +92,7 @@ pub fn fetch(cli: &Cli, a: &FetchArgs) -> Result<(), Error> {
     if tty {
         eprintln!();
     }
-    let f = result.map_err(|f| failure(account, plan.service, "fetch", &f))?;
+    let f = result.map_err(|f| failure(account, plan.service, "fetch", f))?;
     let dir = &plan.request.dir;
     if cli.json {
         let doc = serde_json::json!({"delivered": f.delivered, "skipped": f.skipped, "bytes": f.bytes, "maildir": dir});
@@ -129,26 +121,12 @@ pub fn snippet(cli: &Cli, a: &SnippetArgs) -> Result<(), Error> {
     print_stdout(text.trim_end())
 }
 
-/// Report a failed mail operation (with the catalog's diagnosis) and give its exit code.
-fn failure(account: &Account, service: Service, what: &str, f: &mail::Failure) -> Error {
-    use mailoauth::error::exit;
-    eprintln!("mailoauth: error: {what} failed: {f}");
-    let code = match f {
-        mail::Failure::Refused {
-            reply, challenge, ..
-        } => {
-            if let Some(d) = mailoauth::diagnose::wire_reply(
-                account,
-                service.name(),
-                reply,
-                challenge.as_deref(),
-            ) {
-                eprintln!("  cause: {}\n  fix:   {}", d.cause, d.fix);
-            }
-            exit::AUTH_REFUSED
-        }
-        mail::Failure::Unreachable(_) => exit::UNREACHABLE,
-        _ => exit::ERROR,
-    };
-    Error::Exit(code)
+/// A failed mail operation as the library's error, with the catalog's diagnosis.
+fn failure(account: &Account, service: Service, what: &'static str, f: mail::Failure) -> Error {
+    Error::Mail(Box::new(mailoauth::error::MailError {
+        what,
+        service,
+        diagnosis: mail::diagnose(account, service, &f),
+        failure: f,
+    }))
 }

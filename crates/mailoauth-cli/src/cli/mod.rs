@@ -9,6 +9,7 @@
 mod add;
 pub mod args;
 mod mail;
+pub mod render;
 mod report;
 mod tokens;
 
@@ -65,7 +66,7 @@ pub fn main() -> i32 {
     // Hot path: what mail clients run on every connection skips clap's tree.
     if let Some(t) = args::fast_token(&args) {
         set_logger(log::LevelFilter::Warn);
-        return finish(tokens::token(&paths::default_config_file(), &t));
+        return finish(tokens::token(&paths::default_config_file(), &t).map(|()| exit::OK));
     }
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
@@ -84,25 +85,21 @@ fn set_logger(level: log::LevelFilter) {
 }
 
 /// Render an error (and its fix) on stderr; the process's exit code.
-fn finish(result: Result<(), Error>) -> i32 {
+fn finish(result: Result<i32, Error>) -> i32 {
     match result {
-        Ok(()) => exit::OK,
-        Err(Error::Exit(code)) => code,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("mailoauth: error: {e}");
-            if let Some(h) = e.hint() {
-                for (i, line) in h.lines().enumerate() {
-                    eprintln!("{} {line}", if i == 0 { "  fix:" } else { "      " });
-                }
-            }
+            render::error(&e);
             e.exit_code()
         }
     }
 }
 
-/// One command, dispatched to its handler.
-pub fn run(cli: &Cli) -> Result<(), Error> {
-    match &cli.command {
+/// One command, dispatched to its handler; the exit code (`check` reports
+/// failures itself and only gives its code).
+pub fn run(cli: &Cli) -> Result<i32, Error> {
+    let done = match &cli.command {
+        Command::Check(a) => return mail::check(cli, a),
         Command::Token(a) => tokens::token(&config_path(cli), a),
         Command::Login(a) => tokens::login(cli, a),
         Command::RefreshToken(a) => print_stdout(&client(cli)?.broker(&a.name)?.refresh_token()?),
@@ -114,7 +111,6 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             a.resource.as_deref(),
         ),
         Command::Logout(a) => tokens::logout(cli, a),
-        Command::Check(a) => mail::check(cli, a),
         Command::Send(a) => mail::send(cli, a),
         Command::Fetch(a) => mail::fetch(cli, a),
         Command::Snippet(a) => mail::snippet(cli, a),
@@ -134,7 +130,8 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map_err(|e| Error::io("man page", e)),
-    }
+    };
+    done.map(|()| exit::OK)
 }
 
 fn config_path(cli: &Cli) -> PathBuf {

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 use mailoauth::broker::{LoginOutcome, LogoutOutcome};
 use mailoauth::clock::now;
 use mailoauth::jwt;
-use mailoauth::{Broker, Error, status};
+use mailoauth::mail::check::Outcome;
+use mailoauth::{Account, Broker, Error, status};
 
-use super::print_stdout;
+use super::{print_stdout, render};
 
 /// One row of `status`.
 #[derive(Serialize)]
@@ -186,7 +187,7 @@ pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(),
     let rec = b.store().load()?.ok_or_else(|| Error::LoginRequired {
         account: b.account().name.clone(),
         reason: "no token is stored yet".into(),
-        fix: None,
+        remedy: None,
     })?;
     let at = rec.access.get(key).ok_or_else(|| {
         Error::Usage(format!(
@@ -264,81 +265,50 @@ fn claims_text(summary: &Value) -> String {
     out
 }
 
-/// Print `check` results; returns the exit code (0, 5 refused, 4 unreachable, 1 other).
-pub fn check(
-    json_out: bool,
-    b: &Broker,
-    preflight: &[String],
-    reports: &[mailoauth::mail::Report],
-) -> Result<i32, Error> {
-    use mailoauth::error::exit;
-    use mailoauth::mail::Failure;
-    let a = b.account();
-    let proto = |r: &mailoauth::mail::Report| match r.service {
-        mailoauth::config::Service::Imap => "imap",
-        mailoauth::config::Service::Pop => "pop",
-        mailoauth::config::Service::Smtp => "smtp",
-    };
-    let mut code = exit::OK;
+/// Print `check` results: one line per protocol, the cause and fix under a failure.
+pub fn check(json_out: bool, a: &Account, o: &Outcome) -> Result<(), Error> {
     let mut rows = Vec::new();
     let mut text = String::new();
-    for w in preflight {
+    for w in &o.preflight {
         text.push_str(&format!("pre-flight: {w}\n"));
     }
-    for r in reports {
-        let p = proto(r);
-        let ms = r.elapsed.as_millis();
+    for r in &o.reports {
+        let (p, ms) = (r.service.name(), r.elapsed.as_millis());
         match &r.result {
             Ok(s) => {
+                let mech = s.mechanism.map(|m| m.name()).unwrap_or("preauth");
                 text.push_str(&format!(
                     "{p:<5} ok    {}  {}, {}  {ms} ms\n",
                     r.server,
-                    s.mechanism
-                        .map_or("PREAUTH".into(), |m| m.name().to_uppercase()),
+                    mech.to_uppercase(),
                     s.detail
                 ));
                 rows.push(json!({"protocol": p, "ok": true, "server": r.server, "mechanism": s.mechanism.map(|m| m.name()), "detail": s.detail, "ms": ms}));
             }
             Err(f) => {
-                let (c, diag) = match f {
-                    Failure::Refused {
-                        reply, challenge, ..
-                    } => (
-                        exit::AUTH_REFUSED,
-                        mailoauth::diagnose::wire_reply(a, p, reply, challenge.as_deref()),
-                    ),
-                    Failure::Unreachable(_) => (exit::UNREACHABLE, None),
-                    _ => (exit::ERROR, None),
-                };
-                // Refusal outranks unreachability outranks the rest.
-                code = match (code, c) {
-                    (exit::AUTH_REFUSED, _) | (_, exit::AUTH_REFUSED) => exit::AUTH_REFUSED,
-                    (exit::UNREACHABLE, _) | (_, exit::UNREACHABLE) => exit::UNREACHABLE,
-                    _ => exit::ERROR,
-                };
+                let diag = r.diagnosis(a);
+                let fix = diag.as_ref().map(|d| render::line(&d.remedy));
                 text.push_str(&format!("{p:<5} FAIL  {}  {f}  {ms} ms\n", r.server));
-                if let Some(d) = &diag {
-                    text.push_str(&format!(
-                        "      cause: {}\n      fix:   {}\n",
-                        d.cause, d.fix
-                    ));
+                if let (Some(d), Some(fix)) = (&diag, &fix) {
+                    text.push_str(&format!("      cause: {}\n      fix:   {fix}\n", d.cause));
                 }
-                rows.push(json!({"protocol": p, "ok": false, "server": r.server, "error": f.to_string(),
-                    "cause": diag.as_ref().map(|d| d.cause.clone()), "fix": diag.as_ref().map(|d| d.fix.clone()), "ms": ms}));
+                rows.push(
+                    json!({"protocol": p, "ok": false, "server": r.server, "error": f.to_string(),
+                    "cause": diag.as_ref().map(|d| d.cause.clone()), "fix": fix, "ms": ms}),
+                );
             }
         }
     }
-    let app_only = code != exit::OK && !a.has_refresh_tokens();
-    if app_only {
-        text.push_str(&mailoauth::diagnose::app_only_checklist(a));
+    let checklist = o.app_only.as_ref().map(|r| render::lines(r).join("\n"));
+    if let Some(c) = &checklist {
+        text.push_str(c);
         text.push('\n');
     }
     if json_out {
-        let doc = json!({"account": a.name, "preflight": preflight, "results": rows, "exit_code": code,
-            "app_only_checklist": app_only.then(|| mailoauth::diagnose::app_only_checklist(a))});
-        print_stdout(&serde_json::to_string_pretty(&doc).expect("serialises"))?;
+        let doc = json!({"account": a.name, "preflight": o.preflight, "results": rows, "exit_code": o.exit_code(),
+            "app_only_checklist": checklist});
+        print_stdout(&serde_json::to_string_pretty(&doc).expect("serialises"))
     } else {
-        print_stdout(text.trim_end())?;
+        print_stdout(text.trim_end())
     }
-    Ok(code)
 }

@@ -80,7 +80,8 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Login { failure, diagnosis } => match diagnosis {
                 Some(d) => format!(
                     "upstream login failed: {failure}; cause: {}; fix: {}",
-                    d.cause, d.fix
+                    d.cause,
+                    crate::cli::render::line(&d.remedy)
                 ),
                 None => format!("upstream login failed: {failure}"),
             },
@@ -338,7 +339,7 @@ mod tests {
             },
             diagnosis: Some(Diagnosis {
                 cause: "the cause".into(),
-                fix: "the fix".into(),
+                remedy: mailoauth::remedy::Remedy::Steps("the fix".into()),
                 login_required: false,
             }),
         };

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 
 pub mod edit;
 
+pub use crate::service::Service;
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,32 +124,6 @@ impl StoreKind {
             StoreKind::Keyring => "keyring",
             StoreKind::File => "file",
             StoreKind::EncryptedFile => "encrypted-file",
-        }
-    }
-}
-
-/// Mail services an account uses; the provider expands them into scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    /// IMAP.
-    Imap,
-    /// POP3.
-    Pop,
-    /// SMTP submission.
-    Smtp,
-}
-
-impl Service {
-    /// Every service, in the order reports list them.
-    pub const ALL: [Service; 3] = [Service::Imap, Service::Pop, Service::Smtp];
-
-    /// The config's spelling (`imap`, `pop`, `smtp`): also the key of its server.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Imap => "imap",
-            Service::Pop => "pop",
-            Service::Smtp => "smtp",
         }
     }
 }

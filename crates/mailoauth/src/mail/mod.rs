@@ -9,6 +9,7 @@
 //! tokens (the broker does), explain failures (the `diagnose` catalog does, from
 //! the [`Failure`] kept verbatim), or parse server replies itself.
 
+pub mod check;
 pub mod conn;
 pub mod fetch;
 pub mod imap;

@@ -228,7 +228,7 @@ mod tests {
         let raw = b"From: boss@x.com\nTo: a@b.c\n\nhi\n";
         let e = prepare(&account(), raw, true, None, &[], false).unwrap_err();
         assert!(
-            e.to_string().contains("boss@x.com") && e.hint().unwrap().contains("SendAs"),
+            e.to_string().contains("boss@x.com") && format!("{:?}", e.remedy()).contains("SendAs"),
             "{e}"
         );
         assert!(prepare(&account(), raw, true, None, &[], true).is_ok());

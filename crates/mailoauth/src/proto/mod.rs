@@ -18,6 +18,7 @@
 //! Room to grow: IDLE, ENVELOPE and CONDSTORE are meant to be further small
 //! machines in `imap` next to [`imap::Response`], fed lines the same way.
 
+pub(crate) mod failure;
 pub mod imap;
 mod line;
 pub mod pop;
@@ -32,46 +33,7 @@ use crate::config::Service;
 use crate::providers::{Account, Server};
 use crate::sasl::{self, Mechanism};
 
-/// How a login or command went wrong.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// No TCP connection (exit 4).
-    Unreachable(String),
-    /// TLS failed (certificate, version).
-    Tls(String),
-    /// The server does not speak what we expect (or offers no bearer-token SASL).
-    Protocol(String),
-    /// The server refused authentication (or the harmless command after it): exit 5.
-    Refused {
-        /// The server's reply line, verbatim.
-        reply: String,
-        /// The decoded SASL error challenge, if the server sent one (Gmail's JSON).
-        challenge: Option<String>,
-        /// What we were doing (`AUTHENTICATE`, `SELECT INBOX`, `MAIL FROM`…).
-        step: &'static str,
-    },
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Unreachable(s) => write!(f, "unreachable: {s}"),
-            Failure::Tls(s) => write!(f, "TLS: {s}"),
-            Failure::Protocol(s) => write!(f, "{s}"),
-            Failure::Refused {
-                reply,
-                step,
-                challenge,
-            } => {
-                write!(f, "{step} refused: {reply}")?;
-                if let Some(c) = challenge {
-                    write!(f, " (challenge {c})")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
+pub use failure::Failure;
 
 /// A refusal of `step` with the server's `reply`.
 pub(crate) fn refused(reply: String, challenge: Option<String>, step: &'static str) -> Failure {

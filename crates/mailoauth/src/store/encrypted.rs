@@ -72,7 +72,7 @@ impl EncryptedStore {
         Error::Store {
             store: self.path.display().to_string(),
             detail,
-            fix: None,
+            remedy: None,
         }
     }
 }

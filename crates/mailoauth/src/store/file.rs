@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::{Backend, TokenRecord};
 use crate::error::{Error, Result};
 use crate::paths;
+use crate::remedy::Remedy;
 
 /// Tokens in `$XDG_STATE_HOME/mailoauth/tokens/<account>.json`, mode 0600.
 pub struct FileStore {
@@ -61,11 +62,11 @@ pub(crate) fn corrupt(path: &Path, detail: String) -> Error {
     Error::Store {
         store: path.display().to_string(),
         detail,
-        fix: Some(format!(
-            "the file was left untouched; `mailoauth login` will set it aside as {}.corrupt-<time> \
+        remedy: Some(Remedy::Steps(format!(
+            "the file was left untouched; signing in again will set it aside as {}.corrupt-<time> \
              and start afresh (or restore it from a backup)",
             path.display()
-        )),
+        ))),
     }
 }
 
@@ -184,7 +185,7 @@ mod tests {
         let s = FileStore::new(p.clone());
         let e = s.load().unwrap_err();
         assert!(e.to_string().contains("not a valid token record"), "{e}");
-        assert!(e.hint().unwrap().contains("set it aside"));
+        assert!(format!("{:?}", e.remedy()).contains("set it aside"));
         assert!(p.exists());
         let aside = set_aside(&p).unwrap().unwrap();
         assert!(aside.exists() && !p.exists());

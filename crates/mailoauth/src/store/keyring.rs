@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::{Backend, TokenRecord};
 use crate::error::{Error, Result};
+use crate::remedy::Remedy;
 
 /// Longest we wait for the keyring. Measured here: no D-Bus fails in <1 ms, no
 /// Secret Service in ~22 ms; anything past 2 s is a prompt or a locked collection.
@@ -93,11 +94,11 @@ impl KeyringStore {
         Error::Store {
             store: "keyring".into(),
             detail,
-            fix: Some(
+            remedy: Some(Remedy::Steps(
                 "unlock the keyring (or start gnome-keyring / KeePassXC's Secret Service), \
                  or set `store = \"file\"` or `\"encrypted-file\"` for this account"
                     .into(),
-            ),
+            )),
         }
     }
 
@@ -128,7 +129,9 @@ impl Backend for KeyringStore {
         TokenRecord::from_bytes(s.as_bytes()).map(Some).map_err(|detail| Error::Store {
             store: format!("keyring item {SERVICE}/{}", self.account),
             detail,
-            fix: Some("`mailoauth login` keeps a copy of the bad item under `<account>.corrupt-<time>` and starts afresh".into()),
+            remedy: Some(Remedy::Steps(
+                "signing in again keeps a copy of the bad item under `<account>.corrupt-<time>` and starts afresh".into(),
+            )),
         })
     }
 

@@ -1,0 +1,46 @@
+//! How talking to a mail server went wrong, kept verbatim for the catalog.
+//!
+//! Owns: the [`Failure`] value every protocol machine and driver returns. Must
+//! not: depend on anything else in the crate (errors, reports and the catalog
+//! all hold one, so it sits below them).
+
+/// How a login or command went wrong.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// No TCP connection (exit 4).
+    Unreachable(String),
+    /// TLS failed (certificate, version).
+    Tls(String),
+    /// The server does not speak what we expect (or offers no bearer-token SASL).
+    Protocol(String),
+    /// The server refused authentication (or the harmless command after it): exit 5.
+    Refused {
+        /// The server's reply line, verbatim.
+        reply: String,
+        /// The decoded SASL error challenge, if the server sent one (Gmail's JSON).
+        challenge: Option<String>,
+        /// What we were doing (`AUTHENTICATE`, `SELECT INBOX`, `MAIL FROM`…).
+        step: &'static str,
+    },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(s) => write!(f, "unreachable: {s}"),
+            Failure::Tls(s) => write!(f, "TLS: {s}"),
+            Failure::Protocol(s) => write!(f, "{s}"),
+            Failure::Refused {
+                reply,
+                step,
+                challenge,
+            } => {
+                write!(f, "{step} refused: {reply}")?;
+                if let Some(c) = challenge {
+                    write!(f, " (challenge {c})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
