@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use super::LoginOptions;
 use super::listener::{Callback, Listener, parse_callback};
 use crate::error::{Error, Result};
-use crate::http::Http;
 use crate::jwt::b64url;
+use crate::oauth::Transport;
 use crate::oauth::{self, TokenResponse, v};
 use crate::providers::Account;
 use crate::random;
@@ -78,7 +78,7 @@ pub fn authorization_url(
 
 /// Run the flow: listener up, URL shown (browser opened when possible), wait for
 /// the first valid callback or pasted URL, exchange the code.
-pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenResponse> {
+pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Result<TokenResponse> {
     let registered = url::Url::parse(&account.redirect_uri)
         .map_err(|e| Error::Usage(format!("redirect_uri `{}`: {e}", account.redirect_uri)))?;
     let host = registered.host_str().unwrap_or("127.0.0.1").to_owned();

@@ -11,12 +11,12 @@ use serde_json::Value;
 
 use super::LoginOptions;
 use crate::error::{Error, Result};
-use crate::http::Http;
+use crate::oauth::Transport;
 use crate::oauth::{self, EndpointError, TokenResponse, v};
 use crate::providers::Account;
 
 /// Run the device flow to completion.
-pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenResponse> {
+pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Result<TokenResponse> {
     let url = account
         .device_url
         .as_deref()

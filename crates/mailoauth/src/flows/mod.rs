@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::config::FlowKind;
 use crate::error::Result;
-use crate::http::Http;
 use crate::oauth::TokenResponse;
+use crate::oauth::Transport;
 use crate::providers::Account;
 
 /// How an interactive login may interact with the user.
@@ -50,7 +50,7 @@ pub fn over_ssh() -> bool {
 }
 
 /// Run the account's flow and return the token response (not yet stored).
-pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenResponse> {
+pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Result<TokenResponse> {
     match account.flow {
         FlowKind::AuthCode => authcode::run(account, http, opts),
         FlowKind::Device => device::run(account, http, opts),
