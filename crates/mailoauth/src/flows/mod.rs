@@ -1,14 +1,18 @@
 //! The ways to acquire tokens: authorization code + PKCE, device authorization
 //! grant, client credentials.
 //!
-//! Owns: the interactive part of each flow (URLs, listener, polling, prompts on
-//! stderr). Must not: store anything (the broker stores what a flow returns),
-//! or print to stdout (stdout belongs to tokens and `--json`).
+//! Owns: each flow as steps a service can drive (`authcode::begin`/`finish`,
+//! `device::start`/`poll`, with serialisable in-between state), and the terminal
+//! drivers over them (URLs, listener, polling, prompts on stderr). Must not: store
+//! anything (the broker stores what a flow returns), or print to stdout (stdout
+//! belongs to tokens and `--json`).
 
 pub mod authcode;
 pub mod client_credentials;
 pub mod device;
 pub mod listener;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
