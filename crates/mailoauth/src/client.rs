@@ -59,7 +59,8 @@ impl Client {
         providers::resolve(&self.config, name)
     }
 
-    /// The token lifecycle of account `name` (no daemon involved).
+    /// The token lifecycle of account `name` (no daemon involved), with this
+    /// machine's ports (see [`Broker::with_ports`] for others).
     pub fn broker(&self, name: &str) -> Result<Broker> {
         Broker::new(self.account(name)?)
     }

@@ -18,7 +18,9 @@
 //! - [`oauth`]: the token/device/revocation endpoint wire protocol and client authentication
 //!   ([`assertion`] signs certificate credentials).
 //! - [`store`]: where tokens live — keyring, 0600 file, encrypted file.
-//! - [`broker`]: the token lifecycle — serve cached, refresh under a cross-process lock, rotate durably.
+//! - [`broker`]: the token lifecycle — serve cached, refresh under a lease, rotate durably;
+//!   it reaches store, lease, events, clock and token endpoint only through
+//!   [`broker::ports`] (this machine's in [`broker::local`], test doubles in [`broker::memory`]).
 //! - [`status`]: non-secret per-account status ("login required", last error) and notifications.
 //! - [`diagnose`]: provider error codes and wire replies → cause and fix; token pre-flight.
 //! - [`jwt`]: reading a token's claims (unverified) and base64url; [`clock`]: unix time.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::http::Http;
+use crate::http::{Http, Response};
 use crate::providers::Account;
 
 /// A successful token response.
@@ -104,20 +104,57 @@ pub fn client_auth(account: &Account, audience: &str) -> Result<Form, Error> {
     Ok(form)
 }
 
-/// POST `form` to `url` and classify the answer. Every form value is removed from
-/// any server text we keep, so an echoing server cannot leak a secret into errors.
+/// The token, device-authorization and revocation endpoints as the broker and the
+/// flows see them: one form POST whose answer comes back already classified.
+///
+/// This machine's implementation is the blocking ureq [`Http`] client (below); the
+/// tests use `broker::memory::ScriptedTransport`. The trait is blocking on purpose:
+/// the multi-user service runs the broker on a blocking thread
+/// (`tokio::task::spawn_blocking`) and implements `post` by driving its async HTTP
+/// client with `Handle::block_on` there. Refreshes are rare (one per user per
+/// token lifetime) and the decisions around them (lease, re-check, rotate, save)
+/// stay in one synchronous place instead of being written twice; the service
+/// serves fresh tokens without the broker at all (see `broker::State`).
+pub trait Transport: Send + Sync {
+    /// POST `form` to `url` and classify the answer: a JSON object on success,
+    /// otherwise an [`EndpointError`]. Implementations must not log the form
+    /// (it carries secrets) and must keep every form value out of error texts.
+    fn post(&self, url: &str, form: &Form)
+    -> Result<serde_json::Map<String, Value>, EndpointError>;
+}
+
+impl Transport for Http {
+    fn post(
+        &self,
+        url: &str,
+        form: &Form,
+    ) -> Result<serde_json::Map<String, Value>, EndpointError> {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = self
+            .post_form(url, &pairs)
+            .map_err(|t| EndpointError::Transient {
+                detail: t.detail,
+                retry_after: None,
+            })?;
+        classify(resp, form)
+    }
+}
+
+/// POST `form` to `url` through `transport` and classify the answer.
 pub fn post(
-    http: &Http,
+    transport: &dyn Transport,
     url: &str,
     form: &Form,
 ) -> Result<serde_json::Map<String, Value>, EndpointError> {
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let resp = http
-        .post_form(url, &pairs)
-        .map_err(|t| EndpointError::Transient {
-            detail: t.detail,
-            retry_after: None,
-        })?;
+    transport.post(url, form)
+}
+
+/// Classify an HTTP answer. Every form value is removed from any server text we
+/// keep, so an echoing server cannot leak a secret into errors.
+pub fn classify(
+    resp: Response,
+    form: &Form,
+) -> Result<serde_json::Map<String, Value>, EndpointError> {
     let redact = |s: &str| -> String {
         let mut out = s.to_owned();
         for (_, v) in form
@@ -220,7 +257,7 @@ pub fn token_response(
 
 /// Run the token endpoint with `grant` parameters plus client authentication.
 pub fn token_request(
-    http: &Http,
+    transport: &dyn Transport,
     account: &Account,
     grant: Vec<(&'static str, Zeroizing<String>)>,
 ) -> Result<TokenResponse, EndpointError> {
@@ -230,7 +267,7 @@ pub fn token_request(
             detail: e.to_string(),
         })?,
     );
-    token_response(post(http, &account.token_url, &form)?)
+    token_response(transport.post(&account.token_url, &form)?)
 }
 
 /// Helper: a form value.

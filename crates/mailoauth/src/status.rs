@@ -3,7 +3,9 @@
 //!
 //! Owns: `$XDG_STATE_HOME/mailoauth/status/<account>.json` and running
 //! `notify_command` once per transition into "login required". Must not: hold
-//! tokens (status is read by `status` without touching the token store).
+//! tokens (status is read by `status` without touching the token store). The
+//! broker reaches these functions only through its events port
+//! (`broker::local::StatusEvents`), never directly.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -53,13 +55,35 @@ fn save(account: &Account, s: &AccountStatus) {
     }
 }
 
+impl AccountStatus {
+    /// The status after a successful refresh or login at `at`: errors cleared.
+    pub fn after_success(at: i64) -> AccountStatus {
+        AccountStatus {
+            last_refresh_at: Some(at),
+            ..AccountStatus::default()
+        }
+    }
+
+    /// Fold an error seen at `at` into the status. Returns true when this is the
+    /// transition into "login required" (the one moment a notification is due), so
+    /// every events sink — these files, the service's rows, the test double — agrees
+    /// on "once per transition".
+    pub fn record_error(&mut self, error: &crate::Error, at: i64) -> bool {
+        let newly =
+            matches!(error, crate::Error::LoginRequired { .. }) && self.login_required.is_none();
+        self.last_error = Some(error.to_string());
+        self.last_error_at = Some(at);
+        if let crate::Error::LoginRequired { reason, .. } = error {
+            self.login_required = Some(reason.clone());
+        }
+        newly
+    }
+}
+
 /// Record a successful refresh or login: clears errors.
 pub fn record_success(account: &Account, at: i64) {
     let old = load(account);
-    let new = AccountStatus {
-        last_refresh_at: Some(at),
-        ..AccountStatus::default()
-    };
+    let new = AccountStatus::after_success(at);
     if old != new {
         save(account, &new);
     }
@@ -69,12 +93,7 @@ pub fn record_success(account: &Account, at: i64) {
 /// transition only) run its `notify_command`.
 pub fn record_error(account: &Account, error: &crate::Error, at: i64) {
     let mut s = load(account);
-    let newly = matches!(error, crate::Error::LoginRequired { .. }) && s.login_required.is_none();
-    s.last_error = Some(error.to_string());
-    s.last_error_at = Some(at);
-    if let crate::Error::LoginRequired { reason, .. } = error {
-        s.login_required = Some(reason.clone());
-    }
+    let newly = s.record_error(error, at);
     save(account, &s);
     if newly {
         notify(account, &error.to_string());

@@ -38,7 +38,7 @@ pub struct AccountStatus {
 pub fn account_status(b: &Broker) -> Result<AccountStatus, Error> {
     let a = b.account();
     let st = status::load(a);
-    let (rec, store_error) = match b.store().load() {
+    let (rec, store_error) = match b.record() {
         Ok(r) => (r, None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -184,7 +184,7 @@ pub fn logout(json_out: bool, name: &str, o: &LogoutOutcome) -> Result<(), Error
 /// Print `inspect`.
 pub fn inspect(json_out: bool, b: &Broker, resource: Option<&str>) -> Result<(), Error> {
     let key = resource.unwrap_or(mailoauth::providers::MAIL_RESOURCE);
-    let rec = b.store().load()?.ok_or_else(|| Error::LoginRequired {
+    let rec = b.record()?.ok_or_else(|| Error::LoginRequired {
         account: b.account().name.clone(),
         reason: "no token is stored yet".into(),
         remedy: None,

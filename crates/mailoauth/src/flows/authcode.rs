@@ -1,20 +1,26 @@
 //! Authorization code + PKCE (S256) with `state`, through the user's browser.
 //!
-//! Owns: building the authorization URL, racing the loopback listener against a
-//! pasted redirect URL, and exchanging the code. Must not: accept a callback
-//! without the right `state`, or print anything but prompts on stderr (the URL
+//! Owns: the flow as two steps — [`begin`] (authorization URL + a serialisable
+//! [`Pending`]) and [`finish`] (check the redirect, exchange the code) — usable by
+//! a web service whose callback may reach another node than the one that began;
+//! and [`run`], the terminal driver over them (loopback listener raced against a
+//! pasted redirect URL). Must not: accept a callback without the right `state` or
+//! after the sign-in expired, or print anything but prompts on stderr (the URL
 //! alone on one line — a script contract).
 
+use std::fmt;
 use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use super::LoginOptions;
-use super::listener::{Callback, Listener, parse_callback};
+use super::listener::{Callback, Listener, Rejected, parse_callback};
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::http::Http;
 use crate::jwt::b64url;
+use crate::oauth::Transport;
 use crate::oauth::{self, TokenResponse, v};
 use crate::providers::Account;
 use crate::random;
@@ -76,9 +82,127 @@ pub fn authorization_url(
     Ok(url.into())
 }
 
+/// A begun sign-in, waiting for its redirect. Serialisable: keep it server-side
+/// (a session row, never the browser: the verifier is a secret) and hand it to
+/// [`finish`] on whichever node receives the callback.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    /// PKCE verifier (secret).
+    pub verifier: String,
+    /// The `state` the redirect must carry.
+    pub state: String,
+    /// The exact redirect URI the authorization request named (the code exchange
+    /// must repeat it).
+    pub redirect_uri: String,
+    /// Unix time after which the redirect is refused.
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("verifier", &"[redacted]")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Step 1: the authorization URL to send the user to, and what [`finish`] needs.
+pub fn begin(account: &Account, redirect_uri: &str, expires_at: i64) -> Result<(String, Pending)> {
+    let state = random::token(16);
+    let pkce = Pkce::new();
+    let url = authorization_url(account, redirect_uri, &state, &pkce)?;
+    Ok((
+        url,
+        Pending {
+            verifier: pkce.verifier,
+            state,
+            redirect_uri: redirect_uri.to_owned(),
+            expires_at,
+        },
+    ))
+}
+
+/// What came back from the browser.
+pub enum Redirect<'a> {
+    /// The full redirect URL (a web callback, or a URL the user pasted).
+    Url(&'a str),
+    /// Code and state already taken apart (a callback handler's query parameters).
+    Code {
+        /// `code`.
+        code: &'a str,
+        /// `state`.
+        state: &'a str,
+    },
+}
+
+/// Step 2: check `redirect` against `pending` (path, state, expiry) and exchange
+/// the code at the token endpoint. The result is not stored (the broker does that).
+pub fn finish(
+    account: &Account,
+    pending: &Pending,
+    redirect: Redirect<'_>,
+    transport: &dyn Transport,
+    now: i64,
+) -> Result<TokenResponse> {
+    if now > pending.expires_at {
+        return Err(Error::Flow(format!(
+            "this sign-in expired; run `mailoauth login {}` again",
+            account.name
+        )));
+    }
+    let code = match redirect {
+        Redirect::Code { code, state } if state == pending.state => code.to_owned(),
+        Redirect::Code { .. } => return Err(Error::Flow(Rejected::WrongState.text().into())),
+        Redirect::Url(u) => {
+            let path = url::Url::parse(&pending.redirect_uri)
+                .map(|r| r.path().to_owned())
+                .map_err(|e| {
+                    Error::Usage(format!("redirect_uri `{}`: {e}", pending.redirect_uri))
+                })?;
+            match parse_callback(u, &path, &pending.state) {
+                Ok(Callback::Code(code)) => code,
+                Ok(Callback::Denied(why)) => return Err(denied(account, why)),
+                Err(why) => return Err(Error::Flow(why.text().into())),
+            }
+        }
+    };
+    let grant = vec![
+        ("grant_type", v("authorization_code")),
+        ("code", v(code)),
+        ("redirect_uri", v(pending.redirect_uri.clone())),
+        ("code_verifier", v(pending.verifier.clone())),
+    ];
+    oauth::token_request(transport, account, grant).map_err(|e| {
+        crate::diagnose::endpoint_error(e, account, "token endpoint", &account.token_url)
+    })
+}
+
+/// The error for a redirect carrying `error` (the user declined, or a misconfiguration).
+fn denied(account: &Account, why: String) -> Error {
+    match why.split(':').next().map(str::trim) {
+        Some(e) if !e.is_empty() => {
+            let denied = oauth::EndpointError::OAuth {
+                status: 0,
+                error: e.to_owned(),
+                description: why.clone(),
+                codes: vec![],
+            };
+            crate::diagnose::endpoint_error(
+                denied,
+                account,
+                "authorization endpoint",
+                &account.authorize_url,
+            )
+        }
+        _ => Error::Flow(why),
+    }
+}
+
 /// Run the flow: listener up, URL shown (browser opened when possible), wait for
 /// the first valid callback or pasted URL, exchange the code.
-pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenResponse> {
+pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Result<TokenResponse> {
     let registered = url::Url::parse(&account.redirect_uri)
         .map_err(|e| Error::Usage(format!("redirect_uri `{}`: {e}", account.redirect_uri)))?;
     let host = registered.host_str().unwrap_or("127.0.0.1").to_owned();
@@ -92,9 +216,10 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
     let redirect_uri = redirect.to_string();
     let path = redirect.path().to_owned();
 
-    let state = random::token(16);
-    let pkce = Pkce::new();
-    let url = authorization_url(account, &redirect_uri, &state, &pkce)?;
+    // The driver's own timeout decides; the pending sign-in just must not expire first.
+    let expires_at = crate::clock::now() + opts.timeout.as_secs() as i64 + 60;
+    let (url, pending) = begin(account, &redirect_uri, expires_at)?;
+    let state = pending.state.clone();
 
     let (tx, rx) = mpsc::channel();
     let done = Arc::new(AtomicBool::new(false));
@@ -141,25 +266,7 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
     done.store(true, Ordering::SeqCst);
     let code = match got {
         Ok(Callback::Code(code)) => code,
-        Ok(Callback::Denied(why)) => {
-            return Err(match why.split(':').next().map(str::trim) {
-                Some(e) if !e.is_empty() => {
-                    let denied = oauth::EndpointError::OAuth {
-                        status: 0,
-                        error: e.to_owned(),
-                        description: why.clone(),
-                        codes: vec![],
-                    };
-                    crate::diagnose::endpoint_error(
-                        denied,
-                        account,
-                        "authorization endpoint",
-                        &account.authorize_url,
-                    )
-                }
-                _ => Error::Flow(why),
-            });
-        }
+        Ok(Callback::Denied(why)) => return Err(denied(account, why)),
         Err(_) => {
             return Err(Error::Flow(format!(
                 "no sign-in arrived within {} s; run `mailoauth login {}` again (use --no-browser to copy the URL)",
@@ -168,16 +275,12 @@ pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenR
             )));
         }
     };
-
-    let grant = vec![
-        ("grant_type", v("authorization_code")),
-        ("code", v(code)),
-        ("redirect_uri", v(redirect_uri)),
-        ("code_verifier", v(pkce.verifier)),
-    ];
-    oauth::token_request(http, account, grant).map_err(|e| {
-        crate::diagnose::endpoint_error(e, account, "token endpoint", &account.token_url)
-    })
+    // The listener and the paste reader already checked path and state.
+    let redirect = Redirect::Code {
+        code: &code,
+        state: &state,
+    };
+    finish(account, &pending, redirect, http, crate::clock::now())
 }
 
 fn read_pasted(path: &str, state: &str, tx: mpsc::Sender<Callback>, done: Arc<AtomicBool>) {

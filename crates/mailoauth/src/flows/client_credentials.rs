@@ -3,14 +3,14 @@
 //! Owns: the one token request of this grant. Must not: expect a refresh token
 //! (there is none; the broker asks again when the token runs low).
 
-use crate::http::Http;
+use crate::oauth::Transport;
 use crate::oauth::{self, EndpointError, TokenResponse, v};
 use crate::providers::Account;
 
 /// Request an app-only token for `resource` (default: the mail resource).
 pub fn request(
     account: &Account,
-    http: &Http,
+    http: &dyn Transport,
     resource: Option<&str>,
 ) -> Result<TokenResponse, EndpointError> {
     let scopes = account

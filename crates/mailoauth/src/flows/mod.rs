@@ -1,21 +1,25 @@
 //! The ways to acquire tokens: authorization code + PKCE, device authorization
 //! grant, client credentials.
 //!
-//! Owns: the interactive part of each flow (URLs, listener, polling, prompts on
-//! stderr). Must not: store anything (the broker stores what a flow returns),
-//! or print to stdout (stdout belongs to tokens and `--json`).
+//! Owns: each flow as steps a service can drive (`authcode::begin`/`finish`,
+//! `device::start`/`poll`, with serialisable in-between state), and the terminal
+//! drivers over them (URLs, listener, polling, prompts on stderr). Must not: store
+//! anything (the broker stores what a flow returns), or print to stdout (stdout
+//! belongs to tokens and `--json`).
 
 pub mod authcode;
 pub mod client_credentials;
 pub mod device;
 pub mod listener;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
 use crate::config::FlowKind;
 use crate::error::Result;
-use crate::http::Http;
 use crate::oauth::TokenResponse;
+use crate::oauth::Transport;
 use crate::providers::Account;
 
 /// How an interactive login may interact with the user.
@@ -50,7 +54,7 @@ pub fn over_ssh() -> bool {
 }
 
 /// Run the account's flow and return the token response (not yet stored).
-pub fn run(account: &Account, http: &Http, opts: &LoginOptions) -> Result<TokenResponse> {
+pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Result<TokenResponse> {
     match account.flow {
         FlowKind::AuthCode => authcode::run(account, http, opts),
         FlowKind::Device => device::run(account, http, opts),
