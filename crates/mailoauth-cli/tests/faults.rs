@@ -389,3 +389,20 @@ fn account_names_that_would_share_a_token_file_are_refused() {
     );
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn a_timed_out_login_without_a_browser_does_not_suggest_no_browser() {
+    let sb = Sandbox::new(
+        "[accounts.c]\nprovider = \"custom\"\nuser = \"u@example.test\"\nclient_id = \"c\"\n\
+         authorize_url = \"http://127.0.0.1:9/authorize\"\ntoken_url = \"http://127.0.0.1:9/token\"\n\
+         scopes = [\"mail\"]\nstore = \"file\"\n",
+    );
+    let o = sb.run(&["login", "c", "--no-browser", "--timeout", "1"]);
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(e.contains("no sign-in arrived within 1 s"), "{e}");
+    assert!(e.contains("run `mailoauth login c`"), "{e}");
+    // The URL line is the script contract; the fix must not repeat a flag already given.
+    let fix = e.split("fix:").nth(1).unwrap_or_default();
+    assert!(!fix.contains("--no-browser"), "{e}");
+}

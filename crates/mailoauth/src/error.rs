@@ -25,6 +25,13 @@ pub enum Error {
         message: String,
     },
 
+    /// There is no config file (yet).
+    #[error("config file {} not found", path.display())]
+    NoConfig {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+
     /// No account of that name in the config.
     #[error("no account named `{name}` in {}", path.display())]
     UnknownAccount {
@@ -109,6 +116,18 @@ pub enum Error {
     #[error("login failed: {0}")]
     Flow(String),
 
+    /// The sign-in did not complete in time (timeout, expired code or pending login).
+    #[error("login failed: {reason}")]
+    SignInTimedOut {
+        /// Account name.
+        account: String,
+        /// What expired.
+        reason: String,
+        /// Whether a browser was to be opened on this machine (then the fix
+        /// suggests signing in elsewhere).
+        browser: bool,
+    },
+
     /// A message would be sent as someone else than the account's mailbox.
     #[error("the {what} is {from}, but account mailbox is {user}; not sent")]
     SendAs {
@@ -168,7 +187,10 @@ impl Error {
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::UnknownAccount { .. } | Error::Usage(_) => exit::USAGE,
+            Error::Config { .. }
+            | Error::NoConfig { .. }
+            | Error::UnknownAccount { .. }
+            | Error::Usage(_) => exit::USAGE,
             Error::LoginRequired { .. } => exit::LOGIN_REQUIRED,
             Error::Unreachable { .. } => exit::UNREACHABLE,
             Error::Mail(m) => mail_exit_code(&m.failure),
@@ -179,6 +201,7 @@ impl Error {
     /// What the user can do about it, when we know.
     pub fn remedy(&self) -> Option<Remedy> {
         match self {
+            Error::NoConfig { .. } => Some(Remedy::AddAccount),
             Error::UnknownAccount { known, .. } if known.is_empty() => Some(Remedy::AddAccount),
             Error::UnknownAccount { known, .. } => Some(Remedy::ChooseAccount {
                 known: known.clone(),
@@ -198,6 +221,16 @@ impl Error {
             Error::Mail(m) => m.diagnosis.as_ref().map(|d| d.remedy.clone()),
             Error::Store { remedy, .. } => remedy.clone(),
             Error::Unreachable { .. } => Some(Remedy::CheckNetwork),
+            Error::SignInTimedOut {
+                account, browser, ..
+            } => Some(match browser {
+                true => Remedy::LoginWithoutBrowser {
+                    account: account.clone(),
+                },
+                false => Remedy::Login {
+                    account: account.clone(),
+                },
+            }),
             Error::SendAs { user, from, .. } => Some(Remedy::Steps(format!(
                 "send as {user}, or, if {user} has SendAs rights on {from} (Exchange: \
                  `Add-RecipientPermission -Identity {from} -Trustee {user} -AccessRights SendAs`), \

@@ -30,6 +30,12 @@ pub enum Remedy {
         /// Account name.
         account: String,
     },
+    /// Sign in again, with the sign-in page opened on another device (no
+    /// browser could show it here, or it went unnoticed).
+    LoginWithoutBrowser {
+        /// Account name.
+        account: String,
+    },
     /// Look at the token's audience, scopes and user.
     Inspect {
         /// Account name.
@@ -88,6 +94,7 @@ impl Remedy {
     pub fn account(&self) -> Option<&str> {
         match self {
             Remedy::Login { account }
+            | Remedy::LoginWithoutBrowser { account }
             | Remedy::Inspect { account }
             | Remedy::Refresh { account }
             | Remedy::AddService { account, .. }

@@ -12,6 +12,9 @@ use mailoauth::remedy::Remedy;
 fn step(r: &Remedy) -> String {
     match r {
         Remedy::Login { account } => format!("run `mailoauth login {account}`"),
+        Remedy::LoginWithoutBrowser { account } => format!(
+            "run `mailoauth login {account} --no-browser` and open the URL it prints on any device"
+        ),
         Remedy::Inspect { account } => {
             format!("run `mailoauth inspect {account}` to see the token's audience, scopes and user")
         }
@@ -20,7 +23,10 @@ fn step(r: &Remedy) -> String {
             "add `{}` to `services` of account `{account}`, then run `mailoauth login {account}`",
             service.name()
         ),
-        Remedy::AddAccount => "add one with `mailoauth add NAME --provider …`".into(),
+        Remedy::AddAccount => {
+            "add an account with `mailoauth add NAME --provider …` (or point MAILOAUTH_CONFIG / --config at your config)"
+                .into()
+        }
         Remedy::ChooseAccount { known } => format!("configured accounts: {}", known.join(", ")),
         Remedy::CheckNetwork => {
             "check the network (and HTTPS_PROXY); a still-valid token is served while the provider is down"

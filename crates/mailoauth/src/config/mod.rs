@@ -386,13 +386,8 @@ impl Config {
         let source = match std::fs::read_to_string(path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Config {
+                return Err(Error::NoConfig {
                     path: path.to_owned(),
-                    line: None,
-                    message:
-                        "config file not found; create it with `mailoauth add NAME --provider …` \
-                              (or point MAILOAUTH_CONFIG / --config at yours)"
-                            .into(),
                 });
             }
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),

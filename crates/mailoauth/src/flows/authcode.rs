@@ -147,10 +147,11 @@ pub fn finish(
     now: i64,
 ) -> Result<TokenResponse> {
     if now > pending.expires_at {
-        return Err(Error::Flow(format!(
-            "this sign-in expired; run `mailoauth login {}` again",
-            account.name
-        )));
+        return Err(Error::SignInTimedOut {
+            account: account.name.clone(),
+            reason: "this sign-in expired".into(),
+            browser: false,
+        });
     }
     let code = match redirect {
         Redirect::Code { code, state } if state == pending.state => code.to_owned(),
@@ -268,11 +269,11 @@ pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Resu
         Ok(Callback::Code(code)) => code,
         Ok(Callback::Denied(why)) => return Err(denied(account, why)),
         Err(_) => {
-            return Err(Error::Flow(format!(
-                "no sign-in arrived within {} s; run `mailoauth login {}` again (use --no-browser to copy the URL)",
-                opts.timeout.as_secs(),
-                account.name
-            )));
+            return Err(Error::SignInTimedOut {
+                account: account.name.clone(),
+                reason: format!("no sign-in arrived within {} s", opts.timeout.as_secs()),
+                browser: opts.open_browser,
+            });
         }
     };
     // The listener and the paste reader already checked path and state.

@@ -130,10 +130,11 @@ pub fn poll(account: &Account, auth: &DeviceAuthorization, transport: &dyn Trans
         Err(EndpointError::OAuth { error, .. })
             if matches!(error.as_str(), "expired_token" | "bad_verification_code") =>
         {
-            Poll::Failed(Error::Flow(format!(
-                "the code expired before the sign-in was completed; run `mailoauth login {}` again",
-                account.name
-            )))
+            Poll::Failed(Error::SignInTimedOut {
+                account: account.name.clone(),
+                reason: "the code expired before the sign-in was completed".into(),
+                browser: false,
+            })
         }
         Err(EndpointError::Transient { detail, .. }) => {
             log::warn!("polling the token endpoint: {detail}; retrying");
@@ -168,10 +169,14 @@ pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Resu
     loop {
         std::thread::sleep(Duration::from_secs(auth.interval));
         if Instant::now() >= deadline {
-            return Err(Error::Flow(format!(
-                "the code {} expired before the sign-in was completed; run `mailoauth login {}` again",
-                auth.user_code, account.name
-            )));
+            return Err(Error::SignInTimedOut {
+                account: account.name.clone(),
+                reason: format!(
+                    "the code {} expired before the sign-in was completed",
+                    auth.user_code
+                ),
+                browser: false,
+            });
         }
         match poll(account, &auth, http) {
             Poll::Pending => {}
