@@ -16,6 +16,7 @@ pub mod plan;
 pub mod pop;
 pub mod send;
 pub mod smtp;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 
