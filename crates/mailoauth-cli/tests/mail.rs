@@ -310,7 +310,7 @@ fn pop_only_accounts_fetch_over_pop3_and_resume() {
         serde_json::from_str(&stdout(&sb.run(&["fetch", "m", "--to", d, "--json"]))).unwrap();
     assert_eq!(v["delivered"], 0, "incremental: {v}");
     // Forget the state (as if killed before saving it): files on disk prevent duplicates.
-    std::fs::remove_dir_all(sb.state().join("fetch")).unwrap();
+    std::fs::remove_file(dir.join(".mailoauth-pop3.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&stdout(
         &sb.run(&["fetch", "m", "--to", d, "--json", "--delete"]),
     ))

@@ -82,6 +82,8 @@ pub struct Account {
     pub http_timeout: u64,
     /// How long a `{ command = … }` secret may take.
     pub secret_timeout: std::time::Duration,
+    /// Largest message `fetch` accepts, in bytes (`max_message_size`).
+    pub max_message_size: u64,
 }
 
 struct MicrosoftCloud {
@@ -490,6 +492,9 @@ pub fn resolve(config: &Config, name: &str) -> Result<Account> {
             .secret_timeout
             .map(std::time::Duration::from_secs)
             .unwrap_or(crate::config::DEFAULT_SECRET_TIMEOUT),
+        max_message_size: a
+            .max_message_size
+            .unwrap_or(crate::config::DEFAULT_MAX_MESSAGE_SIZE),
     })
 }
 

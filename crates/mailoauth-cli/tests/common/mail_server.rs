@@ -192,6 +192,34 @@ pub fn seed_mailbox(mail: &MailServer, user: &str, n: usize, size: usize) {
     }
 }
 
+/// Put one message, exactly these bytes, into `user`'s server Maildir (like
+/// [`seed_mailbox`], owned like Dovecot's files).
+pub fn seed_raw(mail: &MailServer, user: &str, name: &str, bytes: &[u8]) {
+    use std::os::unix::fs::MetadataExt;
+    seed_mailbox(mail, user, 0, 0);
+    let root = PathBuf::from(mail.ports["maildir_root"].as_str().unwrap()).join(user);
+    let owner = std::fs::metadata(root.parent().unwrap()).unwrap();
+    let p = root.join("new").join(name);
+    std::fs::write(&p, bytes).unwrap();
+    std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+}
+
+/// The files (new/ and cur/) of a local Maildir.
+pub fn messages(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_dir(dir.join(s))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
 /// Subjects of the messages in a local Maildir (new/ and cur/).
 pub fn subjects(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -201,7 +229,7 @@ pub fn subjects(dir: &std::path::Path) -> Vec<String> {
             .flatten()
             .flatten()
         {
-            let t = std::fs::read_to_string(e.path()).unwrap();
+            let t = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
             out.extend(
                 t.lines()
                     .find(|l| l.starts_with("Subject: "))

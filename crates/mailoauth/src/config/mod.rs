@@ -240,6 +240,9 @@ pub struct AccountConfig {
     /// Seconds a `{ command = … }` secret may take (default 60: a pinentry prompt
     /// needs a person); then its whole process group is killed.
     pub secret_timeout: Option<u64>,
+    /// Largest message `fetch` accepts, in bytes (default 1 GiB): a server
+    /// announcing more is misbehaving, or the message is better read elsewhere.
+    pub max_message_size: Option<u64>,
     /// Proxy listeners for password-only clients.
     pub proxy: Option<ProxyConfig>,
 }
@@ -277,6 +280,11 @@ impl fmt::Debug for SecretSource {
 
 /// How long a secret command may take when the account does not say.
 pub const DEFAULT_SECRET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default `max_message_size`: 1 GiB, far above what providers deliver (Gmail
+/// and Exchange Online cap messages at 25–150 MB) yet a bound on what a hostile
+/// server can make `fetch` write.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1 << 30;
 
 /// Most a secret command may print: a secret is a line, not a file.
 const MAX_SECRET_OUTPUT: u64 = 64 * 1024;

@@ -1,10 +1,12 @@
 //! A line-oriented mail connection: TCP, implicit TLS or a STARTTLS upgrade.
 //!
 //! Owns: connecting with timeouts, TLS with rustls (the platform's roots plus the
-//! account's `ca_file`), and CRLF line I/O with a length cap. Must not: know any
-//! protocol's commands, or upgrade to TLS with unread bytes buffered (a server —
-//! or a man in the middle — could inject plaintext responses that would then be
-//! read as if protected: the STARTTLS injection attack).
+//! account's `ca_file`), CRLF line I/O as bytes with a length cap, and copying
+//! literals to a writer. Must not: know any protocol's commands, decode what it
+//! reads (message bodies are bytes, not text), hold a literal in memory, or
+//! upgrade to TLS with unread bytes buffered (a server — or a man in the middle
+//! — could inject plaintext responses that would then be read as if protected:
+//! the STARTTLS injection attack).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -18,8 +20,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use crate::config::TlsMode;
 use crate::providers::Server;
 
-/// Longest line we accept from a server (IMAP literals aside, replies are short).
-const MAX_LINE: u64 = 64 * 1024;
+/// Longest line we accept from a server (IMAP literals aside); the login
+/// machines apply their own, smaller, limit on top.
+const MAX_LINE: usize = crate::proto::MAX_REPLY_LINE;
 
 /// Why a connection failed; `Unreachable` maps to exit 4.
 #[derive(Debug)]
@@ -180,47 +183,85 @@ impl Conn {
         })
     }
 
-    /// Read one line, without its CRLF.
-    pub fn read_line(&mut self) -> Result<String, ConnError> {
-        let mut line = String::new();
+    fn read_error(&self, e: std::io::Error) -> ConnError {
+        match e.kind() {
+            // A read timeout surfaces as EAGAIN on sockets with SO_RCVTIMEO.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ConnError::Protocol(format!("{} did not answer within the timeout", self.host))
+            }
+            _ => ConnError::Protocol(format!("reading from {}: {e}", self.host)),
+        }
+    }
+
+    /// Read one line as bytes, without its CRLF: never decoded, since a message
+    /// line may be in any charset (or none).
+    pub fn read_line(&mut self) -> Result<Vec<u8>, ConnError> {
+        let mut line = Vec::new();
+        // One byte over the limit tells an overlong line from one that fits.
         let n = (&mut self.io)
-            .take(MAX_LINE)
-            .read_line(&mut line)
-            .map_err(|e| match e.kind() {
-                // A read timeout surfaces as EAGAIN on sockets with SO_RCVTIMEO.
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    ConnError::Protocol(format!("{} did not answer within the timeout", self.host))
-                }
-                _ => ConnError::Protocol(format!("reading from {}: {e}", self.host)),
-            })?;
+            .take(MAX_LINE as u64 + 3)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| self.read_error(e))?;
         if n == 0 {
             return Err(ConnError::Protocol(format!(
                 "{} closed the connection",
                 self.host
             )));
         }
-        if !line.ends_with('\n') {
+        if !line.ends_with(b"\n") {
+            if line.len() > MAX_LINE {
+                return Err(ConnError::Protocol(format!(
+                    "the server is misbehaving: {} sent a line over {} MiB; refusing to go on",
+                    self.host,
+                    MAX_LINE >> 20
+                )));
+            }
             return Err(ConnError::Protocol(format!(
-                "{} sent an overlong line",
+                "{} closed the connection inside a line",
                 self.host
             )));
         }
-        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        line.pop();
+        if line.ends_with(b"\r") {
+            line.pop();
+        }
+        if line.len() > MAX_LINE {
+            return Err(ConnError::Protocol(format!(
+                "the server is misbehaving: {} sent a line over {} MiB; refusing to go on",
+                self.host,
+                MAX_LINE >> 20
+            )));
+        }
+        Ok(line)
     }
 
-    /// Read exactly `n` bytes (an IMAP literal) into `buf`.
-    pub fn read_exact_into(&mut self, n: usize, buf: &mut Vec<u8>) -> Result<(), ConnError> {
-        buf.clear();
-        buf.reserve(n);
-        let got = (&mut self.io)
-            .take(n as u64)
-            .read_to_end(buf)
-            .map_err(|e| ConnError::Protocol(format!("reading from {}: {e}", self.host)))?;
-        if got != n {
-            return Err(ConnError::Protocol(format!(
-                "{} closed the connection inside a literal",
-                self.host
-            )));
+    /// Read one protocol line as text (invalid UTF-8 shown as U+FFFD: status
+    /// texts are shown, never trusted).
+    pub fn read_text(&mut self) -> Result<String, ConnError> {
+        let line = self.read_line()?;
+        Ok(String::from_utf8(line)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    /// Copy exactly `n` bytes (an IMAP literal) to `out` through a fixed-size
+    /// buffer, so a literal of any size costs no more memory than a small one.
+    pub fn copy_exact(&mut self, mut n: u64, out: &mut dyn Write) -> Result<(), CopyError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        while n > 0 {
+            let want = n.min(buf.len() as u64) as usize;
+            let got = match self.io.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(CopyError::Read(ConnError::Protocol(format!(
+                        "{} closed the connection inside a literal",
+                        self.host
+                    ))));
+                }
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyError::Read(self.read_error(e))),
+            };
+            out.write_all(&buf[..got]).map_err(CopyError::Write)?;
+            n -= got as u64;
         }
         Ok(())
     }
@@ -240,6 +281,15 @@ impl Conn {
             .and_then(|()| s.flush())
             .map_err(|e| ConnError::Protocol(format!("writing to {}: {e}", self.host)))
     }
+}
+
+/// Why copying a literal failed: reading from the server, or writing it out.
+#[derive(Debug)]
+pub enum CopyError {
+    /// The server closed, timed out or failed.
+    Read(ConnError),
+    /// The writer (a Maildir file) failed.
+    Write(std::io::Error),
 }
 
 /// A TLS error with what to do about the usual ones (private CA, wrong host

@@ -1,28 +1,29 @@
-//! `fetch`: download new messages of an IMAP folder into a Maildir.
+//! `fetch`: download new messages of an IMAP folder (or a POP3 maildrop) into
+//! a Maildir.
 //!
-//! Owns: the incremental state (UIDVALIDITY + last UID, under
-//! `$XDG_STATE_HOME/mailoauth/fetch/`), batched `UID FETCH … BODY.PEEK[]`
-//! streaming with literal parsing, Maildir delivery (tmp → fsync → new), and
-//! the optional delete / move afterwards.
+//! Owns: the incremental state (UIDVALIDITY + last UID, or the UIDLs seen; kept
+//! in the Maildir by [`maildir::StateFile`] and checked against what the
+//! Maildir holds), batched `UID FETCH … BODY.PEEK[]` with literal parsing, the
+//! message size limit (`max_message_size`), and the optional delete / move
+//! afterwards. Must not: hold a message in memory (literals and POP3 bodies
+//! stream into `tmp/`), or decode one (bodies are bytes).
 //!
 //! Resumable by construction: a message's Maildir name is derived from
 //! (folder, UIDVALIDITY, UID), so a message delivered before a kill but not yet
 //! recorded in the state is recognised and skipped on the next run — no
 //! duplicates — and the state only ever records UIDs already on disk — no losses.
 
-use std::collections::HashSet;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::Failure;
+use super::conn::CopyError;
 use super::imap;
-use crate::paths;
+use super::maildir::{self, Delivery, StateFile, io_failure};
+use crate::proto::{MAX_REPLY_LINES, misbehaving};
 use crate::providers::{Account, Server};
-use crate::store::file::{read_optional, write_atomic};
 
 /// UIDs per `UID FETCH` command.
 const BATCH: usize = 250;
@@ -56,66 +57,6 @@ pub struct Fetched {
     pub bytes: u64,
 }
 
-fn folder_key(folder: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, folder.as_bytes());
-    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn state_path(account: &Account, folder: &str, dir: &Path) -> PathBuf {
-    // The state belongs to (account, folder, destination): two Maildirs fetched
-    // from the same folder keep separate progress.
-    let key = folder_key(&format!("{folder}\0{}", dir.display()));
-    paths::state_dir()
-        .join("fetch")
-        .join(paths::file_stem(&account.name))
-        .join(format!("{key}.json"))
-}
-
-fn message_name(folder: &str, uidvalidity: u64, uid: u64) -> String {
-    format!("{uidvalidity}_{uid}_{}.mailoauth", folder_key(folder))
-}
-
-/// UIDs of this folder already in the Maildir (new/ or cur/, any flags).
-fn on_disk(dir: &Path, folder: &str, uidvalidity: u64) -> HashSet<u64> {
-    let suffix = format!("_{}.mailoauth", folder_key(folder));
-    let prefix = format!("{uidvalidity}_");
-    let mut out = HashSet::new();
-    for sub in ["new", "cur"] {
-        for e in fs::read_dir(dir.join(sub)).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let base = name.split(':').next().unwrap_or("");
-            if let Some(mid) = base
-                .strip_prefix(&prefix)
-                .and_then(|r| r.strip_suffix(&suffix))
-                && let Ok(uid) = mid.parse()
-            {
-                out.insert(uid);
-            }
-        }
-    }
-    out
-}
-
-fn deliver(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join("tmp").join(name);
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join("new").join(name))
-}
-
-fn ensure_maildir(dir: &Path) -> Result<(), Failure> {
-    for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(dir.join(sub))
-            .map_err(|e| io_failure(&format!("cannot create {}", dir.display()), e))?;
-    }
-    Ok(())
-}
-
-fn io_failure(what: &str, e: std::io::Error) -> Failure {
-    Failure::Protocol(format!("{what}: {e}"))
-}
-
 /// What to fetch where.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -145,9 +86,13 @@ pub fn fetch(
         timeout,
     } = req;
     let (folder, dir, timeout) = (folder.as_str(), dir.as_path(), *timeout);
-    ensure_maildir(dir)?;
+    let quoted = quote(folder)?;
+    let target = match after {
+        After::MoveTo(t) => Some(quote(t)?),
+        _ => None,
+    };
+    maildir::ensure(dir)?;
     let mut s = imap::login(account, server, token, timeout)?;
-    let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
     let (lines, st) = s.command(&format!("SELECT {quoted}"))?;
     if !imap::status_ok(&st) {
         return Err(Failure::Refused {
@@ -165,14 +110,13 @@ pub fn fetch(
                 .and_then(|n| n.trim().parse().ok())
         })
         .ok_or_else(|| Failure::Protocol("the server sent no UIDVALIDITY".into()))?;
-    let spath = state_path(account, folder, dir);
-    let mut state: State = read_optional(&spath)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if state.uidvalidity != uidvalidity {
-        // The folder was recreated (or first run): UIDs mean something new.
+    let sfile = StateFile::new(account, folder, dir);
+    let mut state: State = sfile.load()?;
+    let have = maildir::on_disk(dir, folder, uidvalidity);
+    if state.uidvalidity != uidvalidity || have.is_empty() {
+        // The folder was recreated, or first run, or the Maildir holds none of
+        // this folder's messages (deleted, emptied or replaced since): fetch
+        // it all again; what is still on disk is skipped by name.
         state = State {
             uidvalidity,
             last_uid: 0,
@@ -189,12 +133,10 @@ pub fn fetch(
         .filter(|&u| u > state.last_uid) // `n:*` always includes the highest UID
         .collect();
     uids.sort_unstable();
-    let have = on_disk(dir, folder, uidvalidity);
     let mut out = Fetched::default();
     let total = uids.len();
     let started = Instant::now();
     let mut done_uids = Vec::with_capacity(total);
-    let mut buf = Vec::new();
     for batch in uids.chunks(BATCH) {
         let want: Vec<u64> = batch
             .iter()
@@ -209,42 +151,63 @@ pub fn fetch(
                 .collect::<Vec<_>>()
                 .join(",");
             let tag = s.send(&format!("UID FETCH {set} (UID BODY.PEEK[])"))?;
+            // Lines that carry no message: bounded, or a server could keep us
+            // here forever.
+            let mut chatter = 0usize;
             loop {
-                let line = s.conn.read_line()?;
+                let line = s.conn.read_text()?;
                 if let Some(st) = line.strip_prefix(&tag).and_then(|r| r.strip_prefix(' ')) {
                     if !imap::status_ok(st) {
                         return Err(Failure::Protocol(format!("UID FETCH failed: {st}")));
                     }
                     break;
                 }
-                if !line.starts_with("* ") || !line.contains(" FETCH ") {
-                    continue;
-                }
-                let mut uid = uid_in(&line);
-                let Some(size) = literal_size(&line) else {
+                let size = if line.starts_with("* ") && line.contains(" FETCH ") {
+                    literal_size(&line)?
+                } else {
+                    None
+                };
+                let Some(size) = size else {
+                    chatter += 1;
+                    if chatter > MAX_REPLY_LINES {
+                        return Err(misbehaving(&format!(
+                            "more than {MAX_REPLY_LINES} lines without a message in one FETCH reply"
+                        )));
+                    }
                     continue;
                 };
-                s.conn.read_exact_into(size, &mut buf)?;
-                let tail = s.conn.read_line()?;
-                uid = uid.or_else(|| uid_in(&tail));
-                let Some(uid) = uid else {
+                if size > account.max_message_size {
+                    return Err(too_big(size, account.max_message_size));
+                }
+                let uid = uid_in(&line);
+                let pending = match uid {
+                    Some(u) => maildir::imap_name(folder, uidvalidity, u),
+                    None => format!("pending-{}.mailoauth", std::process::id()),
+                };
+                let mut d = Delivery::start(dir, &pending)?;
+                s.conn.copy_exact(size, d.writer()).map_err(|e| match e {
+                    CopyError::Read(c) => Failure::from(c),
+                    CopyError::Write(e) => {
+                        io_failure(&format!("cannot write into {}", dir.display()), e)
+                    }
+                })?;
+                let tail = s.conn.read_text()?;
+                let Some(uid) = uid.or_else(|| uid_in(&tail)) else {
                     return Err(Failure::Protocol("a FETCH response without UID".into()));
                 };
-                deliver(dir, &message_name(folder, uidvalidity, uid), &buf)
-                    .map_err(|e| io_failure(&format!("cannot write into {}", dir.display()), e))?;
+                d.finish(&maildir::imap_name(folder, uidvalidity, uid))?;
                 out.delivered += 1;
-                out.bytes += size as u64;
+                out.bytes += size;
                 progress(out.delivered + out.skipped, total, out.bytes);
             }
         }
         // Everything of this batch is on disk: record it, then go on.
         let max = *batch.last().expect("chunks are never empty");
-        fs::File::open(dir.join("new"))
+        std::fs::File::open(dir.join("new"))
             .and_then(|d| d.sync_all())
             .ok();
         state.last_uid = state.last_uid.max(max);
-        let bytes = serde_json::to_vec(&state).expect("state serialises");
-        write_atomic(&spath, &bytes).map_err(|e| Failure::Protocol(e.to_string()))?;
+        sfile.save(&state)?;
         done_uids.extend_from_slice(batch);
     }
     log::info!(
@@ -255,9 +218,8 @@ pub fn fetch(
     );
     if !done_uids.is_empty() {
         let set = compress(&done_uids);
-        match after {
-            After::Keep => {}
-            After::Delete => {
+        match (after, target) {
+            (After::Delete, _) => {
                 s.command(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))?;
                 let cmd = if s.has("UIDPLUS") {
                     format!("UID EXPUNGE {set}")
@@ -266,8 +228,7 @@ pub fn fetch(
                 };
                 s.command(&cmd)?;
             }
-            After::MoveTo(target) => {
-                let t = format!("\"{}\"", target.replace('\\', "\\\\").replace('"', "\\\""));
+            (After::MoveTo(_), Some(t)) => {
                 if s.has("MOVE") {
                     let (_, st) = s.command(&format!("UID MOVE {set} {t}"))?;
                     if !imap::status_ok(&st) {
@@ -282,10 +243,35 @@ pub fn fetch(
                     s.command("EXPUNGE")?;
                 }
             }
+            _ => {}
         }
     }
     let _ = s.command("LOGOUT");
     Ok(out)
+}
+
+/// A mailbox name as an IMAP quoted string; CR, LF and NUL cannot be quoted
+/// (and would end the command), so they are refused — the CLI refuses them
+/// earlier, with a usage error.
+fn quote(name: &str) -> Result<String, Failure> {
+    if name.contains(['\r', '\n', '\0']) {
+        return Err(Failure::Protocol(format!(
+            "the folder name {:?} holds a line break or NUL",
+            name
+        )));
+    }
+    Ok(format!(
+        "\"{}\"",
+        name.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// The failure for a message over `max_message_size`.
+fn too_big(size: u64, max: u64) -> Failure {
+    misbehaving(&format!(
+        "it announced a message of {size} bytes, over max_message_size ({max} bytes; \
+         raise `max_message_size` in the account's config if the message is real)"
+    ))
 }
 
 /// Per-maildrop POP3 state: the UIDLs already delivered.
@@ -311,32 +297,31 @@ pub fn fetch_pop(
             "POP3 has no folders: use --delete or keep the messages".into(),
         ));
     }
-    ensure_maildir(dir)?;
+    maildir::ensure(dir)?;
     let mut s = super::pop::login(account, server, token, req.timeout)?;
     s.command("UIDL", "UIDL")?;
-    let list: Vec<(u64, String)> = s
-        .multiline()?
-        .iter()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.parse().ok()?, it.next()?.to_owned()))
-        })
-        .collect();
-    let spath = state_path(account, "\0pop3", dir);
-    let mut state: PopState = read_optional(&spath)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let name = |uidl: &str| format!("pop_{}.mailoauth", folder_key(uidl));
-    let exists = |n: &str| {
-        dir.join("new").join(n).exists()
-            || fs::read_dir(dir.join("cur"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().split(':').next() == Some(n))
-    };
+    let mut list: Vec<(u64, String)> = Vec::new();
+    for l in s.multiline()? {
+        let mut it = l.split_whitespace();
+        let (Some(n), Some(uidl)) = (it.next().and_then(|n| n.parse().ok()), it.next()) else {
+            continue;
+        };
+        // RFC 1939: a UIDL is printable ASCII; anything else cannot name a file
+        // reliably (two invalid ones could decode alike).
+        if !uidl.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(misbehaving(&format!(
+                "a UIDL that is not printable ASCII ({uidl:?})"
+            )));
+        }
+        list.push((n, uidl.to_owned()));
+    }
+    let sfile = StateFile::new(account, "\0pop3", dir);
+    let mut state: PopState = sfile.load()?;
+    if !maildir::holds_pop(dir) {
+        // Deleted, emptied or replaced since the last run: fetch it all again.
+        state.seen.clear();
+    }
+    let on_disk = maildir::names(dir);
     let todo: Vec<&(u64, String)> = list
         .iter()
         .filter(|(_, u)| !state.seen.contains(u))
@@ -344,23 +329,22 @@ pub fn fetch_pop(
     let mut out = Fetched::default();
     let mut fetched = Vec::new();
     for (i, (n, uidl)) in todo.iter().enumerate() {
-        let file = name(uidl);
-        if exists(&file) {
+        let file = maildir::pop_name(uidl);
+        if on_disk.contains(&file) {
             out.skipped += 1;
         } else {
             s.command(&format!("RETR {n}"), "RETR")?;
-            let body = s.message()?;
-            deliver(dir, &file, &body)
-                .map_err(|e| io_failure(&format!("cannot write into {}", dir.display()), e))?;
+            let mut d = Delivery::start(dir, &file)?;
+            let size = s.message_to(d.writer(), account.max_message_size, dir)?;
+            d.finish(&file)?;
             out.delivered += 1;
-            out.bytes += body.len() as u64;
+            out.bytes += size;
         }
         state.seen.insert(uidl.clone());
         fetched.push(*n);
         progress(out.delivered + out.skipped, todo.len(), out.bytes);
         if (i + 1) % 50 == 0 || i + 1 == todo.len() {
-            let bytes = serde_json::to_vec(&state).expect("state serialises");
-            write_atomic(&spath, &bytes).map_err(|e| Failure::Protocol(e.to_string()))?;
+            sfile.save(&state)?;
         }
     }
     if req.after == After::Delete {
@@ -384,11 +368,21 @@ fn uid_in(line: &str) -> Option<u64> {
     None
 }
 
-/// The `{N}` literal size at the end of a line.
-fn literal_size(line: &str) -> Option<usize> {
-    let inner = line.strip_suffix('}')?;
-    let open = inner.rfind('{')?;
-    inner[open + 1..].trim_end_matches('+').parse().ok()
+/// The `{N}` literal size at the end of a line (`None`: no literal); a size
+/// that is not a number is the server's error, not a line to skip (its bytes
+/// would then be read as responses).
+fn literal_size(line: &str) -> Result<Option<u64>, Failure> {
+    let Some(inner) = line.strip_suffix('}') else {
+        return Ok(None);
+    };
+    let Some(open) = inner.rfind('{') else {
+        return Ok(None);
+    };
+    let n = inner[open + 1..].trim_end_matches('+');
+    n.parse().map(Some).map_err(|_| {
+        let shown: String = n.chars().take(40).collect();
+        misbehaving(&format!("a literal size that is not a number ({shown:?})"))
+    })
 }
 
 /// A compact UID set: `1:5,7,9:10`.
@@ -420,27 +414,15 @@ mod tests {
     fn parsing_helpers() {
         assert_eq!(uid_in("* 3 FETCH (UID 42 BODY[] {120}"), Some(42));
         assert_eq!(uid_in(" UID 7)"), Some(7));
-        assert_eq!(literal_size("* 3 FETCH (UID 42 BODY[] {120}"), Some(120));
-        assert_eq!(literal_size("* 3 FETCH (FLAGS (\\Seen))"), None);
+        assert_eq!(
+            literal_size("* 3 FETCH (UID 42 BODY[] {120}").unwrap(),
+            Some(120)
+        );
+        assert_eq!(literal_size("* 3 FETCH (FLAGS (\\Seen))").unwrap(), None);
+        let e = literal_size("* 1 FETCH (BODY[] {99999999999999999999999}").unwrap_err();
+        assert!(e.to_string().contains("misbehaving"), "{e}");
+        assert!(quote("a\r\nb").is_err());
+        assert_eq!(quote("a\"b").unwrap(), "\"a\\\"b\"");
         assert_eq!(compress(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-    }
-
-    #[test]
-    fn maildir_names_identify_interrupted_deliveries() {
-        let d = tempfile::tempdir().unwrap();
-        for s in ["new", "cur", "tmp"] {
-            fs::create_dir_all(d.path().join(s)).unwrap();
-        }
-        deliver(d.path(), &message_name("INBOX", 9, 5), b"x").unwrap();
-        fs::write(
-            d.path()
-                .join("cur")
-                .join(format!("{}:2,S", message_name("INBOX", 9, 6))),
-            b"y",
-        )
-        .unwrap();
-        fs::write(d.path().join("new").join(message_name("Other", 9, 7)), b"z").unwrap();
-        assert_eq!(on_disk(d.path(), "INBOX", 9), HashSet::from([5, 6]));
-        assert!(on_disk(d.path(), "INBOX", 10).is_empty());
     }
 }

@@ -30,8 +30,8 @@ impl Session {
         let tag = self.send(cmd)?;
         let mut r = Response::new(&tag);
         loop {
-            if let Some(status) = r.feed(&self.conn.read_line()?) {
-                return Ok((r.untagged, status));
+            if let Some(status) = r.feed(&self.conn.read_text()?)? {
+                return Ok((r.untagged(), status));
             }
         }
     }

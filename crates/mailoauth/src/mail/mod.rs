@@ -13,10 +13,12 @@ pub mod check;
 pub mod conn;
 pub mod fetch;
 pub mod imap;
+mod maildir;
 pub mod plan;
 pub mod pop;
 pub mod send;
 pub mod smtp;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 
@@ -110,7 +112,7 @@ pub fn login(
             Step::Send(b) => conn.write_all(&b)?,
             Step::SendSecret(b) => conn.write_all(&b)?,
             Step::StartTls => conn = conn.upgrade()?,
-            Step::NeedLine => m.feed_line(conn.read_line()?.as_bytes()),
+            Step::NeedLine => m.feed_line(&conn.read_line()?),
             Step::Done(a) => return Ok((conn, a)),
             Step::Failed(f) => return Err(f),
         }

@@ -71,6 +71,10 @@ pub struct FetchPlan {
 
 /// Resolve `opts` for `account`: POP3 when asked or for POP-only accounts.
 pub fn fetch_plan(account: &Account, opts: &FetchOptions) -> Result<FetchPlan> {
+    super::wire::folder("--folder", &opts.folder)?;
+    if let Some(t) = &opts.move_to {
+        super::wire::server_folder("--move-to", t)?;
+    }
     let pop = opts.pop || (account.imap.is_none() && account.pop.is_some());
     let service = if pop { Service::Pop } else { Service::Imap };
     let server = server(account, service)?.clone();
@@ -182,6 +186,28 @@ mod tests {
         assert!(e.to_string().contains("set `pop = { host = … }`"), "{e}");
         assert_eq!(check_services(&a, &[]).unwrap(), vec![Service::Imap]);
         assert!(check_services(&a, &[Service::Smtp]).is_err());
+    }
+
+    #[test]
+    fn folders_with_line_breaks_or_dot_dot_are_refused_before_connecting() {
+        let a = account("imap = { host = \"imap.example.com\", port = 993, tls = \"implicit\" }\n");
+        for (folder, move_to) in [
+            ("INBOX\r\nA1 DELETE INBOX", None),
+            ("../../.ssh", None),
+            ("INBOX", Some("X\ny")),
+        ] {
+            let e = fetch_plan(
+                &a,
+                &FetchOptions {
+                    folder: folder.into(),
+                    move_to: move_to.map(str::to_owned),
+                    ..opts()
+                },
+            )
+            .unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
     }
 
     #[test]

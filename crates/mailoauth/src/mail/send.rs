@@ -82,6 +82,14 @@ pub fn prepare(
         }
     }
     recipients.dedup();
+    // Every address goes into a command line: refuse what would end it.
+    for r in &recipients {
+        super::wire::address("recipient", r)?;
+    }
+    if let Some(f) = envelope_from {
+        super::wire::address("-f sender", f)?;
+    }
+    super::wire::address("the account's user", &account.user)?;
     if recipients.is_empty() {
         return Err(Error::Usage(
             "no recipients: name them as arguments, or use -t to read To/Cc/Bcc".into(),
@@ -140,6 +148,16 @@ pub fn submit(
     msg: &Prepared,
     timeout: Duration,
 ) -> Result<Success, Failure> {
+    // `prepare` refused these already; a caller that built `Prepared` itself
+    // must not be able to inject commands either.
+    for a in std::iter::once(&msg.from).chain(&msg.recipients) {
+        if a.contains(['\r', '\n', '\0', '<', '>']) {
+            return Err(Failure::Protocol(format!(
+                "refusing the address `{}`: it would break the SMTP command",
+                super::wire::shown(a)
+            )));
+        }
+    }
     let (mut conn, mech) = smtp::login(account, server, token, timeout)?;
     let step = |conn: &mut super::conn::Conn, cmd: String, want: u16, name: &'static str| {
         conn.write_line(&cmd)?;
@@ -234,5 +252,27 @@ mod tests {
         assert!(prepare(&account(), raw, true, None, &[], true).is_ok());
         let e = prepare(&account(), b"To: a@b.c\n\nhi\n", false, None, &[], false).unwrap_err();
         assert!(e.to_string().contains("no recipients"));
+    }
+
+    #[test]
+    fn recipients_and_senders_that_would_inject_commands_are_usage_errors() {
+        let raw = b"From: me@x.com\nTo: a@b.c\n\nhi\n";
+        let evil = "bob@y.com>\r\nRSET\r\nMAIL FROM:<boss@x.com".to_owned();
+        let e = prepare(&account(), raw, false, None, &[evil], false).unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e}");
+        assert!(
+            e.to_string().contains("recipient `bob@y.com>\\r\\nRSET"),
+            "{e}"
+        );
+        let e = prepare(
+            &account(),
+            raw,
+            false,
+            Some("me@x.com\r\nX"),
+            &["a@b.c".into()],
+            true,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e}");
     }
 }

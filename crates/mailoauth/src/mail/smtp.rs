@@ -18,7 +18,7 @@ use crate::sasl::Mechanism;
 pub fn reply(conn: &mut Conn) -> Result<(u16, Vec<String>), Failure> {
     let mut r = Reply::default();
     loop {
-        if let Some(done) = r.feed(&conn.read_line()?)? {
+        if let Some(done) = r.feed(&conn.read_text()?)? {
             return Ok(done);
         }
     }

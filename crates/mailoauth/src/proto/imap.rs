@@ -6,8 +6,8 @@
 //!
 //! Must not: do I/O, or put the SASL payload anywhere but a `SendSecret` step.
 
-use super::line::strip_prefix_ci;
-use super::{Core, Credentials, refused};
+use super::line::{Lines, strip_prefix_ci};
+use super::{Core, Credentials, Failure, refused};
 
 /// Longest server line accepted (IMAP literals aside, replies are short).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -25,21 +25,11 @@ pub struct Login {
 
 #[derive(Debug)]
 pub(super) enum State {
-    Greeting {
-        starttls: bool,
-    },
+    Greeting { starttls: bool },
     StartTls,
-    Capability {
-        untagged: Vec<String>,
-        preauth: bool,
-    },
-    Continuation {
-        caps: Vec<String>,
-    },
-    Authenticating {
-        untagged: Vec<String>,
-        caps: Vec<String>,
-    },
+    Capability { untagged: Lines, preauth: bool },
+    Continuation { caps: Vec<String> },
+    Authenticating { untagged: Lines, caps: Vec<String> },
     Over,
 }
 
@@ -72,12 +62,15 @@ impl State {
                 mut untagged,
                 preauth,
             } => match tagged(line, TAG_CAPABILITY) {
-                None => {
-                    untagged.push(line.to_owned());
-                    State::Capability { untagged, preauth }
-                }
+                None => match untagged.push(line) {
+                    Ok(()) => State::Capability { untagged, preauth },
+                    Err(f) => {
+                        c.fail(f);
+                        State::Over
+                    }
+                },
                 Some(st) => {
-                    let caps = capabilities(&untagged, st);
+                    let caps = capabilities(untagged.as_slice(), st);
                     if preauth {
                         // Already authenticated by the connection itself: no SASL.
                         c.done(caps);
@@ -92,7 +85,7 @@ impl State {
                     let ir = c.ir().to_owned();
                     c.send_secret(&ir);
                     State::Authenticating {
-                        untagged: Vec::new(),
+                        untagged: Lines::default(),
                         caps,
                     }
                 } else if tagged(line, TAG_AUTH).is_some() {
@@ -109,14 +102,16 @@ impl State {
                 } else if let Some(st) = tagged(line, TAG_AUTH) {
                     if is_ok(st) {
                         // Servers may announce new capabilities after login.
-                        let after = capabilities(&untagged, st);
+                        let after = capabilities(untagged.as_slice(), st);
                         c.done(if after.is_empty() { caps } else { after });
                     } else {
                         c.refuse(line.to_owned(), "AUTHENTICATE");
                     }
                     State::Over
+                } else if let Err(f) = untagged.push(line) {
+                    c.fail(f);
+                    State::Over
                 } else {
-                    untagged.push(line.to_owned());
                     State::Authenticating { untagged, caps }
                 }
             }
@@ -150,7 +145,7 @@ fn greeting(c: &mut Core, line: &str, starttls: bool) -> State {
 fn capability(c: &mut Core, preauth: bool) -> State {
     c.send(&format!("{TAG_CAPABILITY} CAPABILITY"));
     State::Capability {
-        untagged: Vec::new(),
+        untagged: Lines::default(),
         preauth,
     }
 }
@@ -169,7 +164,7 @@ fn authenticate(c: &mut Core, caps: Vec<String>) -> State {
         let line = format!("{TAG_AUTH} AUTHENTICATE {name} {}", c.ir());
         c.send_secret(&line);
         State::Authenticating {
-            untagged: Vec::new(),
+            untagged: Lines::default(),
             caps,
         }
     } else {
@@ -210,12 +205,12 @@ pub fn capabilities(lines: &[String], status: &str) -> Vec<String> {
     caps
 }
 
-/// The reply to one tagged command: untagged lines until the tagged status.
+/// The reply to one tagged command: untagged lines until the tagged status,
+/// at most [`super::MAX_REPLY_LINES`] of them and [`super::MAX_REPLY_BYTES`].
 #[derive(Debug)]
 pub struct Response {
     tag: String,
-    /// The untagged lines so far.
-    pub untagged: Vec<String>,
+    untagged: Lines,
 }
 
 impl Response {
@@ -223,17 +218,23 @@ impl Response {
     pub fn new(tag: &str) -> Response {
         Response {
             tag: tag.to_owned(),
-            untagged: Vec::new(),
+            untagged: Lines::default(),
         }
     }
 
-    /// Feed one line (CRLF stripped): `Some(status)` when it was the tagged one.
-    pub fn feed(&mut self, line: &str) -> Option<String> {
+    /// Feed one line (CRLF stripped): `Some(status)` when it was the tagged
+    /// one; an error when the untagged lines outgrow the limits.
+    pub fn feed(&mut self, line: &str) -> Result<Option<String>, Failure> {
         if let Some(st) = tagged(line, &self.tag) {
-            return Some(st.to_owned());
+            return Ok(Some(st.to_owned()));
         }
-        self.untagged.push(line.to_owned());
-        None
+        self.untagged.push(line)?;
+        Ok(None)
+    }
+
+    /// The untagged lines collected (the reply is complete once `feed` said so).
+    pub fn untagged(&mut self) -> Vec<String> {
+        self.untagged.take()
     }
 }
 

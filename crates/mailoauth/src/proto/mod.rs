@@ -24,6 +24,8 @@ mod line;
 pub mod pop;
 pub mod smtp;
 
+pub use line::{Lines, MAX_REPLY_BYTES, MAX_REPLY_LINE, MAX_REPLY_LINES, misbehaving};
+
 use std::collections::VecDeque;
 
 use base64::Engine as _;

@@ -6,7 +6,7 @@
 //!
 //! Must not: do I/O, or put the SASL payload anywhere but a `SendSecret` step.
 
-use super::line::strip_prefix_ci;
+use super::line::{Lines, strip_prefix_ci};
 use super::{Core, Credentials, Failure, Step, refused};
 
 /// Longest server line accepted (RFC 1939 says 512 octets; be lenient with texts).
@@ -24,7 +24,7 @@ pub(super) enum State {
     Greeting { starttls: bool },
     Stls,
     CapaStatus,
-    Capa { lines: Vec<String> },
+    Capa { lines: Lines },
     Continuation { caps: Vec<String> },
     Authenticating { caps: Vec<String> },
     Over,
@@ -61,14 +61,19 @@ impl State {
                 State::Over
             }
             // A server without CAPA offers no SASL: `choose` says so.
-            State::CapaStatus if is_ok(line) => State::Capa { lines: Vec::new() },
+            State::CapaStatus if is_ok(line) => State::Capa {
+                lines: Lines::default(),
+            },
             State::CapaStatus => authenticate(c, Vec::new()),
             State::Capa { mut lines } => match unstuff(line) {
-                None => authenticate(c, lines),
-                Some(l) => {
-                    lines.push(l.to_owned());
-                    State::Capa { lines }
-                }
+                None => authenticate(c, lines.take()),
+                Some(l) => match lines.push(l) {
+                    Ok(()) => State::Capa { lines },
+                    Err(f) => {
+                        c.fail(f);
+                        State::Over
+                    }
+                },
             },
             State::Continuation { caps } => {
                 if line.starts_with('+') && !is_ok(line) {

@@ -8,7 +8,7 @@
 //!
 //! Must not: do I/O, or put the SASL payload anywhere but a `SendSecret` step.
 
-use super::line::strip_prefix_ci;
+use super::line::{Lines, strip_prefix_ci};
 use super::{Core, Credentials, Failure, Step, refused};
 
 /// Longest server reply line accepted (RFC 5321 says 512 octets; be lenient).
@@ -156,10 +156,11 @@ fn authenticate(c: &mut Core, caps: Vec<String>) -> Stage {
     }
 }
 
-/// A (possibly multi-line) reply being read: `250-…` lines until `250 …`.
+/// A (possibly multi-line) reply being read: `250-…` lines until `250 …`, at
+/// most [`super::MAX_REPLY_LINES`] lines and [`super::MAX_REPLY_BYTES`].
 #[derive(Debug, Default)]
 pub struct Reply {
-    lines: Vec<String>,
+    lines: Lines,
 }
 
 impl Reply {
@@ -172,11 +173,11 @@ impl Reply {
             .and_then(|c| c.parse::<u16>().ok())
             .ok_or_else(|| Failure::Protocol(format!("not an SMTP reply: {line}")))?;
         let more = line.as_bytes().get(3) == Some(&b'-');
-        self.lines.push(line.to_owned());
+        self.lines.push(line)?;
         if more {
             return Ok(None);
         }
-        Ok(Some((code, std::mem::take(&mut self.lines))))
+        Ok(Some((code, self.lines.take())))
     }
 }
 

@@ -246,12 +246,42 @@ fn secrets_stay_out_of_debug_output() {
 #[test]
 fn response_collects_untagged_lines_until_the_tag() {
     let mut r = Response::new("m2");
-    assert_eq!(r.feed("* 3 EXISTS"), None);
+    assert_eq!(r.feed("* 3 EXISTS").unwrap(), None);
     assert_eq!(
-        r.feed("m2 OK [READ-WRITE] done").as_deref(),
+        r.feed("m2 OK [READ-WRITE] done").unwrap().as_deref(),
         Some("OK [READ-WRITE] done")
     );
-    assert_eq!(r.untagged, ["* 3 EXISTS"]);
+    assert_eq!(r.untagged(), ["* 3 EXISTS"]);
     assert!(is_ok("ok") && !is_ok("NO"));
     assert_eq!(command("m3", "NOOP"), b"m3 NOOP\r\n");
+}
+
+#[test]
+fn endless_untagged_lines_are_a_diagnosed_error() {
+    let mut r = Response::new("m2");
+    for _ in 0..crate::proto::MAX_REPLY_LINES {
+        assert_eq!(r.feed("* OK").unwrap(), None);
+    }
+    let e = r.feed("* OK").unwrap_err().to_string();
+    assert!(
+        e.contains("misbehaving") && e.contains("lines in one reply"),
+        "{e}"
+    );
+    // The login machine too: CAPABILITY answered by untagged lines forever.
+    let mut m = crate::proto::Login::new(
+        crate::config::Service::Imap,
+        false,
+        crate::proto::script::creds("t"),
+    );
+    m.feed_line(b"* OK hi\r\n");
+    let mut failed = None;
+    for _ in 0..=crate::proto::MAX_REPLY_LINES {
+        while let crate::proto::Step::Send(_) = m.next() {}
+        m.feed_line(b"* OK more\r\n");
+        if let crate::proto::Step::Failed(f) = m.next() {
+            failed = Some(f.to_string());
+            break;
+        }
+    }
+    assert!(failed.is_some_and(|f| f.contains("misbehaving")));
 }
