@@ -168,7 +168,7 @@ fn device_flow_end_to_end_and_declined() {
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let log2 = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stderr_pipe)
                 .lines()
@@ -205,6 +205,8 @@ fn device_flow_end_to_end_and_declined() {
             srv.log()
         );
         let out = wait_output(child, Duration::from_secs(60));
+        // The last lines may still be on their way through the reader thread.
+        reader.join().unwrap();
         let all = log.lock().unwrap().join("\n");
         if deny {
             assert_exit(&out, 1);
