@@ -406,3 +406,34 @@ fn a_timed_out_login_without_a_browser_does_not_suggest_no_browser() {
     let fix = e.split("fix:").nth(1).unwrap_or_default();
     assert!(!fix.contains("--no-browser"), "{e}");
 }
+
+#[test]
+fn a_refresh_by_host_name_never_goes_through_glibc_nss() {
+    // The installed binary is static: glibc's NSS modules must never be loaded
+    // for a host name. Our resolver reads /etc/hosts itself.
+    let strace = "/usr/bin/strace";
+    assert!(
+        std::path::Path::new(strace).exists(),
+        "this test needs strace: apt-get install -y strace"
+    );
+    let ep = FakeEndpoint::start(vec![ok_token(1)]);
+    let url = ep.url.replace("127.0.0.1", "localhost");
+    let sb = sandbox(&url, -5, "");
+    let trace = sb.dir.path().join("trace");
+    let mut c = sb.program(strace);
+    c.args(["-f", "-qq", "-e", "trace=openat,open", "-o"])
+        .arg(&trace)
+        .args([env!("CARGO_BIN_EXE_mailoauth"), "refresh", "ms"]);
+    let o = run_with_timeout(c, Duration::from_secs(60));
+    assert_exit(&o, 0);
+    assert_eq!(ep.requests(), 1, "the refresh reached the endpoint by name");
+    let t = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        t.contains("/etc/hosts"),
+        "our resolver read the hosts file:\n{t}"
+    );
+    assert!(
+        !t.contains("nsswitch.conf") && !t.contains("libnss_"),
+        "glibc's resolver was used:\n{t}"
+    );
+}

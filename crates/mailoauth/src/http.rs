@@ -27,6 +27,38 @@ pub struct TransportError {
     pub detail: String,
 }
 
+/// ureq's resolver port, answered by [`crate::dns`]. (`ureq::unversioned` may
+/// change in a minor release; Cargo.lock pins the version we build with.)
+#[derive(Debug)]
+struct DnsResolver;
+
+impl ureq::unversioned::resolver::Resolver for DnsResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        });
+        let addrs = crate::dns::Resolver::system()
+            .socket_addrs(host, port)
+            .map_err(|e| {
+                log::debug!("{e}");
+                ureq::Error::HostNotFound
+            })?;
+        let mut out = self.empty();
+        // ureq keeps at most 16 addresses.
+        for a in addrs.into_iter().take(16) {
+            out.push(a);
+        }
+        Ok(out)
+    }
+}
+
 /// Blocking HTTP client.
 pub struct Http {
     agent: ureq::Agent,
@@ -49,7 +81,12 @@ impl Http {
             )
             .build();
         Http {
-            agent: config.new_agent(),
+            // Names are resolved by our own resolver, never glibc's NSS (see `dns`).
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                DnsResolver,
+            ),
         }
     }
 

@@ -100,9 +100,15 @@ struct Server {
 }
 
 fn server(mode: Mode) -> Server {
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // DNS serves UDP and TCP on one port: find a port free for both.
+    let (udp, tcp) = (0..50)
+        .find_map(|_| {
+            let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let tcp = TcpListener::bind(udp.local_addr().ok()?).ok()?;
+            Some((udp, tcp))
+        })
+        .expect("a loopback port free for UDP and TCP");
     let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).unwrap();
     let queries = Arc::new(AtomicUsize::new(0));
     let count = queries.clone();
     // The threads end with the test process; every socket has a read timeout.

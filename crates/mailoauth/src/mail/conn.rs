@@ -9,7 +9,7 @@
 //! the STARTTLS injection attack).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,11 +111,10 @@ impl Conn {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Conn, ConnError> {
-        let addr = (server.host.as_str(), server.port);
-        let addrs: Vec<_> = addr
-            .to_socket_addrs()
-            .map_err(|e| ConnError::Unreachable(format!("{}: {e}", server.host)))?
-            .collect();
+        // Our resolver, not glibc's NSS (see `dns`).
+        let addrs = crate::dns::Resolver::system()
+            .socket_addrs(&server.host, server.port)
+            .map_err(|e| ConnError::Unreachable(e.to_string()))?;
         let mut last = None;
         let mut tcp = None;
         for a in addrs {
