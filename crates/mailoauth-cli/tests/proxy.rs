@@ -619,3 +619,182 @@ fn proxy_logins_take_the_token_from_the_daemons_memory() {
     std::fs::rename(&moved, &tokens).unwrap();
     assert!(second.starts_with("a1 OK"), "{second}\n{}", p.log());
 }
+
+impl Proxy {
+    /// The daemon's resident memory (KiB), from /proc.
+    fn rss_kib(&self) -> u64 {
+        let pid = self.daemon.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+#[test]
+fn literal_flood_before_login_is_cut_off_with_flat_memory() {
+    let p = Proxy::start("", &[]);
+    let before = p.rss_kib();
+    // The reported attack: one LOGIN announcing literal after literal, as fast
+    // as the socket takes them. The old proxy read it all (400 MB in 3 s).
+    let mut s = TcpStream::connect(("127.0.0.1", p.imap)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let chunk = format!(" {{8192+}}\r\n{}", "x".repeat(8192));
+    let started = Instant::now();
+    let (mut sent, mut cut_off) = (0usize, false);
+    s.write_all(b"z1 LOGIN").unwrap();
+    while started.elapsed() < Duration::from_secs(3) {
+        if s.write_all(chunk.as_bytes()).is_err() {
+            cut_off = true;
+            break;
+        }
+        sent += chunk.len();
+    }
+    let grown = p.rss_kib().saturating_sub(before);
+    assert!(cut_off, "still reading after {sent} bytes");
+    // What the kernel's socket buffers took before the reset, no more.
+    assert!(sent < 32 << 20, "{sent} bytes went in");
+    assert!(grown < 16 * 1024, "the daemon grew by {grown} KiB");
+
+    // A third literal in one command: the protocol's error, then closed.
+    let mut w = p.wire(p.imap);
+    let x = "x".repeat(8192);
+    w.w.write_all(format!("z2 LOGIN {{8192+}}\r\n{x} {{8192+}}\r\n{x} {{8192+}}\r\n").as_bytes())
+        .unwrap();
+    let bye = w.line();
+    assert!(bye.starts_with("* BYE more than 2 literals"), "{bye}");
+    assert!(w.closed());
+
+    // 64 KiB of harmless commands before login: answered, then cut off.
+    let mut w = p.wire(p.imap);
+    let noop = "a NOOP\r\n";
+    w.w.write_all(noop.repeat(64 * 1024 / noop.len()).as_bytes())
+        .unwrap();
+    let mut last = String::new();
+    let mut answered = 0;
+    loop {
+        let l = w.line();
+        if l.is_empty() {
+            break;
+        }
+        answered += 1;
+        last = l;
+    }
+    assert!(
+        last.starts_with("* BYE too much input before login"),
+        "{last}"
+    );
+    assert_eq!(answered, 64 * 1024 / noop.len() + 1);
+    assert!(p.rss_kib().saturating_sub(before) < 16 * 1024);
+    assert!(p.daemon_alive());
+}
+
+#[test]
+fn debug_trace_never_shows_the_password_in_any_login_form() {
+    let p = Proxy::start("", &["--debug"]);
+    let user = "alice@example.test";
+    let n = user.len();
+    // IMAP: each form on a fresh connection, all with the right password (so
+    // none is slowed down by the guessing brake); (what to send, answer wanted).
+    let imap: Vec<Vec<(String, &str)>> = vec![
+        // A literal user, then the password quoted on the line after it.
+        vec![
+            (format!("a1 LOGIN {{{n}}}\r\n"), "+"),
+            (format!("{user} \"{PW}\"\r\n"), "a1 OK"),
+        ],
+        // Two literals.
+        vec![
+            (format!("a2 LOGIN {{{n}}}\r\n"), "+"),
+            (format!("{user} {{{}+}}\r\n{PW}\r\n", PW.len()), "a2 OK"),
+        ],
+        vec![(format!("a3 LOGIN {user}  {PW}\r\n"), "a3 OK")],
+        vec![(format!("a4  LOGIN {user} {PW}\r\n"), "a4 OK")],
+        vec![(format!(" a5 LOGIN {user} {PW}\r\n"), "a5 OK")],
+        vec![(format!("a6\tLOGIN {user} {PW}\r\n"), "a6")],
+        vec![(format!("a7 LOGIN {user} \"{PW}\r\n"), "a7 BAD")],
+        vec![(format!("a8 LOGIN {user} {PW} extra\r\n"), "a8 BAD")],
+        vec![(
+            format!("a9 AUTHENTICATE PLAIN {}\r\n", plain_b64(user, PW)),
+            "a9 OK",
+        )],
+        vec![
+            ("b1 AUTHENTICATE PLAIN\r\n".into(), "+"),
+            (format!("{}\r\n", plain_b64(user, PW)), "b1 OK"),
+        ],
+        vec![(format!("a0 {PW}\r\n"), "a0 BAD")],
+    ];
+    for exchange in imap {
+        let mut w = p.wire(p.imap);
+        for (send, want) in exchange {
+            let got = w.ask(&send);
+            assert!(got.starts_with(want), "{send:?}: {got}");
+        }
+    }
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let pop: Vec<Vec<(String, &str)>> = vec![
+        vec![
+            (format!("USER {user}\r\n"), "+OK"),
+            (format!(" PASS {PW}\r\n"), "-ERR"),
+            (format!("PASS  {PW}\r\n"), "-ERR [AUTH]"),
+        ],
+        vec![
+            ("AUTH PLAIN\r\n".into(), "+"),
+            (format!("{}\r\n", plain_b64(user, PW)), "+OK"),
+        ],
+        vec![(format!(" AUTH PLAIN {}\r\n", plain_b64(user, PW)), "-ERR")],
+    ];
+    for exchange in pop {
+        let mut w = p.wire(p.pop);
+        for (send, want) in exchange {
+            let got = w.ask(&send);
+            assert!(got.starts_with(want), "{send:?}: {got}");
+        }
+    }
+    let smtp: Vec<Vec<(String, &str)>> = vec![
+        vec![
+            ("AUTH LOGIN\r\n".into(), "334"),
+            (format!("{}\r\n", b64(user)), "334"),
+            (format!("{}\r\n", b64(PW)), "235"),
+        ],
+        vec![
+            (format!("AUTH LOGIN {}\r\n", b64(user)), "334"),
+            (format!("{}\r\n", b64(PW)), "235"),
+        ],
+        vec![(format!(" AUTH PLAIN {}\r\n", plain_b64(user, PW)), "530")],
+        vec![(format!("AUTH  PLAIN {}\r\n", plain_b64(user, PW)), "")],
+        vec![(format!("{PW}\r\n"), "530")],
+    ];
+    for exchange in smtp {
+        let mut w = p.wire(p.smtp);
+        for (send, want) in exchange {
+            let got = w.ask(&send);
+            assert!(got.starts_with(want), "{send:?}: {got}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = p.log();
+    for want in [
+        "a1 LOGIN [redacted]",
+        "a4 LOGIN [redacted]",
+        "a5 LOGIN [redacted]",
+        "AUTH LOGIN",
+    ] {
+        assert!(log.contains(want), "{want:?} missing in the trace:\n{log}");
+    }
+    for secret in [
+        PW.to_owned(),
+        PW.to_ascii_uppercase(),
+        b64(PW),
+        plain_b64(user, PW),
+        b64(&format!("\0{user}\0{PW}")),
+    ] {
+        for (i, l) in log.lines().enumerate() {
+            assert!(
+                !l.contains(&secret),
+                "the password in the trace, line {i}: {l}"
+            );
+        }
+    }
+}
