@@ -14,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
+use super::brake::{ATTEMPTS_PER_CONNECTION, Verdict};
+use super::limits::Ticket;
 use super::trace::{self, Dir};
 use super::upstream::Upstream;
 use super::{Context, LOGIN_TIMEOUT, SessionError, Stream};
@@ -21,8 +23,6 @@ use mailoauth::config::Service;
 
 /// How long a client has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-/// Failed logins before the connection is closed.
-const ATTEMPTS: u32 = 3;
 
 /// The client's connection before login.
 pub(crate) struct Conn {
@@ -208,7 +208,13 @@ pub(crate) trait Dialect: Default + Send {
 }
 
 /// Serve one client until it has logged in, then relay.
-pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<(), SessionError> {
+/// `ticket` is the session's place in the caps: it stops counting as
+/// unauthenticated once the local password was accepted.
+pub(crate) async fn run<D: Dialect>(
+    ctx: Arc<Context>,
+    mut c: Conn,
+    mut ticket: Ticket,
+) -> Result<(), SessionError> {
     let mut d = D::default();
     c.limit_input(D::MAX_INPUT);
     let need_tls = |c: &Conn| ctx.tls.is_some() && !c.secure;
@@ -239,12 +245,18 @@ pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<()
                 d = D::default();
             }
             Step::Login(l) => {
-                if ctx.accepts(&l.user, &l.pass).await {
+                if ctx.accepts(&l.user, &l.pass) {
+                    ticket.logged_in();
                     break l;
                 }
-                c.reply(&d.refused(&l)).await?;
                 failures += 1;
-                if failures == ATTEMPTS {
+                // The brake decides when "wrong" is said, across connections.
+                match ctx.brake.failed(&l.user, failures, trace::session()) {
+                    Verdict::AnswerAt(at) => tokio::time::sleep_until(at).await,
+                    Verdict::Close => return Ok(()),
+                }
+                c.reply(&d.refused(&l)).await?;
+                if failures == ATTEMPTS_PER_CONNECTION {
                     return Ok(());
                 }
             }

@@ -52,7 +52,8 @@ impl Dir {
     }
 }
 
-fn session() -> u64 {
+/// The session number of the current task (0 outside a session).
+pub(crate) fn session() -> u64 {
     SESSION.try_with(|s| *s).unwrap_or(0)
 }
 
