@@ -32,6 +32,12 @@ struct Proxy {
 impl Proxy {
     /// `extra` adds keys to the account's proxy table (e.g. `tls = "starttls"`).
     fn start(extra: &str, daemon_args: &[&str]) -> Proxy {
+        Proxy::start_after(extra, daemon_args, "")
+    }
+
+    /// The same, the daemon started by `sh -c "{shell}; exec mailoauth daemon …"`
+    /// (e.g. `ulimit -n 256`).
+    fn start_after(extra: &str, daemon_args: &[&str], shell: &str) -> Proxy {
         let (imap, pop, smtp) = (free_port(), free_port(), free_port());
         let table = format!(
             "proxy = {{ imap = \"127.0.0.1:{imap}\", pop = \"127.0.0.1:{pop}\", smtp = \"127.0.0.1:{smtp}\", \
@@ -50,18 +56,24 @@ impl Proxy {
             smtp,
             log,
         };
-        p.spawn_daemon(daemon_args);
+        p.spawn_daemon(daemon_args, shell);
         p.wait_listening(imap);
         p
     }
 
-    fn spawn_daemon(&mut self, args: &[&str]) {
+    fn spawn_daemon(&mut self, args: &[&str], shell: &str) {
         let mut all = vec!["daemon"];
         all.extend_from_slice(args);
         let log = std::fs::File::create(&self.log).unwrap();
-        let child = self
-            .sb
-            .cmd(&all)
+        let mut cmd = if shell.is_empty() {
+            self.sb.cmd(&all)
+        } else {
+            let mut c = self.sb.program("sh");
+            c.args(["-c", &format!("{shell}; exec \"$0\" \"$@\"")]);
+            c.arg(env!("CARGO_BIN_EXE_mailoauth")).args(&all);
+            c
+        };
+        let child = cmd
             .env("PROXY_PW", PW)
             .stdout(Stdio::null())
             .stderr(log)
@@ -618,4 +630,393 @@ fn proxy_logins_take_the_token_from_the_daemons_memory() {
     let second = login(&p);
     std::fs::rename(&moved, &tokens).unwrap();
     assert!(second.starts_with("a1 OK"), "{second}\n{}", p.log());
+}
+
+impl Proxy {
+    /// The daemon's resident memory (KiB), from /proc.
+    fn rss_kib(&self) -> u64 {
+        let pid = self.daemon.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+#[test]
+fn literal_flood_before_login_is_cut_off_with_flat_memory() {
+    let p = Proxy::start("", &[]);
+    let before = p.rss_kib();
+    // The reported attack: one LOGIN announcing literal after literal, as fast
+    // as the socket takes them. The old proxy read it all (400 MB in 3 s).
+    let mut s = TcpStream::connect(("127.0.0.1", p.imap)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let chunk = format!(" {{8192+}}\r\n{}", "x".repeat(8192));
+    let started = Instant::now();
+    let (mut sent, mut cut_off) = (0usize, false);
+    s.write_all(b"z1 LOGIN").unwrap();
+    while started.elapsed() < Duration::from_secs(3) {
+        if s.write_all(chunk.as_bytes()).is_err() {
+            cut_off = true;
+            break;
+        }
+        sent += chunk.len();
+    }
+    let grown = p.rss_kib().saturating_sub(before);
+    assert!(cut_off, "still reading after {sent} bytes");
+    // What the kernel's socket buffers took before the reset, no more.
+    assert!(sent < 32 << 20, "{sent} bytes went in");
+    assert!(grown < 16 * 1024, "the daemon grew by {grown} KiB");
+
+    // A third literal in one command: the protocol's error, then closed.
+    let mut w = p.wire(p.imap);
+    let x = "x".repeat(8192);
+    w.w.write_all(format!("z2 LOGIN {{8192+}}\r\n{x} {{8192+}}\r\n{x} {{8192+}}\r\n").as_bytes())
+        .unwrap();
+    let bye = w.line();
+    assert!(bye.starts_with("* BYE more than 2 literals"), "{bye}");
+    assert!(w.closed());
+
+    // 64 KiB of harmless commands before login: answered, then cut off.
+    let mut w = p.wire(p.imap);
+    let noop = "a NOOP\r\n";
+    w.w.write_all(noop.repeat(64 * 1024 / noop.len()).as_bytes())
+        .unwrap();
+    let mut last = String::new();
+    let mut answered = 0;
+    loop {
+        let l = w.line();
+        if l.is_empty() {
+            break;
+        }
+        answered += 1;
+        last = l;
+    }
+    assert!(
+        last.starts_with("* BYE too much input before login"),
+        "{last}"
+    );
+    assert_eq!(answered, 64 * 1024 / noop.len() + 1);
+    assert!(p.rss_kib().saturating_sub(before) < 16 * 1024);
+    assert!(p.daemon_alive());
+}
+
+#[test]
+fn debug_trace_never_shows_the_password_in_any_login_form() {
+    let p = Proxy::start("", &["--debug"]);
+    let user = "alice@example.test";
+    let n = user.len();
+    // IMAP: each form on a fresh connection, all with the right password (so
+    // none is slowed down by the guessing brake); (what to send, answer wanted).
+    let imap: Vec<Vec<(String, &str)>> = vec![
+        // A literal user, then the password quoted on the line after it.
+        vec![
+            (format!("a1 LOGIN {{{n}}}\r\n"), "+"),
+            (format!("{user} \"{PW}\"\r\n"), "a1 OK"),
+        ],
+        // Two literals.
+        vec![
+            (format!("a2 LOGIN {{{n}}}\r\n"), "+"),
+            (format!("{user} {{{}+}}\r\n{PW}\r\n", PW.len()), "a2 OK"),
+        ],
+        vec![(format!("a3 LOGIN {user}  {PW}\r\n"), "a3 OK")],
+        vec![(format!("a4  LOGIN {user} {PW}\r\n"), "a4 OK")],
+        vec![(format!(" a5 LOGIN {user} {PW}\r\n"), "a5 OK")],
+        vec![(format!("a6\tLOGIN {user} {PW}\r\n"), "a6")],
+        vec![(format!("a7 LOGIN {user} \"{PW}\r\n"), "a7 BAD")],
+        vec![(format!("a8 LOGIN {user} {PW} extra\r\n"), "a8 BAD")],
+        vec![(
+            format!("a9 AUTHENTICATE PLAIN {}\r\n", plain_b64(user, PW)),
+            "a9 OK",
+        )],
+        vec![
+            ("b1 AUTHENTICATE PLAIN\r\n".into(), "+"),
+            (format!("{}\r\n", plain_b64(user, PW)), "b1 OK"),
+        ],
+        vec![(format!("a0 {PW}\r\n"), "a0 BAD")],
+    ];
+    for exchange in imap {
+        let mut w = p.wire(p.imap);
+        for (send, want) in exchange {
+            let got = w.ask(&send);
+            assert!(got.starts_with(want), "{send:?}: {got}");
+        }
+    }
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let pop: Vec<Vec<(String, &str)>> = vec![
+        vec![
+            (format!("USER {user}\r\n"), "+OK"),
+            (format!(" PASS {PW}\r\n"), "-ERR"),
+            (format!("PASS  {PW}\r\n"), "-ERR [AUTH]"),
+        ],
+        vec![
+            ("AUTH PLAIN\r\n".into(), "+"),
+            (format!("{}\r\n", plain_b64(user, PW)), "+OK"),
+        ],
+        vec![(format!(" AUTH PLAIN {}\r\n", plain_b64(user, PW)), "-ERR")],
+    ];
+    for exchange in pop {
+        let mut w = p.wire(p.pop);
+        for (send, want) in exchange {
+            let got = w.ask(&send);
+            assert!(got.starts_with(want), "{send:?}: {got}");
+        }
+    }
+    let smtp: Vec<Vec<(String, &str)>> = vec![
+        vec![
+            ("AUTH LOGIN\r\n".into(), "334"),
+            (format!("{}\r\n", b64(user)), "334"),
+            (format!("{}\r\n", b64(PW)), "235"),
+        ],
+        vec![
+            (format!("AUTH LOGIN {}\r\n", b64(user)), "334"),
+            (format!("{}\r\n", b64(PW)), "235"),
+        ],
+        vec![(format!(" AUTH PLAIN {}\r\n", plain_b64(user, PW)), "530")],
+        vec![(format!("AUTH  PLAIN {}\r\n", plain_b64(user, PW)), "")],
+        vec![(format!("{PW}\r\n"), "530")],
+    ];
+    for exchange in smtp {
+        let mut w = p.wire(p.smtp);
+        for (send, want) in exchange {
+            let got = w.ask(&send);
+            assert!(got.starts_with(want), "{send:?}: {got}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = p.log();
+    for want in [
+        "a1 LOGIN [redacted]",
+        "a4 LOGIN [redacted]",
+        "a5 LOGIN [redacted]",
+        "AUTH LOGIN",
+    ] {
+        assert!(log.contains(want), "{want:?} missing in the trace:\n{log}");
+    }
+    for secret in [
+        PW.to_owned(),
+        PW.to_ascii_uppercase(),
+        b64(PW),
+        plain_b64(user, PW),
+        b64(&format!("\0{user}\0{PW}")),
+    ] {
+        for (i, l) in log.lines().enumerate() {
+            assert!(
+                !l.contains(&secret),
+                "the password in the trace, line {i}: {l}"
+            );
+        }
+    }
+}
+
+impl Proxy {
+    /// Does the daemon's token socket answer a ping within a second?
+    fn token_socket_answers(&self) -> bool {
+        use mailoauth::ipc::{Op, Reply, Request, call_at};
+        let sock = self.sb.dir.path().join("run/mailoauth/daemon.sock");
+        let req = Request::new(&self.sb.config, Op::Ping);
+        matches!(call_at(&sock, &req, Duration::from_secs(1)), Some(Reply::Value(v)) if v == "pong")
+    }
+
+    /// The daemon's soft open-file limit, from /proc.
+    fn nofile(&self) -> u64 {
+        let pid = self.daemon.as_ref().unwrap().id();
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let l = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        l.split_whitespace().nth(3).unwrap().parse().unwrap()
+    }
+}
+
+/// The first line a new IMAP connection gets ("" when closed at once).
+fn first_line(port: u16) -> (String, Option<Wire>) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = Wire {
+        r: BufReader::new(s.try_clone().unwrap()),
+        w: s,
+    };
+    let l = w.line();
+    (l, Some(w))
+}
+
+fn login_ok(w: &mut Wire) -> bool {
+    w.ask(&format!("a LOGIN alice@example.test {PW}\r\n"))
+        .starts_with("a OK")
+}
+
+#[test]
+fn connection_cap_keeps_the_token_socket_answering() {
+    let p = Proxy::start(", max_sessions = 4, max_unauthenticated = 2", &[]);
+    let too_many = "* BYE [UNAVAILABLE] too many connections";
+    // Two idle connections fill the unauthenticated places.
+    let (_, u1) = first_line(p.imap);
+    let (_, u2) = first_line(p.imap);
+    let (mut u1, mut u2) = (u1.unwrap(), u2.unwrap());
+    let (l, w) = first_line(p.imap);
+    assert!(l.starts_with(too_many), "{l}");
+    assert!(w.unwrap().closed());
+    assert!(p.token_socket_answers());
+    // Logged in, they leave the unauthenticated places to others, up to max_sessions.
+    assert!(login_ok(&mut u1) && login_ok(&mut u2));
+    let (g3, u3) = first_line(p.imap);
+    let (g4, _u4) = first_line(p.imap);
+    assert!(g3.starts_with("* OK") && g4.starts_with("* OK"), "{g3}{g4}");
+    let (l, _) = first_line(p.imap);
+    assert!(l.starts_with(too_many), "{l}");
+    // A connection that ends gives its place back.
+    drop(u3);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (again, w) = loop {
+        let (l, w) = first_line(p.imap);
+        if !l.starts_with(too_many) || Instant::now() > deadline {
+            break (l, w);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(again.starts_with("* OK"), "{again}");
+    drop(w);
+    assert!(p.token_socket_answers());
+    let refused = p.log().matches("refusing connections").count();
+    assert_eq!(refused, 1, "one log line per interval:\n{}", p.log());
+
+    // With 256 files the daemon fits its caps to them: 300 idle connections do
+    // not take the token socket's descriptors, and accepts do not spin.
+    let p = Proxy::start_after("", &[], "ulimit -n 256");
+    assert_eq!(p.nofile(), 256);
+    let flood: Vec<_> = (0..300).map(|_| first_line(p.imap).1).collect();
+    assert!(p.token_socket_answers(), "{}", p.log());
+    assert!(
+        p.log().contains("the open-file limit only 96"),
+        "{}",
+        p.log()
+    );
+    assert!(p.log().matches("cannot accept").count() <= 2, "{}", p.log());
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(300));
+    let (g, w) = first_line(p.imap);
+    assert!(g.starts_with("* OK"), "{g}");
+    assert!(login_ok(&mut w.unwrap()));
+
+    // A soft limit below the caps is raised to fit them (2 descriptors a session and a reserve).
+    let p = Proxy::start_after("", &[], "ulimit -S -n 256");
+    assert_eq!(p.nofile(), 2 * 2000 + 64);
+}
+
+#[test]
+fn wrong_passwords_for_a_user_are_slowed_but_right_ones_are_not() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let p = Proxy::start("", &[]);
+    let port = p.imap;
+    let attack = Duration::from_secs(3);
+    let stop = Instant::now() + attack;
+    let wrong = Arc::new(AtomicUsize::new(0));
+    // 200 connections guess alice's password as fast as they are answered,
+    // reconnecting when closed.
+    let guessers: Vec<_> = (0..200)
+        .map(|i| {
+            let wrong = wrong.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while Instant::now() < stop {
+                    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
+                        continue;
+                    };
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut w = s;
+                    let mut l = String::new();
+                    loop {
+                        let left = stop.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return;
+                        }
+                        w.set_read_timeout(Some(left)).unwrap();
+                        r.get_ref().set_read_timeout(Some(left)).unwrap();
+                        l.clear();
+                        match r.read_line(&mut l) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) if l.starts_with("g NO") => {
+                                wrong.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                        }
+                        n += 1;
+                        let guess = format!("g LOGIN alice@example.test guess-{i}-{n}\r\n");
+                        if w.write_all(guess.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // In the middle of it, the right password is answered at once.
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let (g, w) = first_line(port);
+    assert!(g.starts_with("* OK"), "{g}");
+    assert!(login_ok(&mut w.unwrap()), "{}", p.log());
+    let took = t.elapsed();
+    for g in guessers {
+        g.join().unwrap();
+    }
+    let wrong = wrong.load(Ordering::Relaxed);
+    assert!(
+        took < Duration::from_millis(700),
+        "the right password took {took:?}"
+    );
+    assert!(
+        wrong as f64 / attack.as_secs_f64() <= 5.0,
+        "{wrong} wrong-password answers in {attack:?}"
+    );
+    let log = p.log();
+    assert!(
+        log.contains("wrong password for `alice@example.test`"),
+        "{log}"
+    );
+    assert!(!log.contains("guess-"), "a password in the log:\n{log}");
+
+    // 200 simultaneous right logins (guessers' connections still waiting for
+    // their answers) all pass the local check at once. Upstream, the Dovecot
+    // fixture runs at most 100 imap-login processes (its default), so logins
+    // past those may be refused by Dovecot: that is not the brake.
+    let started = Instant::now();
+    let logins: Vec<_> = (0..200)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (g, w) = first_line(port);
+                let a = w
+                    .unwrap()
+                    .ask(&format!("a LOGIN alice@example.test {PW}\r\n"));
+                format!("{g}{a}")
+            })
+        })
+        .collect();
+    let answers: Vec<String> = logins.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = answers.iter().filter(|a| a.contains("\na OK")).count();
+    let refused_upstream = answers
+        .iter()
+        .filter(|a| a.contains("\na NO [UNAVAILABLE]"))
+        .count();
+    let other: Vec<&String> = answers
+        .iter()
+        .filter(|a| !a.contains("\na OK") && !a.contains("\na NO [UNAVAILABLE]"))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "{} of 200: {:?}",
+        other.len(),
+        &other[..other.len().min(3)]
+    );
+    assert_eq!(ok + refused_upstream, 200);
+    assert!(ok >= 50, "only {ok} logged in upstream");
+    eprintln!(
+        "200 simultaneous right logins: {ok} in, {refused_upstream} refused by Dovecot, {:?}",
+        started.elapsed()
+    );
 }

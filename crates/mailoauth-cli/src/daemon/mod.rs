@@ -110,6 +110,7 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
             Box::pin(async move { cached_token(&shared, name, None).await.map(|(t, _)| t) })
         })
     };
+    raise_nofile(crate::proxy::fds_wanted(&client));
     let mut proxies = crate::proxy::Proxies::new(tokens);
     proxies.start(client).await?;
     log::warn!(
@@ -118,16 +119,24 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
         sock.display()
     );
 
+    let mut backoff =
+        crate::proxy::limits::AcceptBackoff::new(format!("token socket {}", sock.display()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(handle(shared.clone(), stream)); }
-                Err(e) => log::warn!("accept: {e}"),
+                Ok((stream, _)) => {
+                    backoff.succeeded();
+                    tokio::spawn(handle(shared.clone(), stream));
+                }
+                // Out of file descriptors every accept fails at once: pause, do
+                // not spin (signals wait in their streams meanwhile).
+                Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
             },
             _ = hup.recv() => {
                 let previous = shared.client.lock().unwrap().clone();
                 reload(&shared);
                 let client = shared.client.lock().unwrap().clone();
+                raise_nofile(crate::proxy::fds_wanted(&client));
                 if let Err(e) = proxies.restart(client, previous).await {
                     log::error!("proxy listeners not changed: {e}");
                 }
@@ -144,6 +153,28 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     log::warn!("daemon stopped");
     drop(lock);
     Ok(())
+}
+
+/// Raise the soft open-file limit to `wanted` (the proxy's caps and a reserve),
+/// as far as the hard limit allows; the proxy fits its caps to what it got.
+fn raise_nofile(wanted: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write the struct we pass, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= wanted {
+        return;
+    }
+    let target = wanted.min(lim.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        log::info!("open-file limit raised from {} to {target}", lim.rlim_cur);
+    }
 }
 
 fn reload(shared: &Shared) {

@@ -5,21 +5,31 @@
 //! (less its AUTH= mechanisms) and talks to the server itself.
 //!
 //! Must not: let any command other than CAPABILITY, NOOP, LOGOUT, STARTTLS,
-//! LOGIN and AUTHENTICATE PLAIN be answered before login; accept literals larger
-//! than [`MAX_LITERAL`]; echo credentials anywhere.
+//! LOGIN and AUTHENTICATE PLAIN be answered before login; accept more before
+//! login than the limits below (literal size and count, command size, all
+//! input); echo credentials anywhere.
 
 use std::io;
 
 use zeroize::Zeroizing;
 
-use super::session::{Conn, Dialect, Login, Step, sasl_plain};
+use super::session::{Conn, Dialect, Login, Step, sasl_plain, too_much};
+use super::trace::{self, Dir};
 use super::upstream::Upstream;
 use mailoauth::config::Service;
 
 /// Longest literal a client may send before login (user names, passwords).
 pub const MAX_LITERAL: usize = 8 * 1024;
+/// Literals in one command before login: LOGIN needs two (user, password).
+pub const MAX_LITERALS: usize = 2;
 /// Longest command line before login.
 const MAX_LINE: usize = 8 * 1024;
+/// Longest command before login, lines and literals together: a LOGIN with
+/// two literals of the largest size and short lines around them.
+pub const MAX_COMMAND: usize = MAX_LITERALS * MAX_LITERAL + 1024;
+/// All a client may send before login: a few commands (CAPABILITY, STARTTLS,
+/// a failed LOGIN or three); a client past this is not logging in.
+pub const MAX_INPUT: usize = 64 * 1024;
 
 /// The IMAP dialect (stateless between commands).
 #[derive(Default)]
@@ -95,25 +105,52 @@ fn tokenize(line: &str) -> Result<Tokens, &'static str> {
 }
 
 /// Read a whole command, fetching literals (with a `+` continuation for
-/// synchronising ones) as arguments. A literal over [`MAX_LITERAL`] is an
-/// `InvalidData` error: its bytes would follow at once, so the session must end.
+/// synchronising ones) as arguments. A literal over [`MAX_LITERAL`], more than
+/// [`MAX_LITERALS`] of them or a command over [`MAX_COMMAND`] is an
+/// `InvalidData` error: the announced bytes would follow at once, so the
+/// session must end. Traced from the parse: tag and command name, the rest
+/// redacted.
 async fn read_command(c: &mut Conn) -> io::Result<Parsed> {
-    let Some(mut line) = c.line(MAX_LINE, false).await? else {
+    let Some(mut line) = c.line(MAX_LINE).await? else {
         return Ok(Parsed::Closed);
     };
     let mut tokens: Vec<Zeroizing<String>> = Vec::new();
+    let (mut literals, mut size) = (0, line.len());
+    let mut first = true;
     loop {
         let (mut toks, literal) = match tokenize(&line) {
             Ok(x) => x,
-            Err(why) => return Ok(Parsed::Bad(first_word(&line), why)),
+            Err(why) => {
+                // Unparsable: which word is what is unknown, so none is shown.
+                trace::command(&[], true);
+                let tag = if first { first_word(&line) } else { "*".into() };
+                return Ok(Parsed::Bad(tag, why));
+            }
         };
         tokens.append(&mut toks);
+        if first {
+            trace_head(&tokens, literal.is_some());
+            first = false;
+        } else {
+            trace::line(Dir::FromClient, &line, true);
+        }
         let Some((n, sync)) = literal else { break };
+        literals += 1;
+        size += n;
         if n > MAX_LITERAL {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("literal of {n} bytes before login (at most {MAX_LITERAL})"),
-            ));
+            return Err(too_much(&format!(
+                "literal of {n} bytes before login (at most {MAX_LITERAL})"
+            )));
+        }
+        if literals > MAX_LITERALS {
+            return Err(too_much(&format!(
+                "more than {MAX_LITERALS} literals in one command before login"
+            )));
+        }
+        if size > MAX_COMMAND {
+            return Err(too_much(&format!(
+                "command of over {MAX_COMMAND} bytes before login"
+            )));
         }
         if sync {
             c.reply("+ go ahead").await?;
@@ -121,9 +158,15 @@ async fn read_command(c: &mut Conn) -> io::Result<Parsed> {
         let buf = c.literal(n).await?;
         tokens.push(Zeroizing::new(String::from_utf8_lossy(&buf).into_owned()));
         // The command goes on after the literal.
-        match c.line(MAX_LINE, false).await? {
+        match c.line(MAX_LINE).await? {
             Some(next) => line = next,
             None => return Ok(Parsed::Closed),
+        }
+        size += line.len();
+        if size > MAX_COMMAND {
+            return Err(too_much(&format!(
+                "command of over {MAX_COMMAND} bytes before login"
+            )));
         }
     }
     if tokens.len() < 2 {
@@ -138,6 +181,42 @@ async fn read_command(c: &mut Conn) -> io::Result<Parsed> {
     }))
 }
 
+/// Trace a command's first line from its tokens: tag and command name (and
+/// the mechanism of AUTHENTICATE), never an argument; a first line without a
+/// command name is not shown at all.
+fn trace_head(tokens: &[Zeroizing<String>], literal: bool) {
+    let [tag, name, args @ ..] = tokens else {
+        trace::command(&[], !tokens.is_empty() || literal);
+        return;
+    };
+    // Tags are the client's own counters (a001); command names only when
+    // they are commands, for a confused client may send its password there.
+    const KNOWN: [&str; 12] = [
+        "CAPABILITY",
+        "NOOP",
+        "LOGOUT",
+        "STARTTLS",
+        "LOGIN",
+        "AUTHENTICATE",
+        "ID",
+        "ENABLE",
+        "SELECT",
+        "EXAMINE",
+        "LIST",
+        "STATUS",
+    ];
+    let Some(name) = trace::verb(name, &KNOWN) else {
+        return trace::command(&[tag], true);
+    };
+    let mech = match (name, args.first()) {
+        ("AUTHENTICATE", Some(m)) => trace::mechanism(m),
+        _ => None,
+    };
+    let shown_args = usize::from(mech.is_some());
+    let more = args.len() > shown_args || literal;
+    trace::command(&[tag, name, mech.unwrap_or("")], more);
+}
+
 fn first_word(line: &str) -> String {
     line.split(' ')
         .next()
@@ -148,6 +227,7 @@ fn first_word(line: &str) -> String {
 
 impl Dialect for Imap {
     const SERVICE: Service = Service::Imap;
+    const MAX_INPUT: usize = MAX_INPUT;
 
     fn greeting(&self, need_tls: bool) -> String {
         format!("* OK [CAPABILITY {}] mailoauth proxy ready", caps(need_tls))
@@ -208,7 +288,7 @@ impl Dialect for Imap {
                         Some(ir) => ir.clone(),
                         None => {
                             c.reply("+ ").await?;
-                            c.line(MAX_LINE, true).await?.unwrap_or_default()
+                            c.secret_line(MAX_LINE).await?.unwrap_or_default()
                         }
                     };
                     if b64.as_str() == "*" {
@@ -275,5 +355,79 @@ impl Dialect for Imap {
 
     fn bye(&self, why: &str) -> String {
         format!("* BYE {why}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connection whose client sent `input` and then waits (never closes),
+    /// with the input budget the session sets.
+    async fn conn(input: Vec<u8>) -> Conn {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(client);
+            let _ = w.write_all(&input).await;
+            // Drain our replies so the server never blocks on them.
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+        });
+        let mut c = Conn::new(Box::new(server), false);
+        c.limit_input(<Imap as Dialect>::MAX_INPUT);
+        c
+    }
+
+    /// The error `f` ends with; a session still waiting for input fails the test.
+    async fn within_a_second<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Error {
+        match tokio::time::timeout(std::time::Duration::from_secs(1), f).await {
+            Ok(r) => r.err().expect("the session went on"),
+            Err(_) => panic!("still reading: not cut off"),
+        }
+    }
+
+    fn literal_login(literals: usize) -> Vec<u8> {
+        let mut v = b"z1 LOGIN".to_vec();
+        for _ in 0..literals {
+            v.extend_from_slice(format!(" {{{MAX_LITERAL}+}}\r\n").as_bytes());
+            v.extend(std::iter::repeat_n(b'x', MAX_LITERAL));
+        }
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    #[tokio::test]
+    async fn a_login_with_two_largest_literals_is_still_a_login() {
+        let mut c = conn(literal_login(MAX_LITERALS)).await;
+        let Parsed::Command(cmd) = read_command(&mut c).await.unwrap() else {
+            panic!("not a command")
+        };
+        assert_eq!((cmd.name.as_str(), cmd.args.len()), ("LOGIN", 2));
+    }
+
+    #[tokio::test]
+    async fn a_third_literal_in_one_command_ends_the_session() {
+        let mut c = conn(literal_login(MAX_LITERALS + 1)).await;
+        let e = read_command(&mut c).await.err().expect("refused");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("literals"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn endless_small_commands_before_login_end_the_session() {
+        let noops = b"a NOOP\r\n".repeat(MAX_INPUT / 8 + 100);
+        let mut c = conn(noops).await;
+        let e = within_a_second(Imap.next(&mut c, false)).await;
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("too much input"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn endless_failed_commands_before_login_end_the_session() {
+        // Parse errors are answered and the loop goes on: the budget still ends it.
+        let bad = b"a LOGIN \"open\r\n";
+        let mut c = conn(bad.repeat(MAX_INPUT / bad.len() + 1)).await;
+        let e = within_a_second(Imap.next(&mut c, false)).await;
+        assert!(e.to_string().contains("too much input"), "{e}");
     }
 }

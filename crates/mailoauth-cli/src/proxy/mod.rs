@@ -6,7 +6,9 @@
 //! The parts: `local` (sockets, local TLS), `session` (one client: login
 //! dialogue, then relay), `imap`/`pop`/`smtp` (each protocol's dialogue),
 //! `upstream` (TLS and the library's `proto` login towards the real server, the
-//! same one `check` runs), `trace` (`--debug`).
+//! same one `check` runs), `trace` (`--debug`), `listeners` (accept loops and
+//! the config they come from), `limits` (session caps, accept backoff) and
+//! `brake` (slowing password guessing).
 //!
 //! After login, [`relay`] moves bytes untouched with fixed buffers: a client
 //! that stops reading stops the proxy reading from the server (backpressure),
@@ -17,7 +19,10 @@
 //! Must not: relay anything before the client has authenticated, or log a
 //! password, token or SASL payload.
 
+mod brake;
 mod imap;
+pub mod limits;
+mod listeners;
 mod local;
 mod pop;
 mod session;
@@ -25,23 +30,20 @@ mod smtp;
 pub mod trace;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
-use mailoauth::config::{ProxyConfig, Service, TlsMode};
-use mailoauth::providers::{Account, is_loopback_host};
-use mailoauth::{Client, Error};
+pub use listeners::{Proxies, fds_wanted};
+use mailoauth::Client;
+use mailoauth::config::Service;
+use mailoauth::providers::Account;
 use session::Conn;
 use upstream::UpstreamError;
 
@@ -130,18 +132,17 @@ pub struct Context {
     implicit: bool,
     /// Idle limit of a relayed session.
     idle_timeout: Duration,
+    /// Failed logins of this account's listeners, by claimed user.
+    brake: brake::Brake,
 }
 
 impl Context {
     /// The client's credentials are the account's user and the local password
-    /// (compared in constant time; a short delay on failure slows guessing).
-    pub async fn accepts(&self, user: &str, pass: &str) -> bool {
-        let ok = user.eq_ignore_ascii_case(&self.account.user)
-            && same_secret(pass.as_bytes(), self.password.as_bytes());
-        if !ok {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        ok
+    /// (compared in constant time). Answered at once either way: failures are
+    /// slowed by the session, through [`brake::Brake`].
+    pub fn accepts(&self, user: &str, pass: &str) -> bool {
+        user.eq_ignore_ascii_case(&self.account.user)
+            && same_secret(pass.as_bytes(), self.password.as_bytes())
     }
 
     /// The account's mail token, from the token source.
@@ -268,253 +269,4 @@ async fn relay(
         }
         _ = idle_watch => Err(SessionError::Idle(idle)),
     }
-}
-
-/// Sessions alive across all listeners (old ones included after a restart).
-#[derive(Default)]
-struct Sessions {
-    count: AtomicUsize,
-    ended: Notify,
-}
-
-/// Decrements the count when a session task ends, however it ends.
-struct SessionGuard(Arc<Sessions>);
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.ended.notify_waiters();
-        }
-    }
-}
-
-/// The proxy's listeners and the sessions they started.
-pub struct Proxies {
-    listeners: Vec<JoinHandle<()>>,
-    sessions: Arc<Sessions>,
-    next_id: Arc<AtomicU64>,
-    tokens: TokenSource,
-}
-
-/// One listener to start: protocol, address, context.
-struct Planned {
-    service: Service,
-    addr: SocketAddr,
-    ctx: Arc<Context>,
-}
-
-impl Proxies {
-    /// Nothing listening yet; logins will take tokens from `tokens`.
-    pub fn new(tokens: TokenSource) -> Proxies {
-        Proxies {
-            listeners: Vec::new(),
-            sessions: Arc::default(),
-            next_id: Arc::default(),
-            tokens,
-        }
-    }
-
-    /// Bind every configured proxy listener and serve it on the current runtime.
-    /// All or nothing: on an error (bad address, port in use, missing password,
-    /// unusable certificate) nothing is listening and the error names the
-    /// config line to fix.
-    pub async fn start(&mut self, client: Arc<Client>) -> Result<(), Error> {
-        let mut bound = Vec::new();
-        for p in plan(&client, &self.tokens)? {
-            let listener = local::listen(p.addr)?;
-            log::warn!(
-                "proxy: {} for `{}` on {}{}",
-                p.service.name(),
-                p.ctx.account.name,
-                p.addr,
-                match (&p.ctx.tls, p.ctx.implicit) {
-                    (None, _) => "",
-                    (Some(_), true) => " (TLS)",
-                    (Some(_), false) => " (STARTTLS required)",
-                }
-            );
-            bound.push((p, listener));
-        }
-        for (p, listener) in bound {
-            let (sessions, next_id) = (self.sessions.clone(), self.next_id.clone());
-            self.listeners
-                .push(tokio::spawn(accept_loop(p, listener, sessions, next_id)));
-        }
-        Ok(())
-    }
-
-    /// Close the listening sockets; sessions already running go on.
-    pub async fn stop_listening(&mut self) {
-        for l in self.listeners.drain(..) {
-            l.abort();
-            let _ = l.await;
-        }
-    }
-
-    /// Re-read the listeners from `client` (SIGHUP). If the new set cannot be
-    /// started, the old one (`previous`) is started again and the error returned.
-    pub async fn restart(
-        &mut self,
-        client: Arc<Client>,
-        previous: Arc<Client>,
-    ) -> Result<(), Error> {
-        self.stop_listening().await;
-        match self.start(client).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                if let Err(again) = self.start(previous).await {
-                    log::error!("proxy: the previous listeners did not come back either: {again}");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Stop listening and give running sessions up to `grace` to end.
-    pub async fn shutdown(mut self, grace: Duration) {
-        self.stop_listening().await;
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let ended = self.sessions.ended.notified();
-            let n = self.sessions.count.load(Ordering::Acquire);
-            if n == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                log::warn!("proxy: closing {n} session(s) still open");
-                return;
-            }
-        }
-    }
-}
-
-async fn accept_loop(
-    p: Planned,
-    listener: TcpListener,
-    sessions: Arc<Sessions>,
-    next_id: Arc<AtomicU64>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors or similar: do not spin.
-                log::warn!("proxy accept on {}: {e}", p.addr);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        sessions.count.fetch_add(1, Ordering::AcqRel);
-        let guard = SessionGuard(sessions.clone());
-        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (ctx, service) = (p.ctx.clone(), p.service);
-        let proto = service.name();
-        tokio::spawn(trace::SESSION.scope(id, async move {
-            let _guard = guard;
-            log::debug!("proxy #{id} {proto}: connection from {peer}");
-            let r = serve(ctx, service, stream).await;
-            match r {
-                Ok(()) => log::debug!("proxy #{id} {proto}: closed"),
-                // The user must act on a failed upstream login (its cause and
-                // fix are in the message): seen at the default level.
-                Err(e @ SessionError::Upstream(_)) => {
-                    log::warn!("proxy #{id} {proto} {peer}: {e}")
-                }
-                Err(e) => log::info!("proxy #{id} {proto} {peer}: {e}"),
-            }
-        }));
-    }
-}
-
-/// One connection: TLS first when implicit, then the protocol's session.
-async fn serve(
-    ctx: Arc<Context>,
-    service: Service,
-    stream: tokio::net::TcpStream,
-) -> Result<(), SessionError> {
-    let conn = match (&ctx.tls, ctx.implicit) {
-        (Some(tls), true) => Conn::accept_tls(tls, Box::new(stream))
-            .await
-            .map_err(SessionError::Handshake)?,
-        _ => Conn::new(Box::new(stream), false),
-    };
-    match service {
-        Service::Imap => session::run::<imap::Imap>(ctx, conn).await,
-        Service::Pop => session::run::<pop::Pop>(ctx, conn).await,
-        Service::Smtp => session::run::<smtp::Smtp>(ctx, conn).await,
-    }
-}
-
-/// The proxy listeners an account asks for: (protocol, address).
-fn listens(p: &ProxyConfig) -> Vec<(Service, &str)> {
-    [
-        (Service::Imap, p.imap.as_deref()),
-        (Service::Pop, p.pop.as_deref()),
-        (Service::Smtp, p.smtp.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(k, a)| a.map(|a| (k, a)))
-    .collect()
-}
-
-/// Check the config and resolve every listener's context.
-fn plan(client: &Arc<Client>, tokens: &TokenSource) -> Result<Vec<Planned>, Error> {
-    let mut out = Vec::new();
-    for (name, cfg) in &client.config().accounts {
-        let Some(p) = &cfg.proxy else { continue };
-        let err = |m: String| client.config().error_at(name, Some("proxy"), m);
-        let tls_mode = p.tls.unwrap_or(TlsMode::None);
-        let mut addrs = Vec::new();
-        for (service, addr) in listens(p) {
-            let proto = service.name();
-            let sa: SocketAddr = addr.parse().map_err(|_| {
-                err(format!(
-                    "proxy {proto} = \"{addr}\" is not IP:PORT (e.g. \"127.0.0.1:1143\")"
-                ))
-            })?;
-            if !is_loopback_host(&sa.ip().to_string()) && tls_mode == TlsMode::None {
-                return Err(err(format!(
-                    "proxy {proto} = \"{addr}\" is not a loopback address: other machines may only \
-                     connect with TLS (set tls = \"starttls\" or \"implicit\" in the proxy table)"
-                )));
-            }
-            addrs.push((service, sa));
-        }
-        if addrs.is_empty() {
-            continue;
-        }
-        let password = p
-            .password
-            .as_ref()
-            .ok_or_else(|| {
-                err("the proxy needs `password = …` (what local clients must send)".into())
-            })?
-            .resolve("proxy password")?;
-        let names: Vec<String> = addrs
-            .iter()
-            .filter(|(_, a)| !a.ip().is_unspecified())
-            .map(|(_, a)| a.ip().to_string())
-            .collect();
-        let tls = match tls_mode {
-            TlsMode::None => None,
-            _ => Some(local::acceptor(p, &names).map_err(|e| err(format!("proxy TLS: {e}")))?),
-        };
-        let ctx = Arc::new(Context {
-            account: client.account(name)?,
-            tokens: tokens.clone(),
-            password,
-            tls,
-            implicit: tls_mode == TlsMode::Implicit,
-            idle_timeout: p.idle_timeout.map_or(IDLE_TIMEOUT, Duration::from_secs),
-        });
-        for (service, addr) in addrs {
-            out.push(Planned {
-                service,
-                addr,
-                ctx: ctx.clone(),
-            });
-        }
-    }
-    Ok(out)
 }

@@ -9,11 +9,15 @@ use std::io;
 use zeroize::Zeroizing;
 
 use super::session::{Conn, Dialect, Login, Step, sasl_plain};
+use super::trace;
 use super::upstream::Upstream;
 use mailoauth::config::Service;
 
 /// RFC 1939 allows 255 octets a command; leave room for a long AUTH PLAIN line.
 const MAX_LINE: usize = 4096;
+/// All a client may send before login (commands, AUTH answers, pipelined
+/// junk): a dozen long lines; a client past this is not logging in.
+pub const MAX_INPUT: usize = 16 * 1024;
 
 /// The POP3 dialect: remembers the `USER` given before `PASS`.
 #[derive(Default)]
@@ -21,8 +25,32 @@ pub(crate) struct Pop {
     user: Option<String>,
 }
 
+/// Trace a command as parsed: its name, and of AUTH the mechanism; arguments
+/// (USER's name, PASS's password, an AUTH initial response) never.
+fn trace_command(cmd: &str, arg: &str) {
+    const KNOWN: [&str; 15] = [
+        "CAPA", "STLS", "USER", "PASS", "AUTH", "NOOP", "QUIT", "STAT", "LIST", "RETR", "DELE",
+        "RSET", "TOP", "UIDL", "APOP",
+    ];
+    let Some(cmd) = trace::verb(cmd, &KNOWN) else {
+        return trace::command(&[], true);
+    };
+    let (mech, rest) = match cmd {
+        "AUTH" => {
+            let (m, ir) = arg.split_once(' ').unwrap_or((arg, ""));
+            match trace::mechanism(m) {
+                Some(m) => (m, ir),
+                None => ("", arg),
+            }
+        }
+        _ => ("", arg),
+    };
+    trace::command(&[cmd, mech], !rest.is_empty());
+}
+
 impl Dialect for Pop {
     const SERVICE: Service = Service::Pop;
+    const MAX_INPUT: usize = MAX_INPUT;
 
     fn greeting(&self, _need_tls: bool) -> String {
         "+OK mailoauth proxy ready".into()
@@ -30,11 +58,12 @@ impl Dialect for Pop {
 
     async fn next(&mut self, c: &mut Conn, need_tls: bool) -> io::Result<Step> {
         loop {
-            let Some(line) = c.line(MAX_LINE, false).await? else {
+            let Some(line) = c.line(MAX_LINE).await? else {
                 return Ok(Step::Closed);
             };
             let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
             let cmd = cmd.to_ascii_uppercase();
+            trace_command(&cmd, arg);
             match cmd.as_str() {
                 "CAPA" if need_tls => c.reply("+OK\r\nSTLS\r\n.").await?,
                 "CAPA" => c.reply("+OK\r\nUSER\r\nSASL PLAIN\r\n.").await?,
@@ -70,7 +99,7 @@ impl Dialect for Pop {
                     }
                     let b64 = if ir.is_empty() {
                         c.reply("+ ").await?;
-                        c.line(MAX_LINE, true).await?.unwrap_or_default()
+                        c.secret_line(MAX_LINE).await?.unwrap_or_default()
                     } else {
                         Zeroizing::new(ir.to_owned())
                     };
@@ -111,5 +140,32 @@ impl Dialect for Pop {
 
     fn bye(&self, why: &str) -> String {
         format!("-ERR {why}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn endless_auth_answers_and_junk_before_login_end_the_session() {
+        // AUTH PLAIN, a bad continuation answer, junk: over and over.
+        let round = b"AUTH PLAIN\r\n%%%%\r\nSTAT\r\n".repeat(MAX_INPUT / 20 + 100);
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(client);
+            let _ = w.write_all(&round).await;
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+        });
+        let mut c = Conn::new(Box::new(server), false);
+        c.limit_input(MAX_INPUT);
+        let e = Pop::default()
+            .next(&mut c, false)
+            .await
+            .err()
+            .expect("cut off");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("too much input"), "{e}");
     }
 }

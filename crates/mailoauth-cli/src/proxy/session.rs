@@ -14,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
+use super::brake::{ATTEMPTS_PER_CONNECTION, Verdict};
+use super::limits::Ticket;
 use super::trace::{self, Dir};
 use super::upstream::Upstream;
 use super::{Context, LOGIN_TIMEOUT, SessionError, Stream};
@@ -21,14 +23,15 @@ use mailoauth::config::Service;
 
 /// How long a client has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-/// Failed logins before the connection is closed.
-const ATTEMPTS: u32 = 3;
 
 /// The client's connection before login.
 pub(crate) struct Conn {
     io: BufReader<Box<dyn Stream>>,
     /// Is the connection TLS (implicit, or after STARTTLS)?
     pub secure: bool,
+    /// Bytes the client may still send before login ([`Dialect::MAX_INPUT`]):
+    /// whatever a dialect answers, a client cannot keep it reading forever.
+    budget: usize,
 }
 
 /// A line longer than the reader's limit: the session ends.
@@ -36,12 +39,37 @@ fn too_long() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "line too long")
 }
 
+/// The client sent more before login than the dialect allows: the session ends.
+pub(crate) fn too_much(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
 impl Conn {
-    /// Wrap a fresh connection.
+    /// Wrap a fresh connection (no input budget yet: [`run`] sets the dialect's).
     pub fn new(io: Box<dyn Stream>, secure: bool) -> Conn {
         Conn {
             io: BufReader::new(io),
             secure,
+            budget: usize::MAX,
+        }
+    }
+
+    /// Allow at most `bytes` more from the client before login.
+    pub fn limit_input(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    /// Take `n` bytes off the input budget, or fail when they exceed it.
+    fn spend(&mut self, n: usize) -> io::Result<()> {
+        match self.budget.checked_sub(n) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => {
+                self.budget = 0;
+                Err(too_much("too much input before login"))
+            }
         }
     }
 
@@ -56,20 +84,25 @@ impl Conn {
     }
 
     /// Read one line of at most `limit` bytes, without its line ending; `None`
-    /// at end of stream. A longer line is an `InvalidData` error.
-    pub async fn line(
-        &mut self,
-        limit: usize,
-        secret: bool,
-    ) -> io::Result<Option<Zeroizing<String>>> {
+    /// at end of stream. A longer line, or one past the input budget, is an
+    /// `InvalidData` error. Not traced: the dialect traces what it parsed (see
+    /// [`trace::command`]), since only the parse knows what is a credential.
+    pub async fn line(&mut self, limit: usize) -> io::Result<Option<Zeroizing<String>>> {
+        if self.budget == 0 {
+            return Err(too_much("too much input before login"));
+        }
+        // Read one byte past the budget at most, so that a line ending exactly at
+        // the budget still counts as a line.
+        let cap = limit.min(self.budget.saturating_add(1));
         let mut raw = Zeroizing::new(Vec::new());
         let n = (&mut self.io)
-            .take(limit as u64)
+            .take(cap as u64)
             .read_until(b'\n', &mut raw)
             .await?;
         if n == 0 {
             return Ok(None);
         }
+        self.spend(n)?;
         if raw.last() != Some(&b'\n') {
             return Err(if n == limit {
                 too_long()
@@ -78,13 +111,23 @@ impl Conn {
             });
         }
         let s = String::from_utf8_lossy(&raw);
-        let s = Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_owned());
-        trace::line(Dir::FromClient, &s, secret);
-        Ok(Some(s))
+        Ok(Some(Zeroizing::new(
+            s.trim_end_matches(['\r', '\n']).to_owned(),
+        )))
+    }
+
+    /// Read one line that is all credential (a SASL answer): traced by its length only.
+    pub async fn secret_line(&mut self, limit: usize) -> io::Result<Option<Zeroizing<String>>> {
+        let l = self.line(limit).await?;
+        if let Some(l) = &l {
+            trace::line(Dir::FromClient, l, true);
+        }
+        Ok(l)
     }
 
     /// Read exactly `n` bytes (an IMAP literal); never traced.
     pub async fn literal(&mut self, n: usize) -> io::Result<Zeroizing<Vec<u8>>> {
+        self.spend(n)?;
         let mut buf = Zeroizing::new(vec![0u8; n]);
         self.io.read_exact(&mut buf).await?;
         trace::line(Dir::FromClient, &format!("{{literal of {n} bytes}}"), false);
@@ -101,7 +144,10 @@ impl Conn {
                 "data after STARTTLS before the TLS handshake",
             ));
         }
-        Conn::accept_tls(tls, self.io.into_inner()).await
+        let budget = self.budget;
+        let mut c = Conn::accept_tls(tls, self.io.into_inner()).await?;
+        c.budget = budget;
+        Ok(c)
     }
 
     /// The server side of a TLS handshake (implicit TLS, or after STARTTLS), within
@@ -144,6 +190,9 @@ pub(crate) enum Step {
 pub(crate) trait Dialect: Default + Send {
     /// Which of the account's servers to log in to.
     const SERVICE: Service;
+    /// Bytes a client may send before login, all commands together (STARTTLS
+    /// does not reset it). Past it the client gets [`Dialect::bye`] and is closed.
+    const MAX_INPUT: usize;
     /// The first thing the client sees; `need_tls` when STARTTLS must come first.
     fn greeting(&self, need_tls: bool) -> String;
     /// Answer commands until one of them is a login, STARTTLS or the end.
@@ -159,8 +208,15 @@ pub(crate) trait Dialect: Default + Send {
 }
 
 /// Serve one client until it has logged in, then relay.
-pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<(), SessionError> {
+/// `ticket` is the session's place in the caps: it stops counting as
+/// unauthenticated once the local password was accepted.
+pub(crate) async fn run<D: Dialect>(
+    ctx: Arc<Context>,
+    mut c: Conn,
+    mut ticket: Ticket,
+) -> Result<(), SessionError> {
     let mut d = D::default();
+    c.limit_input(D::MAX_INPUT);
     let need_tls = |c: &Conn| ctx.tls.is_some() && !c.secure;
     c.reply(&d.greeting(need_tls(&c))).await?;
     let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
@@ -189,12 +245,18 @@ pub(crate) async fn run<D: Dialect>(ctx: Arc<Context>, mut c: Conn) -> Result<()
                 d = D::default();
             }
             Step::Login(l) => {
-                if ctx.accepts(&l.user, &l.pass).await {
+                if ctx.accepts(&l.user, &l.pass) {
+                    ticket.logged_in();
                     break l;
                 }
-                c.reply(&d.refused(&l)).await?;
                 failures += 1;
-                if failures == ATTEMPTS {
+                // The brake decides when "wrong" is said, across connections.
+                match ctx.brake.failed(&l.user, failures, trace::session()) {
+                    Verdict::AnswerAt(at) => tokio::time::sleep_until(at).await,
+                    Verdict::Close => return Ok(()),
+                }
+                c.reply(&d.refused(&l)).await?;
+                if failures == ATTEMPTS_PER_CONNECTION {
                     return Ok(());
                 }
             }

@@ -10,11 +10,16 @@ use std::io;
 use zeroize::Zeroizing;
 
 use super::session::{Conn, Dialect, Login, Step, base64_text, sasl_plain};
+use super::trace;
 use super::upstream::Upstream;
 use mailoauth::config::Service;
 
 /// RFC 5321 allows 512 octets a command line; AUTH lines get more (RFC 4954).
 const MAX_LINE: usize = 4096;
+/// All a client may send before login (EHLO, AUTH and its continuation
+/// lines, pipelined junk): a dozen long lines; a client past this is not
+/// logging in.
+pub const MAX_INPUT: usize = 16 * 1024;
 
 /// The SMTP dialect (stateless between commands).
 #[derive(Default)]
@@ -35,7 +40,7 @@ async fn answer(c: &mut Conn, ir: &str, prompt: &str) -> io::Result<Zeroizing<St
         return Ok(Zeroizing::new(ir.to_owned()));
     }
     c.reply(prompt).await?;
-    Ok(c.line(MAX_LINE, true).await?.unwrap_or_default())
+    Ok(c.secret_line(MAX_LINE).await?.unwrap_or_default())
 }
 
 impl Smtp {
@@ -81,8 +86,33 @@ impl Smtp {
     }
 }
 
+/// Trace a command as parsed: its name; of AUTH the mechanism, of EHLO/HELO
+/// the client's host name; no other argument (an initial response, or
+/// whatever a confused client sends before authenticating).
+fn trace_command(cmd: &str, arg: &str) {
+    const KNOWN: [&str; 14] = [
+        "EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT",
+        "VRFY", "EXPN", "HELP",
+    ];
+    let Some(cmd) = trace::verb(cmd, &KNOWN) else {
+        return trace::command(&[], true);
+    };
+    match cmd {
+        "EHLO" | "HELO" => trace::command(&[cmd, arg], false),
+        "AUTH" => {
+            let (m, ir) = arg.split_once(' ').unwrap_or((arg, ""));
+            match trace::mechanism(m) {
+                Some(m) => trace::command(&[cmd, m], !ir.is_empty()),
+                None => trace::command(&[cmd], !arg.is_empty()),
+            }
+        }
+        _ => trace::command(&[cmd], !arg.is_empty()),
+    }
+}
+
 impl Dialect for Smtp {
     const SERVICE: Service = Service::Smtp;
+    const MAX_INPUT: usize = MAX_INPUT;
 
     fn greeting(&self, _need_tls: bool) -> String {
         "220 mailoauth proxy ESMTP ready".into()
@@ -90,11 +120,13 @@ impl Dialect for Smtp {
 
     async fn next(&mut self, c: &mut Conn, need_tls: bool) -> io::Result<Step> {
         loop {
-            let Some(line) = c.line(MAX_LINE, false).await? else {
+            let Some(line) = c.line(MAX_LINE).await? else {
                 return Ok(Step::Closed);
             };
             let (cmd, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-            match cmd.to_ascii_uppercase().as_str() {
+            let cmd = cmd.to_ascii_uppercase();
+            trace_command(&cmd, arg);
+            match cmd.as_str() {
                 "EHLO" if need_tls => {
                     c.reply("250-mailoauth proxy\r\n250-STARTTLS\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES")
                         .await?
@@ -142,5 +174,27 @@ impl Dialect for Smtp {
 
     fn bye(&self, why: &str) -> String {
         format!("421 4.7.0 {why}, closing")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn endless_auth_continuations_and_junk_before_login_end_the_session() {
+        let round = b"AUTH LOGIN\r\n***\r\n***\r\nMAIL FROM:<a@b>\r\n".repeat(MAX_INPUT / 30 + 100);
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(client);
+            let _ = w.write_all(&round).await;
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+        });
+        let mut c = Conn::new(Box::new(server), false);
+        c.limit_input(MAX_INPUT);
+        let e = Smtp.next(&mut c, false).await.err().expect("cut off");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("too much input"), "{e}");
     }
 }

@@ -5,7 +5,9 @@
 //! Owns: deciding what of a line may be shown. Must not: print a password,
 //! token or SASL payload whatever the client or server sends: credential-bearing
 //! commands keep only their command words, continuation answers are counted,
-//! never shown.
+//! never shown. A client's commands before login are traced from what the
+//! dialect parsed ([`command`]), never from the raw line: the parser decides
+//! what is a LOGIN (leading or doubled spaces, literals), so the trace must too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -50,7 +52,8 @@ impl Dir {
     }
 }
 
-fn session() -> u64 {
+/// The session number of the current task (0 outside a session).
+pub(crate) fn session() -> u64 {
     SESSION.try_with(|s| *s).unwrap_or(0)
 }
 
@@ -66,6 +69,52 @@ pub(crate) fn line(dir: Dir, text: &str, secret: bool) {
         redact(text)
     };
     log::debug!("proxy #{} {} {shown}", session(), dir.label());
+}
+
+/// Trace a client command before login as the dialect parsed it: `words` (tag,
+/// command name, a SASL mechanism) are shown, the rest of the command (its
+/// arguments, literals, continuation lines) only as `[redacted]` when `more`.
+pub(crate) fn command(words: &[&str], more: bool) {
+    if !on() {
+        return;
+    }
+    let mut shown: Vec<String> = words
+        .iter()
+        .filter(|w| !w.is_empty())
+        .map(|w| clean(w))
+        .collect();
+    if more {
+        shown.push("[redacted]".into());
+    }
+    log::debug!(
+        "proxy #{} {} {}",
+        session(),
+        Dir::FromClient.label(),
+        shown.join(" ")
+    );
+}
+
+/// `word` as a command name fit to show, when it is one of `known` (a word
+/// that is not a command may be a password sent where a command belongs).
+pub(crate) fn verb(word: &str, known: &[&'static str]) -> Option<&'static str> {
+    known.iter().copied().find(|k| k.eq_ignore_ascii_case(word))
+}
+
+/// A SASL mechanism name fit to show, when `s` is one (any other word in its
+/// place may be a credential sent in the wrong order).
+pub(crate) fn mechanism(s: &str) -> Option<&'static str> {
+    const KNOWN: [&str; 9] = [
+        "PLAIN",
+        "LOGIN",
+        "XOAUTH2",
+        "OAUTHBEARER",
+        "CRAM-MD5",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+        "EXTERNAL",
+        "ANONYMOUS",
+    ];
+    KNOWN.into_iter().find(|m| m.eq_ignore_ascii_case(s))
 }
 
 /// Trace a relayed chunk: its size and, redacted, its first line.
@@ -88,7 +137,9 @@ pub(crate) fn chunk(dir: Dir, bytes: &[u8]) {
 /// `AUTHENTICATE`/`AUTH` with its mechanism) keep their command words only;
 /// control characters are shown as `.`; long lines are cut.
 pub fn redact(line: &str) -> String {
-    let words: Vec<&str> = line.split(' ').collect();
+    // Any run of blanks separates words, as servers parse them: `a  LOGIN`
+    // and ` a LOGIN` are logins too.
+    let words: Vec<&str> = line.split_ascii_whitespace().collect();
     // IMAP puts a tag before the command; POP3 and SMTP do not.
     for (i, w) in words.iter().take(2).enumerate() {
         let keep = match w.to_ascii_uppercase().as_str() {
@@ -141,6 +192,9 @@ mod tests {
             ("a3 SELECT INBOX", "a3 SELECT INBOX"),
             ("USER alice", "USER alice"),
             ("x\u{1b}[2J", "x.[2J"),
+            ("a1  LOGIN alice s3cret", "a1 LOGIN [redacted]"),
+            (" a1 LOGIN alice s3cret", "a1 LOGIN [redacted]"),
+            ("a1\tLOGIN alice s3cret", "a1 LOGIN [redacted]"),
         ];
         for (input, want) in cases {
             assert_eq!(redact(input), want, "{input}");

@@ -175,6 +175,14 @@ pub struct ProxyConfig {
     /// Seconds without traffic in either direction before a logged-in session is
     /// closed (default 1860: IMAP IDLE clients re-issue every 29 minutes).
     pub idle_timeout: Option<u64>,
+    /// Most connections this account's listeners serve at once, logged in or
+    /// not (default 2000; lowered to what the open-file limit allows). Past it a
+    /// new connection gets the protocol's "try later" and is closed.
+    pub max_sessions: Option<usize>,
+    /// Most of those that have not logged in yet (default 500, at most
+    /// `max_sessions`), so idle or guessing connections cannot take the places
+    /// of logged-in sessions.
+    pub max_unauthenticated: Option<usize>,
 }
 
 /// One account as written in the file; `providers::Account` is the resolved form.
