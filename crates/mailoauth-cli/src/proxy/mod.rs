@@ -41,7 +41,6 @@ use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 pub use listeners::{Proxies, fds_wanted};
-use mailoauth::Client;
 use mailoauth::config::Service;
 use mailoauth::providers::Account;
 use session::Conn;
@@ -55,25 +54,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(31 * 60);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the proxy gets an account's mail token (by account name): the daemon
-/// passes its memory cache, [`broker_tokens`] asks the broker directly.
+/// passes its memory cache.
 pub type TokenSource = Arc<
     dyn Fn(String) -> Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
         + Send
         + Sync,
 >;
-
-/// A token source without a daemon: the broker of `client` (store, refresh when due).
-pub fn broker_tokens(client: Arc<Client>) -> TokenSource {
-    Arc::new(move |name: String| {
-        let client = client.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || client.broker(&name)?.token(None))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-        })
-    })
-}
 
 /// A byte stream, plain or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}

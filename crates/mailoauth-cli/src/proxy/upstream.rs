@@ -139,7 +139,16 @@ async fn drive(
     server: &Server,
     creds: Credentials,
 ) -> Result<Upstream, Failure> {
-    let tcp = TcpStream::connect((server.host.as_str(), server.port))
+    // Our resolver, not glibc's NSS; it blocks (UDP with timeouts), so off the runtime.
+    let (host, port) = (server.host.clone(), server.port);
+    let addrs = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![std::net::SocketAddr::new(ip, port)],
+        Err(_) => tokio::task::spawn_blocking(move || mailoauth::dns::resolve(&host, port))
+            .await
+            .map_err(|e| Failure::Unreachable(e.to_string()))?
+            .map_err(|e| Failure::Unreachable(e.to_string()))?,
+    };
+    let tcp = TcpStream::connect(&addrs[..])
         .await
         .map_err(|e| Failure::Unreachable(format!("{}:{}: {e}", server.host, server.port)))?;
     let _ = tcp.set_nodelay(true);
