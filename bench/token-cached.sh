@@ -4,6 +4,8 @@
 # all in one hyperfine run (medians; machines here are noisy).
 #
 #   bench/token-cached.sh [RUNS]        (needs hyperfine: apt-get install hyperfine)
+#   PLAIN=0 bench/token-cached.sh       skips the plain `cargo build --release` row
+#                                       (a second fat-LTO build, ~7 min here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3000}
@@ -12,8 +14,11 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # The binary as users install it (install.sh), and a plain `cargo build --release` one.
 ./install.sh --root "$tmp/inst" --quiet
 bin=$tmp/inst/bin/mailoauth
-cargo build --release --quiet
-plain=$PWD/target/release/mailoauth
+plain_row=()
+if [ "${PLAIN:-1}" != 0 ]; then
+  cargo build --release --quiet
+  plain_row=(-n 'mailoauth token work (plain cargo build)' "$PWD/target/release/mailoauth token work")
+fi
 export XDG_CONFIG_HOME=$tmp/config XDG_STATE_HOME=$tmp/state XDG_RUNTIME_DIR=$tmp/run
 unset MAILOAUTH_CONFIG DBUS_SESSION_BUS_ADDRESS
 mkdir -p "$XDG_CONFIG_HOME/mailoauth" "$XDG_STATE_HOME/mailoauth/tokens"
@@ -49,7 +54,7 @@ hyperfine -N --warmup 200 --runs "$runs" --export-json "$tmp/r.json" \
   -n 'cat token-file' "cat $XDG_STATE_HOME/mailoauth/tokens/work.json" \
   -n 'mailoauth token work' "$bin token work" \
   -n 'mailoauth token work --sasl xoauth2' "$bin token work --sasl xoauth2" \
-  -n 'mailoauth token work (plain cargo build)' "$plain token work" >/dev/null
+  "${plain_row[@]}" >/dev/null
 # Script helpers are ~100x slower: fewer runs, own hyperfine run with its own baseline.
 hyperfine -N --warmup 5 --runs 100 --export-json "$tmp/py.json" \
   -n '/bin/true' '/bin/true' \
