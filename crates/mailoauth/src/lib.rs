@@ -12,7 +12,10 @@
 //!
 //! Module map (the library has no async runtime and no CLI parser; the
 //! `mailoauth` executable, with its daemon and proxy, is the `mailoauth-cli` crate):
-//! - [`config`]: the TOML file, its schema and its errors (file, line, key).
+//! - [`client`]: the front door ([`Client`]) and the one token hand-out path (a running
+//!   daemon first, else the broker) that the CLI and Rust programs share.
+//! - [`config`]: the TOML file, its schema and its errors (file, line, key); [`config::edit`]
+//!   changes an account without losing the user's comments.
 //! - [`providers`]: provider presets as data; resolves a config entry into an [`Account`].
 //! - [`flows`]: acquiring tokens — authorization code + PKCE, device grant, client credentials.
 //! - [`oauth`]: the token/device/revocation endpoint wire protocol and client authentication
@@ -28,12 +31,15 @@
 //! - [`service`]: IMAP, POP3, SMTP as a type.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
 //! - [`proto`]: IMAP, POP3 and SMTP logins as sans-I/O state machines (the client and the proxy drive them).
-//! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`).
+//! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`);
+//!   [`mail::plan`] decides protocol, server and Maildir for every front end.
 //! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
 //! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
 //!   MX/SRV/TXT for onboarding.
 //! - [`http`], [`random`], [`paths`]: plumbing.
+
+#![warn(missing_docs)]
 
 pub mod assertion;
 pub mod broker;
