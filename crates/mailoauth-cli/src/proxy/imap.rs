@@ -361,21 +361,11 @@ impl Dialect for Imap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
 
     /// A connection whose client sent `input` and then waits (never closes),
     /// with the input budget the session sets.
     async fn conn(input: Vec<u8>) -> Conn {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        tokio::spawn(async move {
-            let (mut r, mut w) = tokio::io::split(client);
-            let _ = w.write_all(&input).await;
-            // Drain our replies so the server never blocks on them.
-            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-        });
-        let mut c = Conn::new(Box::new(server), false);
-        c.limit_input(<Imap as Dialect>::MAX_INPUT);
-        c
+        super::super::session::flooded(input, <Imap as Dialect>::MAX_INPUT).await
     }
 
     /// The error `f` ends with; a session still waiting for input fails the test.

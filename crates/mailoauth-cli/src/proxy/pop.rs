@@ -146,20 +146,12 @@ impl Dialect for Pop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn endless_auth_answers_and_junk_before_login_end_the_session() {
         // AUTH PLAIN, a bad continuation answer, junk: over and over.
         let round = b"AUTH PLAIN\r\n%%%%\r\nSTAT\r\n".repeat(MAX_INPUT / 20 + 100);
-        let (client, server) = tokio::io::duplex(1 << 20);
-        tokio::spawn(async move {
-            let (mut r, mut w) = tokio::io::split(client);
-            let _ = w.write_all(&round).await;
-            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-        });
-        let mut c = Conn::new(Box::new(server), false);
-        c.limit_input(MAX_INPUT);
+        let mut c = super::super::session::flooded(round, MAX_INPUT).await;
         let e = Pop::default()
             .next(&mut c, false)
             .await

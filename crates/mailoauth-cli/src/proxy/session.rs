@@ -302,3 +302,20 @@ pub(crate) fn base64_text(s: &str) -> Option<Zeroizing<String>> {
     );
     Some(Zeroizing::new(String::from_utf8(raw.to_vec()).ok()?))
 }
+
+/// A connection whose client sent `input` and then waits (never closes), with
+/// an input budget of `limit` bytes: the dialects' flood tests share it.
+#[cfg(test)]
+pub(crate) async fn flooded(input: Vec<u8>, limit: usize) -> Conn {
+    use tokio::io::AsyncWriteExt as _;
+    let (client, server) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(client);
+        let _ = w.write_all(&input).await;
+        // Drain our replies so the server never blocks on them.
+        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+    });
+    let mut c = Conn::new(Box::new(server), false);
+    c.limit_input(limit);
+    c
+}

@@ -180,19 +180,11 @@ impl Dialect for Smtp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn endless_auth_continuations_and_junk_before_login_end_the_session() {
         let round = b"AUTH LOGIN\r\n***\r\n***\r\nMAIL FROM:<a@b>\r\n".repeat(MAX_INPUT / 30 + 100);
-        let (client, server) = tokio::io::duplex(1 << 20);
-        tokio::spawn(async move {
-            let (mut r, mut w) = tokio::io::split(client);
-            let _ = w.write_all(&round).await;
-            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-        });
-        let mut c = Conn::new(Box::new(server), false);
-        c.limit_input(MAX_INPUT);
+        let mut c = super::super::session::flooded(round, MAX_INPUT).await;
         let e = Smtp.next(&mut c, false).await.err().expect("cut off");
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("too much input"), "{e}");
