@@ -437,3 +437,19 @@ fn a_refresh_by_host_name_never_goes_through_glibc_nss() {
         "glibc's resolver was used:\n{t}"
     );
 }
+
+#[test]
+fn a_refresh_the_provider_did_not_do_exits_4() {
+    // `refresh` is asked for: serving the old token instead is not what happened.
+    let ep = FakeEndpoint::start(vec![Reply::Json(503, "{}".into(), vec![]); 4]);
+    let sb = sandbox(&ep.url, 100, "");
+    let o = sb.run(&["refresh", "ms"]);
+    assert_exit(&o, 4);
+    assert!(
+        !stderr(&o).contains("serving the current token"),
+        "{}",
+        stderr(&o)
+    );
+    // Nothing was lost: the current token is still there for `token`.
+    assert_eq!(sb.record("ms")["access"]["mail"]["token"], "AT-0");
+}

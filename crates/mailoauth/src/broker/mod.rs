@@ -156,17 +156,21 @@ impl Broker {
     /// became fresh while we waited for the lease is served instead (N callers → 1
     /// refresh). A record changed by another writer during the request (our lease
     /// expired and was taken over) is re-read, not overwritten.
+    /// With `force` (the user asked for a refresh) a refresh that does not happen
+    /// is an error, even while the current token could still be served.
     pub fn renew(&self, resource: Option<&str>, force: bool) -> Result<String> {
         let min = self.account.min_validity;
         let clock = self.ports.clock.clone();
-        self.renew_unless(resource, |at| !force && at.is_fresh(min, clock.now()))
+        self.renew_unless(resource, !force, |at| {
+            !force && at.is_fresh(min, clock.now())
+        })
     }
 
     /// Refresh ahead of time (the daemon): unless, checked under the lease, the token
     /// still has more than `ahead` seconds left — then someone else already did.
     pub fn refresh_ahead(&self, resource: Option<&str>, ahead: i64) -> Result<String> {
         let clock = self.ports.clock.clone();
-        self.renew_unless(resource, |at| at.expires_at - clock.now() > ahead)
+        self.renew_unless(resource, true, |at| at.expires_at - clock.now() > ahead)
     }
 
     /// The stored record, if any (for schedulers and reports).
@@ -190,9 +194,12 @@ impl Broker {
         });
     }
 
+    /// `serve_current`: on a provider outage, hand out the still-valid current
+    /// token instead of failing.
     fn renew_unless(
         &self,
         resource: Option<&str>,
+        serve_current: bool,
         good: impl Fn(&AccessToken) -> bool,
     ) -> Result<String> {
         let key = resource.unwrap_or(MAIL_RESOURCE);
@@ -214,7 +221,7 @@ impl Broker {
                 State::Low { current, grant } => (current, grant),
             };
             // Serve a still-valid token rather than wait out a provider outage.
-            let still_valid = current.filter(|at| at.expires_at > self.now() + 5);
+            let still_valid = current.filter(|at| serve_current && at.expires_at > self.now() + 5);
             let attempt = || match &grant {
                 Grant::ClientCredentials => client_credentials::request(
                     &self.account,
