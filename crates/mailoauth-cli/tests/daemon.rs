@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Daemon {
@@ -236,4 +236,36 @@ fn login_required_is_notified_once_by_the_daemon() {
     let st: serde_json::Value =
         serde_json::from_str(&stdout(&sb.run(&["status", "pub", "--json"]))).unwrap();
     assert!(st["accounts"][0]["login_required"].is_string(), "{st}");
+}
+
+#[test]
+fn normal_start_up_and_stop_log_nothing_at_the_default_level() {
+    // Under systemd every warning lands in the journal: a normal day must not make one.
+    let (_srv, sb) = logged_in(&[]);
+    let log = sb.dir.path().join("quiet.log");
+    let mut c = sb.cmd(&["daemon"]);
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = c.spawn().unwrap();
+    let sock = sb.dir.path().join("run/mailoauth/daemon.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_exit(&sb.run(&["token", "pub"]), 0);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.is_empty(),
+        "the daemon logged at the default level:\n{text}"
+    );
 }

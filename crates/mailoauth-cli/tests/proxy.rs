@@ -62,7 +62,7 @@ impl Proxy {
     }
 
     fn spawn_daemon(&mut self, args: &[&str], shell: &str) {
-        let mut all = vec!["daemon"];
+        let mut all = vec!["-v", "daemon"];
         all.extend_from_slice(args);
         let log = std::fs::File::create(&self.log).unwrap();
         let mut cmd = if shell.is_empty() {

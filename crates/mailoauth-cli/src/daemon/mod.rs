@@ -113,7 +113,8 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     raise_nofile(crate::proxy::fds_wanted(&client));
     let mut proxies = crate::proxy::Proxies::new(tokens);
     proxies.start(client).await?;
-    log::warn!(
+    // Normal start-up, reload and stop are info: only what needs a person is a warning.
+    log::info!(
         "daemon serving {} on {}",
         config_path.display(),
         sock.display()
@@ -150,7 +151,7 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     let _ = std::fs::remove_file(&sock);
     drop(listener);
     proxies.shutdown(SHUTDOWN_GRACE).await;
-    log::warn!("daemon stopped");
+    log::info!("daemon stopped");
     drop(lock);
     Ok(())
 }
@@ -184,7 +185,7 @@ fn reload(shared: &Shared) {
             shared.cache.lock().unwrap().clear();
             shared.failures.lock().unwrap().clear();
             shared.reschedule.notify_one();
-            log::warn!("config reloaded");
+            log::info!("config reloaded");
         }
         Err(e) => log::error!("config reload failed, keeping the old one: {e}"),
     }
