@@ -55,18 +55,8 @@ fn sandbox(extra: &str, flow: &str) -> Sandbox {
         "[accounts.ms]\nprovider = \"microsoft\"\nuser = \"alice@contoso.com\"\nclient_id = \"app-1234\"\n\
          tenant = \"contoso.com\"\nflow = \"{flow}\"\nclient_secret = \"s\"\nstore = \"file\"\n{extra}"
     ));
-    let now = now();
-    let rec = serde_json::json!({
-        "version": 1, "refresh_token": "RT", "login_at": now, "refresh_token_at": now,
-        "access": {"mail": {"token": "opaque-token-value", "expires_at": now + 3600, "obtained_at": now}}
-    });
-    std::fs::create_dir_all(sb.token_file("ms").parent().unwrap()).unwrap();
-    sb.write_record("ms", &rec);
+    sb.store_valid_token("ms", "opaque-token-value");
     sb
-}
-
-fn server(proto: &str, port: u16) -> String {
-    format!("{proto} = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\" }}\n")
 }
 
 const EXCHANGE_IMAP_CAPS: &str = "* CAPABILITY IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+\nc1 OK CAPABILITY completed.";
@@ -81,7 +71,7 @@ fn exchange_imap_authenticate_failed_is_explained_with_exit_5() {
             ("", ""),
         ],
     );
-    let sb = sandbox(&server("imap", imap.port), "auth-code");
+    let sb = sandbox(&plain_server("imap", imap.port), "auth-code");
     let o = sb.run(&["check", "ms", "--imap"]);
     assert_exit(&o, 5);
     let out = stdout(&o);
@@ -116,7 +106,7 @@ fn app_only_failure_prints_the_whole_setup_checklist() {
             ("", ""),
         ],
     );
-    let sb = sandbox(&server("imap", imap.port), "client-credentials");
+    let sb = sandbox(&plain_server("imap", imap.port), "client-credentials");
     let o = sb.run(&["check", "ms", "--imap"]);
     assert_exit(&o, 5);
     let out = stdout(&o);
@@ -153,7 +143,7 @@ fn exchange_smtp_auth_disabled_two_step_auth_and_json() {
             ),
         ],
     );
-    let sb = sandbox(&server("smtp", smtp.port), "auth-code");
+    let sb = sandbox(&plain_server("smtp", smtp.port), "auth-code");
     let o = sb.run(&["check", "ms", "--smtp", "--json"]);
     assert_exit(&o, 5);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -181,7 +171,7 @@ fn long_tokens_use_the_two_step_smtp_auth() {
             ("", "235 2.7.0 Authentication successful"),
         ],
     );
-    let sb = sandbox(&server("smtp", smtp.port), "auth-code");
+    let sb = sandbox(&plain_server("smtp", smtp.port), "auth-code");
     // An Office 365-sized token (2.4 KB).
     let mut r = sb.record("ms");
     r["access"]["mail"]["token"] = "x".repeat(2400).into();
@@ -213,7 +203,7 @@ fn gmail_error_challenge_is_answered_and_decoded() {
             ),
         ],
     );
-    let sb = sandbox(&server("smtp", smtp.port), "auth-code");
+    let sb = sandbox(&plain_server("smtp", smtp.port), "auth-code");
     let o = sb.run(&["check", "ms", "--smtp"]);
     assert_exit(&o, 5);
     let out = stdout(&o);
@@ -239,7 +229,7 @@ fn exchange_pop_failure_and_unreachable_server() {
             ),
         ],
     );
-    let sb = sandbox(&server("pop", pop.port), "auth-code");
+    let sb = sandbox(&plain_server("pop", pop.port), "auth-code");
     let o = sb.run(&["check", "ms", "--pop"]);
     assert_exit(&o, 5);
     assert!(stdout(&o).contains("-PopEnabled $true"), "{}", stdout(&o));
@@ -249,7 +239,7 @@ fn exchange_pop_failure_and_unreachable_server() {
         .local_addr()
         .unwrap()
         .port();
-    let sb = sandbox(&server("imap", closed), "auth-code");
+    let sb = sandbox(&plain_server("imap", closed), "auth-code");
     let o = sb.run(&["check", "ms", "--imap", "--timeout", "2"]);
     assert_exit(&o, 4);
 }
@@ -277,7 +267,7 @@ fn imap_without_sasl_ir_uses_the_continuation_and_oauthbearer_when_alone() {
             ("", ""),
         ],
     );
-    let sb = sandbox(&server("imap", imap.port), "auth-code");
+    let sb = sandbox(&plain_server("imap", imap.port), "auth-code");
     let o = sb.run(&["check", "ms", "--imap"]);
     assert_exit(&o, 5);
     let seen = imap.seen.lock().unwrap().clone();
@@ -321,8 +311,8 @@ fn proxy_refusals_carry_the_catalogs_cause_and_fix() {
     let sb = sandbox(
         &format!(
             "{}{}proxy = {{ imap = \"127.0.0.1:{pi}\", smtp = \"127.0.0.1:{ps}\", password = {{ env = \"PROXY_PW\" }} }}\n",
-            server("imap", imap.port),
-            server("smtp", smtp.port)
+            plain_server("imap", imap.port),
+            plain_server("smtp", smtp.port)
         ),
         "auth-code",
     );

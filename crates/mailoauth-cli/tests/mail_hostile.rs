@@ -78,18 +78,8 @@ fn sandbox(extra: &str) -> Sandbox {
         "[accounts.ms]\nprovider = \"microsoft\"\nuser = \"alice@contoso.com\"\nclient_id = \"app-1234\"\n\
          tenant = \"contoso.com\"\nstore = \"file\"\n{extra}"
     ));
-    let now = now();
-    let rec = serde_json::json!({
-        "version": 1, "refresh_token": "RT", "login_at": now, "refresh_token_at": now,
-        "access": {"mail": {"token": "opaque-token-value", "expires_at": now + 3600, "obtained_at": now}}
-    });
-    std::fs::create_dir_all(sb.token_file("ms").parent().unwrap()).unwrap();
-    sb.write_record("ms", &rec);
+    sb.store_valid_token("ms", "opaque-token-value");
     sb
-}
-
-fn server(proto: &str, port: u16) -> String {
-    format!("{proto} = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\" }}\n")
 }
 
 fn count(dir: &std::path::Path) -> usize {
@@ -106,7 +96,11 @@ fn count(dir: &std::path::Path) -> usize {
 #[test]
 fn recipients_with_crlf_are_refused_before_connecting() {
     let (port, conns) = serve(|_, _| {});
-    let sb = sandbox(&format!("{}{}", server("smtp", port), server("imap", port)));
+    let sb = sandbox(&format!(
+        "{}{}",
+        plain_server("smtp", port),
+        plain_server("imap", port)
+    ));
     let msg = b"From: alice@contoso.com\nSubject: x\n\nhi\n";
     let send = |args: &[&str]| run_with_input(sb.cmd(args), msg, Duration::from_secs(30));
     let o = send(&[
@@ -174,7 +168,7 @@ fn a_huge_literal_is_a_diagnosed_error_not_an_abort() {
                 std::thread::sleep(Duration::from_secs(10));
             }
         });
-        let sb = sandbox(&server("imap", port));
+        let sb = sandbox(&plain_server("imap", port));
         let dir = sb.dir.path().join("M");
         let t = Instant::now();
         let o = sb.run(&["fetch", "ms", "--to", dir.to_str().unwrap()]);
@@ -224,7 +218,7 @@ fn a_large_message_is_streamed_not_held() {
     });
     let sb = sandbox(&format!(
         "{}max_message_size = 4294967296\n",
-        server("imap", port)
+        plain_server("imap", port)
     ));
     let dir = sb.dir.path().join("M");
     let mut c = sb.cmd(&["fetch", "ms", "--to", dir.to_str().unwrap()]);
@@ -282,7 +276,7 @@ fn endless_lines_and_replies_are_diagnosed_errors() {
         let (port, _) = serve(move |r, w| {
             let _ = imap_until_fetch(r, w, &select);
         });
-        let sb = sandbox(&server("imap", port));
+        let sb = sandbox(&plain_server("imap", port));
         let dir = sb.dir.path().join("M");
         let t = Instant::now();
         let o = sb.run(&["fetch", "ms", "--to", dir.to_str().unwrap()]);

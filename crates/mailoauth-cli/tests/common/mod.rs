@@ -200,6 +200,11 @@ store = "{store}"
     )
 }
 
+/// `imap = { host = "127.0.0.1", port = PORT, tls = "none" }`-style server line for a scripted peer.
+pub fn plain_server(proto: &str, port: u16) -> String {
+    format!("{proto} = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\" }}\n")
+}
+
 /// A user's world: config and XDG directories in a temp dir.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -207,6 +212,17 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Store a refresh token and an access token `token` valid for an hour for `account`.
+    pub fn store_valid_token(&self, account: &str, token: &str) {
+        let now = now();
+        let rec = serde_json::json!({
+            "version": 1, "refresh_token": "RT", "login_at": now, "refresh_token_at": now,
+            "access": {"mail": {"token": token, "expires_at": now + 3600, "obtained_at": now}}
+        });
+        std::fs::create_dir_all(self.token_file(account).parent().unwrap()).unwrap();
+        self.write_record(account, &rec);
+    }
+
     pub fn new(config: &str) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config/mailoauth/config.toml");
