@@ -162,7 +162,9 @@ pub fn classify(
             .filter(|(k, _)| !matches!(*k, "grant_type" | "client_id" | "scope"))
         {
             if v.len() >= 6 {
-                out = out.replace(v.as_str(), "[redacted]");
+                for shown in echoed_forms(v) {
+                    out = out.replace(shown.as_str(), "[redacted]");
+                }
             }
         }
         out
@@ -179,7 +181,7 @@ pub fn classify(
         let what = json
             .as_ref()
             .and_then(|j| j.get("error").and_then(Value::as_str))
-            .map(|e| format!(" ({e})"))
+            .map(|e| format!(" ({})", redact(e)))
             .unwrap_or_default();
         return Err(EndpointError::Transient {
             detail: format!("HTTP {status}{what}"),
@@ -224,6 +226,24 @@ pub fn classify(
         });
     }
     Ok(json)
+}
+
+/// The ways a server may echo a form value back: as sent (form-encoded,
+/// which is how an endpoint that quotes the request body shows it), decoded,
+/// and JSON-escaped (a body quoted inside a JSON text).
+fn echoed_forms(v: &str) -> Vec<String> {
+    let form: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+    let json = serde_json::to_string(v).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or(v)
+        .to_owned();
+    let mut all = vec![v.to_owned(), form.clone(), form.replace('+', "%20"), json];
+    // Longest first: a form that contains another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    all.dedup();
+    all
 }
 
 /// Parse a token response body.
@@ -279,6 +299,60 @@ pub fn v(s: impl Into<String>) -> Zeroizing<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_endpoint_echoing_the_form_encoded_request_body_leaks_no_secret() {
+        let rt = "1//0gRT+refresh/token==";
+        let cs = "GOCSPX-secret~\"x\" y";
+        let form: Form = vec![
+            ("grant_type", v("refresh_token")),
+            ("refresh_token", v(rt)),
+            ("client_secret", v(cs)),
+        ];
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let body = json!({
+            "error": "invalid_request",
+            "error_description": format!(
+                "cannot parse grant_type=refresh_token&refresh_token={}&client_secret={} ({})",
+                enc(rt),
+                enc(cs),
+                serde_json::to_string(cs).unwrap()
+            ),
+        });
+        let resp = Response {
+            status: 400,
+            content_type: "application/json".into(),
+            retry_after: None,
+            body: body.to_string(),
+        };
+        let Err(EndpointError::OAuth { description, .. }) = classify(resp, &form) else {
+            panic!("an OAuth error")
+        };
+        for s in [rt, cs] {
+            for shown in echoed_forms(s) {
+                assert!(!description.contains(&shown), "{description}");
+            }
+        }
+        assert!(
+            description.contains("refresh_token=[redacted]"),
+            "{description}"
+        );
+    }
+
+    #[test]
+    fn a_server_error_whose_error_code_echoes_a_secret_leaks_nothing() {
+        let form: Form = vec![("refresh_token", v("1//0gRT+refresh/token=="))];
+        let resp = Response {
+            status: 503,
+            content_type: "application/json".into(),
+            retry_after: None,
+            body: json!({"error": "bad refresh_token=1//0gRT+refresh/token=="}).to_string(),
+        };
+        let Err(EndpointError::Transient { detail, .. }) = classify(resp, &form) else {
+            panic!("transient")
+        };
+        assert_eq!(detail, "HTTP 503 (bad refresh_token=[redacted])");
+    }
 
     #[test]
     fn token_response_accepts_string_expiry() {
