@@ -94,13 +94,16 @@ impl AccessToken {
     /// True if it may be handed out: at least `min_validity` seconds left, or — for
     /// servers issuing tokens shorter than that — at least half its lifetime left
     /// (else every call would refresh).
+    /// Saturating: a record's times come from a file anyone with access may
+    /// have edited, and a huge `min_validity` must not wrap to a negative one.
     pub fn is_fresh(&self, min_validity: u64, now: i64) -> bool {
         let lifetime = if self.obtained_at > 0 {
-            self.expires_at - self.obtained_at
+            self.expires_at.saturating_sub(self.obtained_at)
         } else {
             i64::MAX
         };
-        self.expires_at - now >= (min_validity as i64).min(lifetime / 2)
+        let min = i64::try_from(min_validity).unwrap_or(i64::MAX);
+        self.expires_at.saturating_sub(now) >= min.min(lifetime / 2)
     }
 }
 
@@ -275,6 +278,21 @@ mod tests {
         // A 60 s token is fresh for its first half even with min_validity = 300.
         assert!(at(1000, 1060).is_fresh(300, 1020));
         assert!(!at(1000, 1060).is_fresh(300, 1040));
+    }
+
+    #[test]
+    fn freshness_of_a_record_with_extreme_times_or_min_validity_does_not_overflow() {
+        let at = |obtained_at, expires_at| AccessToken {
+            token: String::new(),
+            expires_at,
+            obtained_at,
+            scope: None,
+        };
+        assert!(!at(1, i64::MIN).is_fresh(300, 1_750_000_000));
+        assert!(at(1, i64::MAX).is_fresh(300, i64::MIN));
+        assert!(!at(0, i64::MIN).is_fresh(0, i64::MAX));
+        // u64::MAX seconds is "always refresh", not -1 ("even a little expired").
+        assert!(!at(0, 1000).is_fresh(u64::MAX, 1000));
     }
 
     #[test]
