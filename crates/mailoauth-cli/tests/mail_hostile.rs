@@ -180,6 +180,52 @@ fn a_huge_literal_is_a_diagnosed_error_not_an_abort() {
     }
 }
 
+#[test]
+fn a_message_sent_twice_or_unasked_is_delivered_once_and_counted_once() {
+    let (port, _) = serve(|r, w| {
+        let Some(tag) = imap_until_fetch(r, w, b"* 1 EXISTS\r\n") else {
+            return;
+        };
+        let m = "Subject: one\r\n\r\nfirst\r\n";
+        let other = "Subject: two\r\n\r\nnever asked for\r\n";
+        let mut reply = String::new();
+        for (uid, body) in [
+            (1, m),
+            (1, "Subject: again\r\n\r\nreplaced\r\n"),
+            (9, other),
+        ] {
+            reply += &format!(
+                "* 1 FETCH (UID {uid} BODY[] {{{}}}\r\n{body})\r\n",
+                body.len()
+            );
+        }
+        // The UID after the literal, for a message not asked for either.
+        reply += &format!(
+            "* 2 FETCH (BODY[] {{{}}}\r\n{other} UID 8)\r\n",
+            other.len()
+        );
+        reply += &format!("{tag} OK done\r\n");
+        let _ = w.write_all(reply.as_bytes());
+        let mut line = String::new();
+        while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let t = line.split(' ').next().unwrap_or("*").to_owned();
+            let _ = write!(w, "{t} OK done\r\n");
+            line.clear();
+        }
+    });
+    let sb = sandbox(&plain_server("imap", port));
+    let dir = sb.dir.path().join("M");
+    let o = sb.run(&["fetch", "ms", "--to", dir.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains(" 1 new message"), "{}", stderr(&o));
+    let new: Vec<_> = std::fs::read_dir(dir.join("new"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(new, ["Subject: one\r\n\r\nfirst\r\n"]);
+    assert_eq!(count(&dir), 1, "nothing else left in tmp/ or cur/");
+}
+
 /// Peak resident memory of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -154,6 +154,10 @@ pub fn fetch(
             // Lines that carry no message: bounded, or a server could keep us
             // here forever.
             let mut chatter = 0usize;
+            // One delivery per UID asked for: a server that sends a message
+            // twice (or one we did not ask for) must not overwrite the Maildir
+            // or inflate the count.
+            let mut delivered_now = std::collections::HashSet::new();
             loop {
                 let line = s.conn.read_text()?;
                 if let Some(st) = line.strip_prefix(&tag).and_then(|r| r.strip_prefix(' ')) {
@@ -180,6 +184,20 @@ pub fn fetch(
                     return Err(too_big(size, account.max_message_size));
                 }
                 let uid = uid_in(&line);
+                let wanted = |u: u64| want.contains(&u) && !delivered_now.contains(&u);
+                if uid.is_some_and(|u| !wanted(u)) {
+                    // Not asked for, or sent again: read past it (counted as
+                    // chatter, so an endless stream of them still ends).
+                    chatter += 1;
+                    s.conn
+                        .copy_exact(size, &mut std::io::sink())
+                        .map_err(|e| match e {
+                            CopyError::Read(c) => Failure::from(c),
+                            CopyError::Write(e) => io_failure("discarding", e),
+                        })?;
+                    s.conn.read_text()?;
+                    continue;
+                }
                 let pending = match uid {
                     Some(u) => maildir::imap_name(folder, uidvalidity, u),
                     None => format!("pending-{}.mailoauth", std::process::id()),
@@ -195,7 +213,13 @@ pub fn fetch(
                 let Some(uid) = uid.or_else(|| uid_in(&tail)) else {
                     return Err(Failure::Protocol("a FETCH response without UID".into()));
                 };
+                if !wanted(uid) {
+                    // Dropping the delivery removes its file from tmp/.
+                    chatter += 1;
+                    continue;
+                }
                 d.finish(&maildir::imap_name(folder, uidvalidity, uid))?;
+                delivered_now.insert(uid);
                 out.delivered += 1;
                 out.bytes += size;
                 progress(out.delivered + out.skipped, total, out.bytes);
