@@ -50,6 +50,8 @@ pub mod diagnose;
 pub mod dns;
 pub mod error;
 pub mod flows;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ipc;
 pub mod jwt;

@@ -20,6 +20,8 @@
 //! password, token or SASL payload.
 
 mod brake;
+#[doc(hidden)]
+pub mod fuzzing;
 mod imap;
 pub mod limits;
 mod listeners;

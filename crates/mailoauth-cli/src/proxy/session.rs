@@ -125,6 +125,11 @@ impl Conn {
         Ok(l)
     }
 
+    /// Has the client sent bytes not read yet (pipelined after a command)?
+    pub(crate) fn buffered(&self) -> bool {
+        !self.io.buffer().is_empty()
+    }
+
     /// Read exactly `n` bytes (an IMAP literal); never traced.
     pub async fn literal(&mut self, n: usize) -> io::Result<Zeroizing<Vec<u8>>> {
         self.spend(n)?;

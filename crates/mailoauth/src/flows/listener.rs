@@ -112,7 +112,7 @@ impl Listener {
 }
 
 /// Read one request, answer it, and return the callback it carries if it is valid.
-fn serve_one<S: Read + Write>(stream: S, path: &str, state: &str) -> Option<Callback> {
+pub(crate) fn serve_one<S: Read + Write>(stream: S, path: &str, state: &str) -> Option<Callback> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     // Cap the request line: a callback URL is a few KiB at most.

@@ -1,0 +1,6 @@
+//! The POP3 proxy's client command reader.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    mailoauth_cli::proxy::fuzzing::pop_client(data);
+});
