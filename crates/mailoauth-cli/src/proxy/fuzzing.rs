@@ -155,13 +155,13 @@ fn telling(p: &str, input: &[u8]) -> bool {
 }
 
 /// What of a traced line came from the client's words: the lines the proxy
-/// wrote (`<C`), the trace's own markers and the first word (an IMAP tag,
-/// shown by design whatever the client puts there, or a command name) left out.
+/// wrote (`<C`) and the trace's own markers left out, and what it shows by
+/// design whatever the client puts there: the first word (an IMAP tag or a
+/// command name) and the host name of EHLO/HELO.
 fn client_words(line: &str) -> String {
     let Some((_, rest)) = line.split_once(" C> ") else {
         return String::new();
     };
-    let rest = rest.split_once(' ').map_or("", |(_, r)| r);
     let mut out = rest.replace("[redacted]", " ");
     // `[N bytes redacted]` and `{literal of N bytes}`.
     for (open, close, word) in [('[', ']', " bytes redacted"), ('{', '}', " bytes")] {
@@ -175,7 +175,12 @@ fn client_words(line: &str) -> String {
             out.replace_range(i..=j, " ");
         }
     }
-    out
+    let out = out.trim_start();
+    match out.split_once(' ') {
+        Some((first, _)) if ["EHLO", "HELO"].contains(&first) => String::new(),
+        Some((_, words)) => words.to_owned(),
+        None => String::new(),
+    }
 }
 
 /// Lines the trace logged during the current run.
