@@ -8,11 +8,13 @@
 //! standalone `mailoauth token` callers share the store and the cross-process
 //! lock and never refresh twice.
 //!
-//! Runs on one current-thread tokio runtime; blocking work (store reads, HTTP)
-//! goes to the blocking pool, whose idle threads exit after a few seconds, so an
-//! idle daemon has no thread that wakes up.
+//! Runs on one current-thread tokio runtime plus the token socket's own thread
+//! (see [`socket`] for why); blocking work (store reads, HTTP) goes to the
+//! blocking pool, whose idle threads exit after a few seconds, so an idle
+//! daemon has no thread that wakes up (the socket's thread sleeps in `accept`).
 
 pub mod schedule;
+mod socket;
 pub mod timer;
 
 use std::collections::HashMap;
@@ -21,15 +23,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
 use mailoauth::Broker;
 use mailoauth::clock::now;
 use mailoauth::error::{Error, Result};
-use mailoauth::ipc::{self, Op, Reply, Request};
+use mailoauth::ipc::{self, Op, Request};
 use mailoauth::providers::MAIL_RESOURCE;
 use mailoauth::store::AccessToken;
 use mailoauth::{Client, paths, sasl, status};
@@ -41,6 +41,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 struct Shared {
     config_path: PathBuf,
+    /// The token socket's path, for log lines.
+    socket: PathBuf,
     config_key: String,
     client: Mutex<Arc<Client>>,
     /// Fresh tokens by (account, resource).
@@ -78,7 +80,7 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     let sock = ipc::socket_path();
     // We hold the lock, so a socket file left here is from a dead daemon.
     let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock)
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
         .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(format!("cannot chmod {}", sock.display()), e))?;
@@ -86,6 +88,7 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     let shared = Arc::new(Shared {
         config_key: ipc::config_key(config_path),
         config_path: config_path.to_owned(),
+        socket: sock.clone(),
         client: Mutex::new(Arc::new(client)),
         cache: Mutex::new(HashMap::new()),
         reschedule: Notify::new(),
@@ -120,19 +123,10 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
         sock.display()
     );
 
-    let mut backoff =
-        crate::proxy::limits::AcceptBackoff::new(format!("token socket {}", sock.display()));
+    let front = socket::Front::start(listener, shared.clone(), tokio::runtime::Handle::current())
+        .map_err(|e| Error::io("cannot start the token socket's thread", e))?;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    backoff.succeeded();
-                    tokio::spawn(handle(shared.clone(), stream));
-                }
-                // Out of file descriptors every accept fails at once: pause, do
-                // not spin (signals wait in their streams meanwhile).
-                Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
-            },
             _ = hup.recv() => {
                 let previous = shared.client.lock().unwrap().clone();
                 reload(&shared);
@@ -149,7 +143,7 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     refresher.abort();
     // No new clients (token or proxy) from here on; relayed sessions get a moment to finish.
     let _ = std::fs::remove_file(&sock);
-    drop(listener);
+    front.stop();
     proxies.shutdown(SHUTDOWN_GRACE).await;
     log::info!("daemon stopped");
     drop(lock);
@@ -191,47 +185,29 @@ fn reload(shared: &Shared) {
     }
 }
 
-async fn handle(shared: Arc<Shared>, stream: UnixStream) {
-    // Same user only: the socket dir is 0700 already, this is belt and braces.
-    // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
-    match stream.peer_cred() {
-        Ok(c) if c.uid() == me => {}
-        _ => return,
-    }
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, exchange(shared, stream)).await;
+/// What the token socket can answer without I/O, or what it must wait for.
+enum Answer {
+    /// The reply, at once.
+    Now(std::result::Result<String, String>),
+    /// A token that is not fresh in memory: the broker must be asked.
+    Later(Later),
 }
 
-async fn exchange(shared: Arc<Shared>, stream: UnixStream) {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    if BufReader::new(read)
-        .take(ipc::MAX_MESSAGE)
-        .read_line(&mut line)
-        .await
-        .unwrap_or(0)
-        == 0
-    {
-        return;
-    }
-    let reply = match Request::from_line(&line) {
-        Ok(req) => match dispatch(&shared, req).await {
-            Ok(value) => Reply::Value(value),
-            Err(e) => Reply::Error(e),
-        },
-        Err(e) => Reply::Error(e),
-    };
-    let mut out = reply.to_line();
-    out.push(b'\n');
-    let _ = write.write_all(&out).await;
+/// A token request that needs the broker (store read, maybe a refresh).
+struct Later {
+    account: String,
+    resource: Option<String>,
+    sasl: Option<sasl::Mechanism>,
 }
 
-async fn dispatch(shared: &Arc<Shared>, req: Request) -> std::result::Result<String, String> {
+/// Answer `req` from memory when it needs no I/O (called on the socket's
+/// thread as well as on the runtime).
+fn answer_now(shared: &Shared, req: Request) -> Answer {
     if req.config != shared.config_key {
-        return Err(format!("this daemon serves {}", shared.config_key));
+        return Answer::Now(Err(format!("this daemon serves {}", shared.config_key)));
     }
     match req.op {
-        Op::Ping => Ok("pong".into()),
+        Op::Ping => Answer::Now(Ok("pong".into())),
         Op::Forget { account } => {
             shared
                 .cache
@@ -240,20 +216,57 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> std::result::Result<Str
                 .retain(|(a, _), _| *a != account);
             shared.failures.lock().unwrap().remove(&account);
             shared.reschedule.notify_one();
-            Ok("forgotten".into())
+            Answer::Now(Ok("forgotten".into()))
         }
         Op::Token {
             account,
             resource,
             sasl,
-        } => {
-            let (token, account) = cached_token(shared, account, resource).await?;
-            Ok(match sasl {
-                None => token,
-                Some(m) => sasl::initial_response(m, &account, None, &token),
-            })
-        }
+        } => match fresh(shared, &account, resource.as_deref()) {
+            Err(e) => Answer::Now(Err(e)),
+            Ok(Some((token, acct))) => Answer::Now(Ok(hand_out(token, &acct, sasl))),
+            Ok(None) => Answer::Later(Later {
+                account,
+                resource,
+                sasl,
+            }),
+        },
     }
+}
+
+/// Answer a token request [`answer_now`] could not (on the runtime).
+async fn answer_later(shared: &Arc<Shared>, l: Later) -> std::result::Result<String, String> {
+    let (token, account) = cached_token(shared, l.account, l.resource).await?;
+    Ok(hand_out(token, &account, l.sasl))
+}
+
+fn hand_out(
+    token: String,
+    account: &mailoauth::providers::Account,
+    sasl: Option<sasl::Mechanism>,
+) -> String {
+    match sasl {
+        None => token,
+        Some(m) => sasl::initial_response(m, account, None, &token),
+    }
+}
+
+/// The account, and its token for `resource` when memory holds a fresh one.
+fn fresh(
+    shared: &Shared,
+    name: &str,
+    resource: Option<&str>,
+) -> std::result::Result<Option<(String, mailoauth::providers::Account)>, String> {
+    let client = shared.client.lock().unwrap().clone();
+    let account = client.account(name).map_err(|e| e.to_string())?;
+    let key = (
+        name.to_owned(),
+        resource.unwrap_or(MAIL_RESOURCE).to_owned(),
+    );
+    let cached = shared.cache.lock().unwrap().get(&key).cloned();
+    Ok(cached
+        .filter(|at| at.is_fresh(account.min_validity, now()))
+        .map(|at| (at.token, account)))
 }
 
 /// An account's token from memory when fresh, else from the broker (store,
@@ -265,15 +278,14 @@ async fn cached_token(
     resource: Option<String>,
 ) -> std::result::Result<(String, mailoauth::providers::Account), String> {
     let client = shared.client.lock().unwrap().clone();
+    if let Some(hit) = fresh(shared, &name, resource.as_deref())? {
+        return Ok(hit);
+    }
     let account = client.account(&name).map_err(|e| e.to_string())?;
     let key = (
         name.clone(),
         resource.clone().unwrap_or_else(|| MAIL_RESOURCE.to_owned()),
     );
-    let cached = shared.cache.lock().unwrap().get(&key).cloned();
-    if let Some(at) = cached.filter(|at| at.is_fresh(account.min_validity, now())) {
-        return Ok((at.token, account));
-    }
     let acct = account.clone();
     let (token, at) =
         tokio::task::spawn_blocking(move || -> Result<(String, Option<AccessToken>)> {
