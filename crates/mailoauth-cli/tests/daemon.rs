@@ -138,6 +138,32 @@ fn a_silent_client_does_not_stall_others() {
 }
 
 #[test]
+fn a_client_slow_to_send_its_request_is_still_answered() {
+    use std::io::{Read, Write};
+    let (_srv, sb) = logged_in(&[]);
+    let _d = Daemon::start(&sb);
+    let expected = stdout(&sb.run(&["token", "pub"]));
+    let sock = sb.dir.path().join("run/mailoauth/daemon.sock");
+    let config = std::fs::canonicalize(sb.dir.path().join("config/mailoauth/config.toml")).unwrap();
+    let line = format!(
+        "{{\"v\":1,\"op\":\"token\",\"config\":{},\"account\":\"pub\"}}\n",
+        serde_json::to_string(config.to_str().unwrap()).unwrap()
+    );
+    let (head, tail) = line.split_at(10);
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    // Past the socket thread's wait for a first line: the runtime finishes it.
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(tail.as_bytes()).unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(v["ok"], true, "{reply}");
+    assert_eq!(v["value"].as_str().unwrap(), expected.trim());
+}
+
+#[test]
 fn killing_the_daemon_mid_refresh_loses_nothing() {
     let (srv, sb) = logged_in(&[("ACCESS_TOKEN_TTL", "4"), ("TOKEN_DELAY_MS", "1500")]);
     let before = sb.record("pub");
