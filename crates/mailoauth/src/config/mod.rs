@@ -27,6 +27,10 @@ pub struct Config {
     /// Accounts by name.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// The `[serve]` section of `mailoauth-serve`, kept unparsed: the CLI and the
+    /// daemon do not read it, the service parses it with its own rules.
+    #[serde(default)]
+    pub serve: Option<toml::Table>,
     /// Where this config came from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
