@@ -180,6 +180,20 @@ const clients = [
   },
 ];
 
+// A confidential web client for mailoauth-serve, whose callback is
+// {base}/oauth/callback on the port its test chose.
+if (process.env.SERVE_REDIRECT_URI) {
+  clients.push({
+    client_id: 'web-service',
+    client_secret: 'web-service-secret',
+    application_type: 'web',
+    token_endpoint_auth_method: 'client_secret_post',
+    grant_types: USER_GRANTS,
+    response_types: ['code'],
+    redirect_uris: [process.env.SERVE_REDIRECT_URI],
+  });
+}
+
 if (APP_CERT_PEM) {
   clients.push({
     client_id: 'app-cert',

@@ -28,6 +28,8 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Everything a request handler reaches.
 pub struct App {
+    /// The settings.
+    pub settings: Arc<crate::settings::Settings>,
     /// The database.
     pub db: Db,
     /// The token service.
@@ -49,6 +51,12 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/mailboxes/{id}/token", get(token))
         .route("/v1/audit", get(audit))
+        .route("/v1/connect-links", axum::routing::post(connect_link))
+        .route(
+            "/connect/{secret}",
+            get(crate::connect::show).post(crate::connect::start),
+        )
+        .route("/oauth/callback", get(crate::connect::callback))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -374,6 +382,20 @@ async fn token(
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+async fn connect_link(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<crate::connect::NewLink>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller(&app, &headers, "accounts:write").await?;
+    let Json(n) = body.map_err(body_error)?;
+    let (url, link) = crate::connect::create_link(&app, n).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": link.id, "url": url, "expires_at": link.expires_at})),
+    ))
 }
 
 #[derive(Deserialize)]

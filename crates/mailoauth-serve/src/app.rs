@@ -83,6 +83,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(100_000);
     let writer = tokio::spawn(api::audit_writer(db.clone(), rx));
     let app = Arc::new(App {
+        settings: settings.clone(),
         tokens: Tokens::new(db.clone(), Arc::new(keys), settings.clone()),
         keys: KeyTable::load(db.clone()).await?,
         db,

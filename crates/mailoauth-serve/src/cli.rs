@@ -21,6 +21,9 @@ pub struct Cli {
     /// Database URL (`sqlite:///path` or `postgres://…`); overrides `[serve] database`.
     #[arg(long, global = true)]
     database: Option<String>,
+    /// Listen address; overrides `[serve] listen` (the base URL keeps following the config).
+    #[arg(long, global = true)]
+    listen: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,7 +83,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         .config
         .clone()
         .unwrap_or_else(mailoauth::paths::default_config_file);
-    let settings = Settings::load(&path, cli.database.as_deref())?;
+    let settings = Settings::load(&path, cli.database.as_deref(), cli.listen.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -83,6 +83,29 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
+/// A connect link as stored.
+#[derive(Debug, Clone)]
+pub struct ConnectLink {
+    /// Public id.
+    pub id: String,
+    /// Hex SHA-256 of the link's secret.
+    pub digest: String,
+    /// Connector name.
+    pub connector: String,
+    /// The address that must sign in.
+    pub email: String,
+    /// Where the success page sends the person back to.
+    pub return_url: Option<String>,
+    /// The application's reference.
+    pub reference: Option<String>,
+    /// The mailbox it re-connects, for a re-consent link.
+    pub mailbox_id: Option<String>,
+    /// Unix time it stops working.
+    pub expires_at: i64,
+    /// Unix time it was used up.
+    pub used_at: Option<i64>,
+}
+
 /// One audit entry: a token handed out.
 pub struct AuditEntry {
     /// Unix time.
@@ -446,6 +469,128 @@ impl Db {
             .await
             .map_err(db_err("api keys"))?;
         Ok(rows.iter().map(key_of).collect())
+    }
+
+    /// Store a connect link.
+    pub async fn add_link(&self, l: &ConnectLink, now: i64) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO connect_links (id, digest, connector, email, return_url, reference, mailbox_id, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&l.id)
+        .bind(&l.digest)
+        .bind(&l.connector)
+        .bind(&l.email)
+        .bind(l.return_url.clone())
+        .bind(l.reference.clone())
+        .bind(l.mailbox_id.clone())
+        .bind(now)
+        .bind(l.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("connect links"))?;
+        Ok(())
+    }
+
+    /// The connect link whose secret has this digest, or with this id.
+    pub async fn link(&self, digest_or_id: &str) -> Result<Option<ConnectLink>, Error> {
+        let row = sqlx::query(
+            "SELECT id, digest, connector, email, return_url, reference, mailbox_id, expires_at, used_at \
+             FROM connect_links WHERE digest = $1 OR id = $1",
+        )
+        .bind(digest_or_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("connect links"))?;
+        Ok(row.map(|r| ConnectLink {
+            id: r.get(0),
+            digest: r.get(1),
+            connector: r.get(2),
+            email: r.get(3),
+            return_url: r.get(4),
+            reference: r.get(5),
+            mailbox_id: r.get(6),
+            expires_at: r.get(7),
+            used_at: r.get(8),
+        }))
+    }
+
+    /// Use the link up (once): false when it was used already.
+    pub async fn use_link(&self, id: &str, mailbox_id: &str, now: i64) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE connect_links SET used_at = $1, mailbox_id = $2 WHERE id = $3 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(mailbox_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("connect links"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Remember a sign-in in progress (its sealed pending state).
+    pub async fn add_sign_in(
+        &self,
+        state: &str,
+        link_id: &str,
+        key_id: &str,
+        pending: &[u8],
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO sign_ins (state, link_id, key_id, pending, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(state)
+        .bind(link_id)
+        .bind(key_id)
+        .bind(pending.to_vec())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("sign-ins"))?;
+        Ok(())
+    }
+
+    /// Take the sign-in of `state` (deleted as it is read: a replayed callback
+    /// finds nothing): (link id, key id, sealed pending, expiry).
+    pub async fn take_sign_in(
+        &self,
+        state: &str,
+    ) -> Result<Option<(String, String, Vec<u8>, i64)>, Error> {
+        let row = sqlx::query(
+            "SELECT link_id, key_id, pending, expires_at FROM sign_ins WHERE state = $1",
+        )
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("sign-ins"))?;
+        let Some(row) = row else { return Ok(None) };
+        let r = sqlx::query("DELETE FROM sign_ins WHERE state = $1")
+            .bind(state)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("sign-ins"))?;
+        // Two nodes reading the same callback at once: only the one that deleted it goes on.
+        Ok((r.rows_affected() == 1).then(|| (row.get(0), row.get(1), row.get(2), row.get(3))))
+    }
+
+    /// The mailbox connected through `connector` for `email`, if any.
+    pub async fn mailbox_by_email(
+        &self,
+        connector: &str,
+        email: &str,
+    ) -> Result<Option<Mailbox>, Error> {
+        let row = sqlx::query(
+            "SELECT id, connector, email, kind, reference, state, last_error, created_at, updated_at \
+             FROM mailboxes WHERE connector = $1 AND email = $2",
+        )
+        .bind(connector)
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("mailboxes"))?;
+        Ok(row.as_ref().map(mailbox_of))
     }
 
     /// The API key with this digest.

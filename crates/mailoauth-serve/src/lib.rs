@@ -13,6 +13,7 @@
 //! - [`ports`] — the broker's store, lease and events over a mailbox row.
 //! - [`tokens`] — memory of fresh tokens, coalescing, the broker on the blocking pool.
 //! - [`keys`] — API keys and scopes.
+//! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
 //! - [`app`] — start-up and shutdown.
 //! - [`cli`] — the command line.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod connect;
 pub mod db;
 pub mod keys;
 pub mod ports;

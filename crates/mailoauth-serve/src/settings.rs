@@ -66,8 +66,13 @@ pub struct Settings {
 impl Settings {
     /// Read `[serve]` from the config at `path` (a missing file is an empty
     /// config: the defaults serve on loopback with an embedded database);
-    /// `database` overrides the configured URL (`--database`).
-    pub fn load(path: &Path, database: Option<&str>) -> Result<Settings, Error> {
+    /// `database` and `listen` override the configured ones (`--database`,
+    /// `--listen`; the base URL still follows the configured listen address).
+    pub fn load(
+        path: &Path,
+        database: Option<&str>,
+        listen: Option<&str>,
+    ) -> Result<Settings, Error> {
         let config = match Config::load(path) {
             Ok(c) => c,
             Err(Error::NoConfig { .. }) => Config::parse("", path)?,
@@ -93,7 +98,7 @@ impl Settings {
             line: None,
             message,
         };
-        let listen: SocketAddr = raw
+        let configured: SocketAddr = raw
             .listen
             .as_deref()
             .unwrap_or(DEFAULT_LISTEN)
@@ -104,6 +109,14 @@ impl Settings {
                         .into(),
                 )
             })?;
+        let listen: SocketAddr = match listen {
+            Some(l) => l.parse().map_err(|_| {
+                err(format!(
+                    "--listen {l}: give an address with a port, e.g. 127.0.0.1:8470"
+                ))
+            })?,
+            None => configured,
+        };
         if !listen.ip().is_loopback() && raw.behind_proxy.is_empty() {
             return Err(err(format!(
                 "[serve] `listen` = {listen} is not a loopback address: plain HTTP there would send \
@@ -113,7 +126,7 @@ impl Settings {
         }
         let base_url = raw
             .base_url
-            .unwrap_or_else(|| format!("http://{listen}"))
+            .unwrap_or_else(|| format!("http://{configured}"))
             .trim_end_matches('/')
             .to_owned();
         providers::check_url(&base_url).map_err(|why| err(format!("[serve] `base_url`: {why}")))?;

@@ -153,6 +153,30 @@ impl Tokens {
         .map_err(|e| Error::Flow(format!("login task failed: {e}")))?
     }
 
+    /// The data keys (connect flows seal their pending sign-ins with them).
+    pub fn keys(&self) -> &DataKeys {
+        &self.keys
+    }
+
+    /// The token endpoint transport.
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.transport.clone()
+    }
+
+    /// Store the tokens of a finished sign-in for `m` (replacing what it had:
+    /// a re-consent starts a new chain).
+    pub async fn store_sign_in(
+        &self,
+        m: &Mailbox,
+        account: Account,
+        resp: mailoauth::oauth::TokenResponse,
+    ) -> Result<(), Error> {
+        let broker = self.broker(m, account);
+        tokio::task::spawn_blocking(move || broker.store_login(resp).map(|_| ()))
+            .await
+            .map_err(|e| Error::Flow(format!("store task failed: {e}")))?
+    }
+
     /// Forget what memory holds for mailbox `id` (deleted or re-consented).
     pub fn forget(&self, id: &str) {
         self.cache.lock().unwrap().retain(|(m, _), _| m != id);

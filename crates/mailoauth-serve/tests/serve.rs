@@ -2,6 +2,8 @@
 //! server (oidc-provider), SQLite and a private PostgreSQL cluster made by the
 //! test. Each behaviour runs against both databases.
 
+#[path = "support/browser.rs"]
+mod browser;
 #[path = "../../mailoauth-cli/tests/common/oauth_server.rs"]
 mod oauth_server;
 
@@ -139,11 +141,17 @@ struct Setup {
     dir: tempfile::TempDir,
     db: Database,
     oauth: OAuthServer,
+    /// The first node's port: the provider's client knows `{base}/oauth/callback`.
+    port: u16,
 }
 
 impl Setup {
     fn new(db: &str, oauth_env: &[(&str, &str)]) -> Setup {
-        let oauth = OAuthServer::start(oauth_env);
+        let port = free_port();
+        let redirect = format!("http://127.0.0.1:{port}/oauth/callback");
+        let mut env = oauth_env.to_vec();
+        env.push(("SERVE_REDIRECT_URI", &redirect));
+        let oauth = OAuthServer::start(&env);
         let db = match db {
             "sqlite" => Database::Sqlite,
             _ => Database::Postgres(Postgres::start()),
@@ -152,6 +160,7 @@ impl Setup {
             dir: tempfile::tempdir().unwrap(),
             db,
             oauth,
+            port,
         };
         s.write_config("");
         s
@@ -163,11 +172,16 @@ impl Setup {
             Database::Postgres(pg) => format!("database = \"{}\"\n", pg.url()),
         };
         let cfg = format!(
-            "[serve]\nlisten = \"127.0.0.1:0\"\n{database}{extra_serve}\n\
+            "[serve]\nlisten = \"127.0.0.1:{port}\"\n{database}{extra_serve}\n\
              [serve.connectors.apps]\nprovider = \"custom\"\nclient_id = \"app-secret\"\n\
              client_secret = \"app-secret-value\"\nflow = \"client-credentials\"\n\
-             token_url = \"{}/token\"\nscopes = [\"https://outlook.test/.default\"]\n",
-            self.oauth.issuer
+             token_url = \"{issuer}/token\"\nscopes = [\"https://outlook.test/.default\"]\n\n\
+             [serve.connectors.people]\nprovider = \"custom\"\nclient_id = \"web-service\"\n\
+             client_secret = \"web-service-secret\"\nauthorize_url = \"{issuer}/auth\"\n\
+             token_url = \"{issuer}/token\"\nredirect_uri = \"http://127.0.0.1:{port}/oauth/callback\"\n\
+             scopes = [\"https://outlook.test/IMAP.AccessAsUser.All\", \"openid\", \"email\", \"offline_access\"]\n",
+            issuer = self.oauth.issuer,
+            port = self.port,
         );
         let path = self.dir.path().join("config/mailoauth/config.toml");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -203,8 +217,16 @@ impl Setup {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// The first node, on the port the provider's client knows.
     fn start(&self) -> Node {
         Node::start(self.command())
+    }
+
+    /// Another node of the same service (same database), on any port.
+    fn start_another(&self) -> Node {
+        let mut c = self.command();
+        c.args(["--listen", "127.0.0.1:0"]);
+        Node::start(c)
     }
 
     fn sqlite_file(&self) -> PathBuf {
@@ -235,6 +257,28 @@ impl Setup {
                 "SELECT m::text FROM mailboxes m UNION ALL SELECT d::text FROM data_keys d \
                  UNION ALL SELECT k::text FROM api_keys k ORDER BY 1",
             ),
+        }
+    }
+
+    /// Run one SQL statement on the service's database (to age a link).
+    fn sql(&self, sql: &str) {
+        match &self.db {
+            Database::Sqlite => {
+                let out = Command::new("python3")
+                    .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
+                    .arg(self.sqlite_file())
+                    .arg(sql)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Database::Postgres(pg) => {
+                pg.psql(sql);
+            }
         }
     }
 
@@ -572,7 +616,7 @@ fn two_nodes_and_many_callers_refresh_a_low_token_once() {
         let s = Setup::new(db, &[("ACCESS_TOKEN_TTL", "8")]);
         let key = s.key(&["admin"], &[]);
         let n1 = s.start();
-        let n2 = s.start();
+        let n2 = s.start_another();
         let id = n1.add_app_mailbox(&key, "shared@example.test");
         let (_, old) = n1.call(
             "GET",
@@ -610,6 +654,115 @@ fn two_nodes_and_many_callers_refresh_a_low_token_once() {
             "{db}: everyone got the new token"
         );
         assert_ne!(tokens[0], old["access_token"].as_str().unwrap(), "{db}");
+    });
+}
+
+/// A connect link for `email` through the `people` connector.
+fn connect_link(node: &Node, key: &str, email: &str) -> String {
+    let (st, v) = node.call(
+        "POST",
+        "/v1/connect-links",
+        Some(key),
+        Some(&serde_json::json!({"connector": "people", "email": email, "return_url": "https://app.example/back"})),
+    );
+    assert_eq!(st, 201, "{v} {}", node.log());
+    v["url"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_person_connects_a_mailbox_in_a_real_browser_and_the_app_gets_its_tokens() {
+    both(|db| {
+        let s = Setup::new(db, &[]);
+        let key = s.key(&["admin"], &[]);
+        let node = s.start();
+        let link = connect_link(&node, &key, "alice@example.test");
+        let b = browser::Browser::start();
+        b.open(&link);
+        assert_eq!(b.title(), "Connect your mailbox", "{db}");
+        let text = b.text();
+        assert!(
+            text.contains("alice@example.test") && text.contains("IMAP.AccessAsUser.All"),
+            "{db}: {text}"
+        );
+        // Keyboard only: focus the one button and press Enter.
+        b.keys("button", "\u{E007}");
+        b.wait_for_title("Mailbox connected");
+        assert!(b.text().contains("alice@example.test"), "{db}");
+        let callback = b.url();
+        assert!(callback.contains("/oauth/callback?"), "{db}: {callback}");
+        assert!(!b.text().contains("code="), "{db}: the page shows no code");
+
+        let (_, list) = node.call("GET", "/v1/mailboxes", Some(&key), None);
+        let m = &list["mailboxes"][0];
+        assert_eq!(
+            (m["email"].as_str(), m["kind"].as_str(), m["state"].as_str()),
+            (Some("alice@example.test"), Some("delegated"), Some("ok")),
+            "{db}: {list}"
+        );
+        let id = m["id"].as_str().unwrap();
+        let (st, t) = node.call(
+            "GET",
+            &format!("/v1/mailboxes/{id}/token"),
+            Some(&key),
+            None,
+        );
+        assert_eq!(st, 200, "{db}: {t}");
+        assert_eq!(t["user"], "alice@example.test");
+
+        // The link is single-use, and the provider's answer cannot be replayed.
+        b.open(&link);
+        assert_eq!(b.title(), "This link was used already", "{db}");
+        b.open(&callback);
+        assert_eq!(b.title(), "This sign-in is not known", "{db}");
+        // A forged link.
+        b.open(&format!("{}x", &link[..link.len() - 1]));
+        assert_eq!(b.title(), "This link does not work", "{db}");
+        // An expired one.
+        let old = connect_link(&node, &key, "alice@example.test");
+        s.sql("UPDATE connect_links SET expires_at = 0 WHERE used_at IS NULL");
+        b.open(&old);
+        assert_eq!(b.title(), "This link has expired", "{db}");
+        // A re-consent link for the same mailbox keeps its id and replaces its tokens.
+        let again = connect_link(&node, &key, "alice@example.test");
+        b.open(&again);
+        b.click("button");
+        b.wait_for_title("Mailbox connected");
+        let (_, list) = node.call("GET", "/v1/mailboxes", Some(&key), None);
+        assert_eq!(
+            list["mailboxes"].as_array().unwrap().len(),
+            1,
+            "{db}: {list}"
+        );
+        assert_eq!(list["mailboxes"][0]["id"].as_str(), Some(id), "{db}");
+    });
+}
+
+#[test]
+fn signing_in_as_another_user_is_refused_and_stores_nothing() {
+    both(|db| {
+        let s = Setup::new(db, &[("LOGIN_AS", "mallory@example.test")]);
+        let key = s.key(&["admin"], &[]);
+        let node = s.start();
+        let link = connect_link(&node, &key, "alice@example.test");
+        let b = browser::Browser::start();
+        b.open(&link);
+        b.click("button");
+        b.wait_for_title("You signed in as another user");
+        let text = b.text();
+        assert!(
+            text.contains("alice@example.test") && text.contains("mallory@example.test"),
+            "{db}: {text}"
+        );
+        assert!(text.contains("Nothing was stored"), "{db}: {text}");
+        let (_, list) = node.call("GET", "/v1/mailboxes", Some(&key), None);
+        assert_eq!(
+            list["mailboxes"].as_array().unwrap().len(),
+            0,
+            "{db}: {list}"
+        );
+        // The link still works for the right person.
+        b.open(&link);
+        assert_eq!(b.title(), "Connect your mailbox", "{db}");
     });
 }
 
