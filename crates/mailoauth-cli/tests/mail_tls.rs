@@ -229,11 +229,11 @@ fn a_certificate_for_another_name_is_refused_naming_the_certificates_names() {
 fn a_pinned_certificate_is_still_checked_against_the_host_name() {
     let dir = tempfile::tempdir().unwrap();
     let (crt, key) = openssl_self_signed(dir.path(), "server");
-    let (_srv, mail, sb) = world(&crt, &key, &crt);
+    let (srv, mail, sb) = world(&crt, &key, &crt);
     // The certificate names localhost and mail.localhost, not the address.
     let by_ip = servers(&mail, &mail.servers(), &crt)
         .replace("host = \"localhost\"", "host = \"127.0.0.1\"");
-    std::fs::write(&sb.config, config(&_srv, &by_ip, ALL_SCOPES)).unwrap();
+    std::fs::write(&sb.config, config(&srv, &by_ip, ALL_SCOPES)).unwrap();
     let out = check_fails(&sb);
     assert!(
         out.contains("the certificate is for localhost, mail.localhost, not for 127.0.0.1 (it is the certificate pinned in ca_file"),

@@ -212,7 +212,7 @@ mod tests {
         else {
             panic!("a missing ca_file is an error");
         };
-        assert!(why.contains("No such file"), "{why}");
+        assert!(why.contains("os error 2"), "{why}");
     }
 
     #[test]
