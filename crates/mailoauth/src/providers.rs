@@ -76,7 +76,7 @@ pub struct Account {
     pub pop: Option<Server>,
     /// SMTP server.
     pub smtp: Option<Server>,
-    /// Extra trusted roots.
+    /// Certificates trusted for the mail servers: CA roots, or server certificates pinned as themselves.
     pub ca_file: Option<PathBuf>,
     /// HTTP timeout towards the provider, seconds.
     pub http_timeout: u64,

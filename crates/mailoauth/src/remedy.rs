@@ -67,6 +67,14 @@ pub enum Remedy {
         /// Account name.
         account: String,
     },
+    /// Change one key of the config file (a web front end can offer a form for
+    /// it; the CLI names the key).
+    SetConfig {
+        /// The key's full path, e.g. `accounts.work.ca_file`.
+        key: String,
+        /// What it should hold, in words (`a PEM file with …`, `localhost`).
+        to: String,
+    },
     /// Steps in words, with this account's values in them (provider settings,
     /// an administrator's PowerShell lines, the config key to change).
     Steps(String),

@@ -35,6 +35,7 @@ fn step(r: &Remedy) -> String {
         Remedy::ReportBug { account } => format!(
             "this is a mailoauth bug: please report it with the output of `mailoauth -v check {account}`"
         ),
+        Remedy::SetConfig { key, to } => format!("set `{key}` in the config file to {to}"),
         Remedy::Steps(s) => s.clone(),
         Remedy::All(v) => lines(&Remedy::All(v.clone())).join("; "),
     }

@@ -245,7 +245,9 @@ pub struct AccountConfig {
     pub pop: Option<ServerConfig>,
     /// SMTP submission server.
     pub smtp: Option<ServerConfig>,
-    /// Extra trusted root certificates (PEM) for this account's servers and endpoints.
+    /// Certificates (PEM) trusted for this account's mail servers and the proxy's
+    /// upstream: a private CA's root, or a server's own certificate, trusted as
+    /// itself when presented (the `tls` module). Token endpoints do not use it.
     pub ca_file: Option<PathBuf>,
     /// Seconds before an HTTP request to the provider is abandoned (default 30).
     pub http_timeout: Option<u64>,

@@ -2,11 +2,12 @@
 //! about it, and what an access token's claims say before connecting.
 //!
 //! Owns: the catalogs (data, not scattered `if`s) — [`token`] for token-endpoint
-//! errors, [`wire`] for mail servers' replies — with the account's own values
+//! errors, [`wire`] for mail servers' replies, [`tls`] for TLS failures — with the account's own values
 //! filled in; the app-only checklist; the token pre-flight. Must not: do I/O,
 //! verify signatures (claims are read only to explain), or word a fix for one
 //! front end: fixes are [`Remedy`] values.
 
+mod tls;
 mod token;
 mod wire;
 
@@ -17,6 +18,7 @@ use crate::providers::Account;
 pub use crate::remedy::Diagnosis;
 use crate::remedy::Remedy;
 use crate::service::Service;
+pub use tls::tls_failure;
 pub use token::{endpoint_error, token_error};
 pub use wire::wire_reply;
 

@@ -1,16 +1,16 @@
 //! How talking to a mail server went wrong, kept verbatim for the catalog.
 //!
 //! Owns: the [`Failure`] value every protocol machine and driver returns. Must
-//! not: depend on anything else in the crate (errors, reports and the catalog
-//! all hold one, so it sits below them).
+//! not: depend on anything else in the crate but the TLS failure type (errors,
+//! reports and the catalog all hold one, so it sits below them).
 
 /// How a login or command went wrong.
 #[derive(Debug, Clone)]
 pub enum Failure {
     /// No TCP connection (exit 4).
     Unreachable(String),
-    /// TLS failed (certificate, version).
-    Tls(String),
+    /// TLS failed (certificate, version, not TLS at all), typed for the catalog.
+    Tls(crate::tls::TlsFailure),
     /// The server does not speak what we expect (or offers no bearer-token SASL).
     Protocol(String),
     /// The server refused authentication (or the harmless command after it): exit 5.
