@@ -267,11 +267,12 @@ impl Error {
     }
 }
 
-/// The exit code of a failed mail exchange: refused 5, unreachable 4, else 1.
+/// The exit code of a failed mail exchange: refused 5, unreachable or
+/// temporarily failing 4 (both say "try again later"), else 1.
 pub fn mail_exit_code(f: &Failure) -> i32 {
     match f {
         Failure::Refused { .. } => exit::AUTH_REFUSED,
-        Failure::Unreachable(_) => exit::UNREACHABLE,
+        Failure::Unreachable(_) | Failure::Temporary { .. } => exit::UNREACHABLE,
         _ => exit::ERROR,
     }
 }

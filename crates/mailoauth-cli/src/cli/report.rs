@@ -286,7 +286,7 @@ pub fn check(json_out: bool, a: &Account, o: &Outcome) -> Result<(), Error> {
                 rows.push(json!({"protocol": p, "ok": true, "server": r.server, "mechanism": s.mechanism.map(|m| m.name()), "detail": s.detail, "ms": ms}));
             }
             Err(f) => {
-                let diag = r.diagnosis(a);
+                let diag = o.diagnosis(a, r);
                 let fix = diag.as_ref().map(|d| render::line(&d.remedy));
                 text.push_str(&format!("{p:<5} FAIL  {}  {f}  {ms} ms\n", r.server));
                 if let (Some(d), Some(fix)) = (&diag, &fix) {
