@@ -588,3 +588,44 @@ fn exchange_throttling_is_temporary_and_keeps_its_microsoft_advice() {
         "no app-only checklist for a temporary failure: {out}"
     );
 }
+
+/// A server that validates tokens by introspection sees bob's token under
+/// alice's name and refuses; `check` cannot read the opaque token, and the
+/// login could not tell who signed in: "another user" is among the causes.
+#[test]
+fn check_names_another_user_as_a_likely_cause_when_the_sign_in_was_unverified() {
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1"), ("LOGIN_AS", "bob@example.test")]);
+    let imap = FakeMail::start(
+        "* OK IMAP ready",
+        vec![
+            (
+                "c1 CAPABILITY",
+                "* CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2\nc1 OK done",
+            ),
+            (
+                "a1 AUTHENTICATE",
+                "a1 NO [AUTHENTICATIONFAILED] Authentication failed.",
+            ),
+            ("", ""),
+        ],
+    );
+    let sb = Sandbox::new(&format!(
+        "[accounts.x]\nprovider = \"custom\"\nuser = \"alice@example.test\"\nclient_id = \"native-public\"\n\
+         authorize_url = \"{iss}/auth\"\ntoken_url = \"{iss}/token\"\nredirect_uri = \"http://127.0.0.1/callback\"\n\
+         scopes = [\"email\", \"offline_access\"]\nstore = \"file\"\n{}",
+        plain_server("imap", imap.port),
+        iss = srv.issuer
+    ));
+    assert_exit(&sb.login_with_browser("x", BrowserMode::Follow).0, 0);
+    let o = sb.run(&["check", "x", "--imap"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(
+        out.contains("may have been as another user than alice@example.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sign in again as alice@example.test") && out.contains("mailoauth login x"),
+        "{out}"
+    );
+}

@@ -727,6 +727,27 @@ mod tests {
     }
 
     #[test]
+    fn userinfo_keys_are_for_custom_accounts_and_ask_for_openid() {
+        let e = account("provider = \"microsoft\"\nuser = \"u@c\"\nclient_id = \"id\"\nissuer = \"https://login/x\"")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`issuer` only applies to provider = \"custom\""),
+            "{e}"
+        );
+        let base = "provider = \"custom\"\nuser = \"u@c\"\nclient_id = \"c\"\nauthorize_url = \"https://idp/a\"\n\
+                    token_url = \"https://idp/t\"\nscopes = [\"mail\"]\n";
+        let a = account(&format!("{base}userinfo_url = \"https://idp/me\"")).unwrap();
+        assert_eq!(a.resources[MAIL_RESOURCE], ["mail", "openid"]);
+        let e = account(&format!("{base}issuer = \"http://idp.example.com\"")).unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(
+            account(base).unwrap().needs.is_empty(),
+            "custom servers' rules are unknown"
+        );
+    }
+
+    #[test]
     fn custom_needs_token_url_and_scopes() {
         let e = account("provider = \"custom\"\nuser = \"u\"\nclient_id = \"c\"\nscopes=[\"x\"]\nauthorize_url = \"https://a/b\"")
             .unwrap_err();

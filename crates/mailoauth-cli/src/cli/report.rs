@@ -139,11 +139,12 @@ pub fn status(json_out: bool, rows: &[AccountStatus]) -> Result<(), Error> {
 }
 
 /// Print a login result.
-pub fn login(json_out: bool, name: &str, o: &LoginOutcome) -> Result<(), Error> {
+pub fn login(json_out: bool, name: &str, user: &str, o: &LoginOutcome) -> Result<(), Error> {
     if json_out {
         return print_stdout(
-            &json!({"account": name, "user": o.user, "store": o.store, "set_aside": o.set_aside})
-                .to_string(),
+            &json!({"account": name, "user": o.user, "user_verified": o.unverified.is_none(),
+                "warning": o.unverified, "store": o.store, "set_aside": o.set_aside})
+            .to_string(),
         );
     }
     let who = o
@@ -152,6 +153,13 @@ pub fn login(json_out: bool, name: &str, o: &LoginOutcome) -> Result<(), Error> 
         .map(|u| format!(" as {u}"))
         .unwrap_or_default();
     eprintln!("mailoauth: signed in{who}; tokens stored in {}", o.store);
+    if let Some(why) = &o.unverified {
+        eprintln!(
+            "mailoauth: warning: could not verify that the sign-in was as `{}`: {why}.\n\
+             \x20 check it with `mailoauth check {name}`: if the server refuses the token, sign in again as `{}`",
+            user, user
+        );
+    }
     Ok(())
 }
 
