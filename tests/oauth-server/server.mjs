@@ -41,6 +41,9 @@ const SIGNING_KEY_PEM = process.env.SIGNING_KEY_PEM || undefined;
 // Set STRICT_OFFLINE_ACCESS=1 to get oidc-provider's OIDC behaviour back (offline_access is
 // dropped unless the authorization request carries prompt=consent).
 const STRICT_OFFLINE_ACCESS = ['1', 'true', 'yes'].includes((process.env.STRICT_OFFLINE_ACCESS || '').toLowerCase());
+// Set NO_ID_TOKEN=1 to play an authorization server that never names the user in its token
+// answers: id_token is removed from every token response (userinfo at /me still answers).
+const NO_ID_TOKEN = ['1', 'true', 'yes'].includes((process.env.NO_ID_TOKEN || '').toLowerCase());
 const DEFAULT_USER = 'alice@example.test';
 
 const log = (...args) => process.stderr.write(`oauth-server: ${args.join(' ')}\n`);
@@ -711,6 +714,7 @@ server.listen(PORT, '127.0.0.1', () => {
         }
         await next();
       });
+      if (NO_ID_TOKEN && ctx.body && typeof ctx.body === 'object') delete ctx.body.id_token;
 
       // forget the polling state once the device code reached a final answer
       if (gt === DEVICE_GRANT && typeof body.device_code === 'string') {

@@ -155,6 +155,68 @@ fn token_user_differs_from_account_user_is_an_error_and_nothing_is_stored() {
     assert!(!sb.token_file("pub").exists());
 }
 
+/// An account of an authorization server whose token answers name nobody (no
+/// id token, opaque access tokens), with `extra` keys (`issuer`, `userinfo_url`).
+fn nameless_server_account(issuer: &str, extra: &str) -> String {
+    format!(
+        "[accounts.x]\nprovider = \"custom\"\nuser = \"alice@example.test\"\nclient_id = \"native-public\"\n\
+         authorize_url = \"{issuer}/auth\"\ntoken_url = \"{issuer}/token\"\nredirect_uri = \"http://127.0.0.1/callback\"\n\
+         scopes = [\"email\", \"offline_access\"]\nstore = \"file\"\n{extra}"
+    )
+}
+
+#[test]
+fn a_sign_in_as_another_user_is_refused_when_userinfo_names_them() {
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1"), ("LOGIN_AS", "bob@example.test")]);
+    // Found through OIDC discovery, and configured directly.
+    for extra in [
+        format!("issuer = \"{}\"\n", srv.issuer),
+        format!("userinfo_url = \"{}/me\"\n", srv.issuer),
+    ] {
+        let sb = Sandbox::new(&nameless_server_account(&srv.issuer, &extra));
+        let (out, url) = sb.login_with_browser("x", BrowserMode::Follow);
+        assert!(
+            url.contains("openid"),
+            "userinfo needs openid in the scopes: {url}"
+        );
+        assert_exit(&out, 1);
+        let e = stderr(&out);
+        assert!(
+            e.contains("signed in as `bob@example.test`, but account `x` is for `alice@example.test`; tokens were not stored"),
+            "{extra}: {e}"
+        );
+        assert!(!sb.token_file("x").exists(), "{extra}");
+    }
+    // The right user is stored, with no warning.
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1")]);
+    let sb = Sandbox::new(&nameless_server_account(
+        &srv.issuer,
+        &format!("issuer = \"{}\"\n", srv.issuer),
+    ));
+    let (out, _) = sb.login_with_browser("x", BrowserMode::Follow);
+    assert_exit(&out, 0);
+    let e = stderr(&out);
+    assert!(e.contains("signed in as alice@example.test"), "{e}");
+    assert!(!e.contains("warning"), "{e}");
+    assert_eq!(sb.record("x")["user"], "alice@example.test");
+}
+
+#[test]
+fn a_sign_in_nobody_can_verify_is_stored_with_a_warning_naming_check() {
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1"), ("LOGIN_AS", "bob@example.test")]);
+    let sb = Sandbox::new(&nameless_server_account(&srv.issuer, ""));
+    let (out, _) = sb.login_with_browser("x", BrowserMode::Follow);
+    assert_exit(&out, 0);
+    let e = stderr(&out);
+    assert!(
+        e.contains("warning: could not verify that the sign-in was as `alice@example.test`"),
+        "{e}"
+    );
+    assert!(e.contains("no `userinfo_url` or `issuer`"), "{e}");
+    assert!(e.contains("`mailoauth check x`"), "{e}");
+    assert!(sb.record("x").get("user").is_none());
+}
+
 #[test]
 fn device_flow_end_to_end_and_declined() {
     // The device page has no login hint: the person signs in as whoever they are.

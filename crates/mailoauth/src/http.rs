@@ -110,6 +110,17 @@ impl Http {
         )
     }
 
+    /// GET a URL with `Authorization: Bearer <token>` (the userinfo endpoint).
+    pub fn get_bearer(&self, url: &str, token: &str) -> Result<Response, TransportError> {
+        Self::finish(
+            self.agent
+                .get(url)
+                .header("Accept", "application/json")
+                .header("Authorization", &format!("Bearer {token}"))
+                .call(),
+        )
+    }
+
     fn finish(
         r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Response, TransportError> {

@@ -121,6 +121,15 @@ pub trait Transport: Send + Sync {
     /// (it carries secrets) and must keep every form value out of error texts.
     fn post(&self, url: &str, form: &Form)
     -> Result<serde_json::Map<String, Value>, EndpointError>;
+
+    /// GET `url` (OIDC discovery; with `bearer`, the userinfo endpoint) and
+    /// classify the answer like [`Transport::post`]'s. The token must stay out
+    /// of logs and error texts.
+    fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<serde_json::Map<String, Value>, EndpointError>;
 }
 
 impl Transport for Http {
@@ -137,6 +146,24 @@ impl Transport for Http {
                 retry_after: None,
             })?;
         classify(resp, form)
+    }
+
+    fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<serde_json::Map<String, Value>, EndpointError> {
+        let resp = match bearer {
+            Some(t) => self.get_bearer(url, t),
+            None => Http::get(self, url),
+        }
+        .map_err(|t| EndpointError::Transient {
+            detail: t.detail,
+            retry_after: None,
+        })?;
+        // The token is redacted from anything the server echoes, like a form value.
+        let secret: Form = bearer.map(|t| ("access_token", v(t))).into_iter().collect();
+        classify(resp, &secret)
     }
 }
 

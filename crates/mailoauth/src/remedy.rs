@@ -53,6 +53,15 @@ pub enum Remedy {
         /// What is missing.
         service: Service,
     },
+    /// Add this scope to the account's explicit `scopes`, then sign in again.
+    AddScope {
+        /// Account name.
+        account: String,
+        /// The scope, spelled as the account's other scopes are.
+        scope: String,
+    },
+    /// Nothing to change: the failure is temporary at the server; try again later.
+    RetryLater,
     /// Create an account first.
     AddAccount,
     /// Use one of the accounts that exist.
@@ -106,6 +115,7 @@ impl Remedy {
             | Remedy::Inspect { account }
             | Remedy::Refresh { account }
             | Remedy::AddService { account, .. }
+            | Remedy::AddScope { account, .. }
             | Remedy::ReportBug { account } => Some(account),
             Remedy::All(v) => v.iter().find_map(Remedy::account),
             _ => None,

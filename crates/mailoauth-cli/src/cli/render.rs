@@ -23,6 +23,13 @@ fn step(r: &Remedy) -> String {
             "add `{}` to `services` of account `{account}`, then run `mailoauth login {account}`",
             service.name()
         ),
+        Remedy::AddScope { account, scope } => format!(
+            "add `{scope}` to `scopes` of account `{account}`, then run `mailoauth login {account}`"
+        ),
+        Remedy::RetryLater => {
+            "retry later: nothing needs changing here; if it lasts, tell the mail server's administrator"
+                .into()
+        }
         Remedy::AddAccount => {
             "add an account with `mailoauth add NAME --provider …` (or point MAILOAUTH_CONFIG / --config at your config)"
                 .into()

@@ -19,6 +19,7 @@
 //! compare-and-swap: a writer that lost its lease (expired, taken over) cannot
 //! overwrite a newer record; it re-reads instead (see [`Broker::renew`]).
 
+pub mod identity;
 pub mod local;
 pub mod memory;
 pub mod ports;
@@ -339,7 +340,14 @@ impl Broker {
 
     /// Verify and store the result of a flow.
     pub fn store_login(&self, resp: TokenResponse) -> Result<LoginOutcome> {
-        let user = signed_in_user(&resp);
+        let (user, unverified) = if self.account.has_refresh_tokens() {
+            match identity::signed_in(&self.account, self.ports.transport.as_ref(), &resp) {
+                identity::SignedIn::User(u) => (Some(u), None),
+                identity::SignedIn::Unknown(why) => (None, Some(why)),
+            }
+        } else {
+            (signed_in_user(&resp), None)
+        };
         if self.account.has_refresh_tokens()
             && let Some(u) = &user
             && !u.eq_ignore_ascii_case(&self.account.user)
@@ -371,6 +379,7 @@ impl Broker {
         self.emit(Event::LoggedIn);
         Ok(LoginOutcome {
             user,
+            unverified,
             store: self.ports.store.describe(),
             set_aside,
         })
@@ -430,6 +439,9 @@ fn split(loaded: Option<(TokenRecord, Version)>) -> (Option<TokenRecord>, Option
 pub struct LoginOutcome {
     /// The user the provider reports, when it reports one.
     pub user: Option<String>,
+    /// Why nobody could say who signed in, when nobody could (a delegated
+    /// login whose server names no user): the account's user is then unchecked.
+    pub unverified: Option<String>,
     /// Where the tokens went.
     pub store: String,
     /// Where an unreadable old record was moved, if there was one.

@@ -235,6 +235,12 @@ pub struct AccountConfig {
     pub device_url: Option<String>,
     /// Revocation endpoint override (RFC 7009).
     pub revoke_url: Option<String>,
+    /// Custom: the server's OIDC issuer; its discovery document
+    /// (`{issuer}/.well-known/openid-configuration`) names the userinfo endpoint
+    /// that tells who signed in when the tokens do not.
+    pub issuer: Option<String>,
+    /// Custom: the userinfo endpoint (OIDC), asked at login who signed in.
+    pub userinfo_url: Option<String>,
     /// Redirect URI registered for the app; a missing port means "any free port".
     pub redirect_uri: Option<String>,
     /// Extra query parameters for the authorization request.

@@ -119,8 +119,9 @@ pub fn login(
     }
 }
 
-/// The catalog's cause and fix for a refusal or a TLS failure by `service`'s
-/// server (`None` for other failures, or replies the catalog does not know).
+/// The catalog's cause and fix for a refusal, a temporary failure or a TLS
+/// failure at `service`'s server (`None` for other failures, or replies the
+/// catalog does not know).
 pub fn diagnose(account: &Account, service: Service, f: &Failure) -> Option<Diagnosis> {
     match f {
         Failure::Refused {
@@ -132,6 +133,9 @@ pub fn diagnose(account: &Account, service: Service, f: &Failure) -> Option<Diag
             server_for(account, service)?,
             t,
         )),
+        Failure::Temporary { reply, step } => {
+            Some(diagnose::temporary(account, service.name(), reply, step))
+        }
         _ => None,
     }
 }

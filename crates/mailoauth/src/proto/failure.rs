@@ -22,6 +22,14 @@ pub enum Failure {
         /// What we were doing (`AUTHENTICATE`, `SELECT INBOX`, `MAIL FROM`…).
         step: &'static str,
     },
+    /// The server says the failure is temporary (IMAP `[UNAVAILABLE]`, POP3
+    /// `[SYS/TEMP]`, an SMTP 4yz reply): nothing to fix here, retry later (exit 4).
+    Temporary {
+        /// The server's reply line, verbatim.
+        reply: String,
+        /// What we were doing.
+        step: &'static str,
+    },
 }
 
 impl std::fmt::Display for Failure {
@@ -40,6 +48,9 @@ impl std::fmt::Display for Failure {
                     write!(f, " (challenge {c})")?;
                 }
                 Ok(())
+            }
+            Failure::Temporary { reply, step } => {
+                write!(f, "{step} failed temporarily: {reply}")
             }
         }
     }
