@@ -37,6 +37,7 @@
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
 //! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
 //!   MX/SRV/TXT for onboarding.
+//! - [`text`]: peer text made safe to show and keep (no control characters, no secrets).
 //! - [`http`], [`random`], [`paths`]: plumbing.
 
 #![warn(missing_docs)]
@@ -65,6 +66,7 @@ pub mod service;
 pub mod snippet;
 pub mod status;
 pub mod store;
+pub mod text;
 
 pub use broker::Broker;
 pub use client::{Client, TokenRequest};

@@ -1,8 +1,8 @@
 //! How talking to a mail server went wrong, kept verbatim for the catalog.
 //!
 //! Owns: the [`Failure`] value every protocol machine and driver returns. Must
-//! not: depend on anything else in the crate (errors, reports and the catalog
-//! all hold one, so it sits below them).
+//! not: depend on anything else in the crate but the leaf `text` (errors,
+//! reports and the catalog all hold one, so it sits below them).
 
 /// How a login or command went wrong.
 #[derive(Debug, Clone)]
@@ -24,20 +24,23 @@ pub enum Failure {
     },
 }
 
+/// Server text is kept verbatim (the catalog matches on it) but shown without
+/// control characters: a reply must not drive the user's terminal.
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |s: &str| crate::text::printable(s).into_owned();
         match self {
-            Failure::Unreachable(s) => write!(f, "unreachable: {s}"),
-            Failure::Tls(s) => write!(f, "TLS: {s}"),
-            Failure::Protocol(s) => write!(f, "{s}"),
+            Failure::Unreachable(s) => write!(f, "unreachable: {}", shown(s)),
+            Failure::Tls(s) => write!(f, "TLS: {}", shown(s)),
+            Failure::Protocol(s) => write!(f, "{}", shown(s)),
             Failure::Refused {
                 reply,
                 step,
                 challenge,
             } => {
-                write!(f, "{step} refused: {reply}")?;
+                write!(f, "{step} refused: {}", shown(reply))?;
                 if let Some(c) = challenge {
-                    write!(f, " (challenge {c})")?;
+                    write!(f, " (challenge {})", shown(c))?;
                 }
                 Ok(())
             }
