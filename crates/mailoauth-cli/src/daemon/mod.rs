@@ -3,7 +3,8 @@
 //! Owns: the process lifecycle (single instance per runtime dir, SIGHUP reload,
 //! SIGTERM/SIGINT shutdown), the socket server (same-uid peers only, a timeout
 //! per connection so a silent client stalls nobody), an in-memory cache of fresh
-//! tokens, and the refresher that sleeps until the next deadline. Must not:
+//! tokens, and the refreshers ([`refresher`]: one per account, each sleeping
+//! until its own deadline, so one stuck account delays no other). Must not:
 //! refresh by itself — every refresh goes through the broker, so the daemon and
 //! standalone `mailoauth token` callers share the store and the cross-process
 //! lock and never refresh twice.
