@@ -138,6 +138,74 @@ fn listener_rejects_wrong_state_and_path_then_accepts_one_valid_callback() {
 }
 
 #[test]
+fn a_slow_loris_connection_does_not_hold_back_the_browser_callback() {
+    let srv = OAuthServer::start(&[]);
+    let sb = Sandbox::new(&accounts(&srv.issuer, "file"));
+    let mut cmd = sb.cmd(&["login", "pub", "--no-browser", "--timeout", "60"]);
+    cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("http") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let redirect = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let port = url::Url::parse(&redirect).unwrap().port().unwrap();
+    // A client that sends a byte every 4 s: each read is within a 5 s timeout,
+    // so a listener serving one connection at a time would wait on it forever.
+    let loris = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        let mut loris = loris.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for b in b"GET /callback?state=x HTTP/1.1\r\n"
+                .iter()
+                .cycle()
+                .take(15)
+            {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) || loris.write_all(&[*b]).is_err()
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(4));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let b = browser(&[&url]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_exit(&out, 0);
+    // Well under the listener's 10 s per-connection deadline: the callback was
+    // served beside the slow client, not after it.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "login took {:?} with a slow client connected",
+        started.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(loris);
+    let _ = trickle.join();
+}
+
+#[test]
 fn token_user_differs_from_account_user_is_an_error_and_nothing_is_stored() {
     let srv = OAuthServer::start(&[("LOGIN_AS", "mallory@example.test")]);
     let sb = Sandbox::new(&accounts(&srv.issuer, "file"));

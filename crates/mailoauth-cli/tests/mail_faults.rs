@@ -629,3 +629,47 @@ fn check_names_another_user_as_a_likely_cause_when_the_sign_in_was_unverified() 
         "{out}"
     );
 }
+
+#[test]
+fn mail_server_replies_with_terminal_escapes_are_shown_without_control_characters() {
+    // An error challenge whose JSON carries ESC and a bidi override, then a
+    // refusal line with an OSC title sequence, a one-byte CSI and an override.
+    use base64::Engine as _;
+    let challenge = base64::engine::general_purpose::STANDARD
+        .encode("{\"status\":\"400\",\"note\":\"\u{1b}[2J\u{202e}cleared\"}");
+    let challenge: &'static str = Box::leak(format!("+ {challenge}").into_boxed_str());
+    let imap = FakeMail::start(
+        "* OK ready",
+        vec![
+            ("c1 CAPABILITY", EXCHANGE_IMAP_CAPS),
+            ("a1 AUTHENTICATE", challenge),
+            (
+                "",
+                "a1 NO [AUTHENTICATIONFAILED] \u{1b}]0;owned\u{7}bad \u{9b}31mtoken \u{2067}end",
+            ),
+        ],
+    );
+    let sb = sandbox(&plain_server("imap", imap.port), "auth-code");
+    for json in [false, true] {
+        let mut args = vec!["check", "ms", "--imap"];
+        if json {
+            args.push("--json");
+        }
+        let o = sb.run(&args);
+        assert_exit(&o, 5);
+        let shown = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            shown.contains("AUTHENTICATIONFAILED") && shown.contains("cleared"),
+            "{shown}"
+        );
+        let bad: Vec<char> = shown
+            .chars()
+            .filter(|c| {
+                (c.is_control() && *c != '\n')
+                    || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            })
+            .collect();
+        assert!(bad.is_empty(), "control characters {bad:?} in:\n{shown:?}");
+        assert!(!shown.to_lowercase().contains("\\u001b"), "{shown}");
+    }
+}

@@ -39,6 +39,7 @@
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
 //! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
 //!   MX/SRV/TXT for onboarding.
+//! - [`text`]: peer text made safe to show and keep (no control characters, no secrets).
 //! - [`http`], [`random`], [`paths`]: plumbing.
 
 #![warn(missing_docs)]
@@ -67,6 +68,7 @@ pub mod service;
 pub mod snippet;
 pub mod status;
 pub mod store;
+pub mod text;
 pub mod tls;
 
 pub use broker::Broker;

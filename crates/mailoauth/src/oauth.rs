@@ -176,24 +176,32 @@ pub fn post(
     transport.post(url, form)
 }
 
-/// Classify an HTTP answer. Every form value is removed from any server text we
-/// keep, so an echoing server cannot leak a secret into errors.
+/// Form keys whose values are not secret (everything else we send is).
+const PUBLIC_FORM_KEYS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "scope",
+    "redirect_uri",
+    "client_assertion_type",
+    "token_type_hint",
+];
+
+/// Classify an HTTP answer. Every secret form value is removed from any server
+/// text we keep, in any encoding (see [`crate::text::redact`]), so an echoing
+/// server cannot leak a secret into errors, status files or logs; control
+/// characters go too, so it cannot drive the user's terminal either.
 pub fn classify(
     resp: Response,
     form: &Form,
 ) -> Result<serde_json::Map<String, Value>, EndpointError> {
-    let redact = |s: &str| -> String {
-        let mut out = s.to_owned();
-        for (_, v) in form
-            .iter()
-            .filter(|(k, _)| !matches!(*k, "grant_type" | "client_id" | "scope"))
-        {
-            if v.len() >= 6 {
-                out = out.replace(v.as_str(), "[redacted]");
-            }
-        }
-        out
-    };
+    // Every value we sent is a secret unless it is public by protocol: the
+    // refresh token, client secret or assertion, the code and its verifier.
+    let secrets: Vec<&str> = form
+        .iter()
+        .filter(|(k, _)| !PUBLIC_FORM_KEYS.contains(k))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let clean = |s: &str| crate::text::printable(&crate::text::redact(s, &secrets)).into_owned();
     let looks_html = resp.content_type.contains("html") || resp.body.trim_start().starts_with('<');
     let json: Option<serde_json::Map<String, Value>> = if looks_html {
         None
@@ -206,7 +214,7 @@ pub fn classify(
         let what = json
             .as_ref()
             .and_then(|j| j.get("error").and_then(Value::as_str))
-            .map(|e| format!(" ({e})"))
+            .map(|e| format!(" ({})", clean(e)))
             .unwrap_or_default();
         return Err(EndpointError::Transient {
             detail: format!("HTTP {status}{what}"),
@@ -223,12 +231,12 @@ pub fn classify(
             detail: format!(
                 "HTTP {status} with {kind} (content-type `{}`) instead of a JSON OAuth answer; \
                  the URL is probably wrong (a web page, a login portal or a proxy): check it in the config",
-                resp.content_type
+                crate::text::printable(&resp.content_type)
             ),
         });
     };
     if let Some(error) = json.get("error").and_then(Value::as_str) {
-        let description = redact(
+        let description = clean(
             json.get("error_description")
                 .and_then(Value::as_str)
                 .unwrap_or(""),
@@ -240,7 +248,7 @@ pub fn classify(
             .unwrap_or_default();
         return Err(EndpointError::OAuth {
             status,
-            error: redact(error),
+            error: clean(error),
             description,
             codes,
         });

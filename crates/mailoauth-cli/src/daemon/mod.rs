@@ -3,7 +3,8 @@
 //! Owns: the process lifecycle (single instance per runtime dir, SIGHUP reload,
 //! SIGTERM/SIGINT shutdown), the socket server (same-uid peers only, a timeout
 //! per connection so a silent client stalls nobody), an in-memory cache of fresh
-//! tokens, and the refresher that sleeps until the next deadline. Must not:
+//! tokens, and the refreshers ([`refresher`]: one per account, each sleeping
+//! until its own deadline, so one stuck account delays no other). Must not:
 //! refresh by itself — every refresh goes through the broker, so the daemon and
 //! standalone `mailoauth token` callers share the store and the cross-process
 //! lock and never refresh twice.
@@ -13,6 +14,7 @@
 //! blocking pool, whose idle threads exit after a few seconds, so an idle
 //! daemon has no thread that wakes up (the socket's thread sleeps in `accept`).
 
+mod refresher;
 pub mod schedule;
 mod socket;
 pub mod timer;
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use mailoauth::Broker;
 use mailoauth::clock::now;
@@ -32,7 +34,7 @@ use mailoauth::error::{Error, Result};
 use mailoauth::ipc::{self, Op, Request};
 use mailoauth::providers::MAIL_RESOURCE;
 use mailoauth::store::AccessToken;
-use mailoauth::{Client, paths, sasl, status};
+use mailoauth::{Client, paths, sasl};
 
 /// How long one client may take for its whole request/response.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,8 +49,11 @@ struct Shared {
     client: Mutex<Arc<Client>>,
     /// Fresh tokens by (account, resource).
     cache: Mutex<HashMap<(String, String), AccessToken>>,
-    /// Wakes the refresher to recompute its schedule.
-    reschedule: Notify,
+    /// Bumped to make every account's refresher recompute its schedule (a
+    /// watch, not a Notify: a refresher busy refreshing must not miss it).
+    reschedule: watch::Sender<u64>,
+    /// Wakes the refresher's supervisor after a reload (new set of accounts).
+    reloaded: Notify,
     /// Failure counts for backoff: account → (failures, last failure time).
     failures: Mutex<HashMap<String, (u32, i64)>>,
 }
@@ -91,18 +96,22 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
         socket: sock.clone(),
         client: Mutex::new(Arc::new(client)),
         cache: Mutex::new(HashMap::new()),
-        reschedule: Notify::new(),
+        reschedule: watch::Sender::new(0),
+        reloaded: Notify::new(),
         failures: Mutex::new(HashMap::new()),
     });
+    // Secret commands (a pinentry, `pass`) run once per daemon and reload,
+    // not on every planning round.
+    mailoauth::config::remember_secret_commands(true);
     let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
     let (mut hup, mut term, mut int) = (
         sig(SignalKind::hangup())?,
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
     );
-    let timer =
-        timer::WallTimer::new().map_err(|e| Error::io("cannot create the refresh timer", e))?;
-    let refresher = tokio::spawn(refresher(shared.clone(), timer));
+    // Fail at start, not later in a task, if this kernel has no timerfd.
+    drop(timer::WallTimer::new().map_err(|e| Error::io("cannot create the refresh timer", e))?);
+    let refresher = tokio::spawn(refresher::supervise(shared.clone()));
     // Proxy listeners live on the same runtime; a bad proxy config stops the start.
     let client = shared.client.lock().unwrap().clone();
     // The proxy's logins take tokens from the same memory cache as the socket.
@@ -178,7 +187,9 @@ fn reload(shared: &Shared) {
             *shared.client.lock().unwrap() = Arc::new(c);
             shared.cache.lock().unwrap().clear();
             shared.failures.lock().unwrap().clear();
-            shared.reschedule.notify_one();
+            // A changed command, or a secret rotated behind it, is run afresh.
+            mailoauth::config::remember_secret_commands(true);
+            shared.reloaded.notify_one();
             log::info!("config reloaded");
         }
         Err(e) => log::error!("config reload failed, keeping the old one: {e}"),
@@ -215,7 +226,7 @@ fn answer_now(shared: &Shared, req: Request) -> Answer {
                 .unwrap()
                 .retain(|(a, _), _| *a != account);
             shared.failures.lock().unwrap().remove(&account);
-            shared.reschedule.notify_one();
+            shared.reschedule.send_modify(|g| *g += 1);
             Answer::Now(Ok("forgotten".into()))
         }
         Op::Token {
@@ -304,120 +315,6 @@ async fn cached_token(
     if let Some(at) = at.filter(|at| at.token == token) {
         shared.cache.lock().unwrap().insert(key, at);
     }
-    shared.reschedule.notify_one();
+    shared.reschedule.send_modify(|g| *g += 1);
     Ok((token, account))
-}
-
-/// Sleep until the earliest deadline of all accounts, renew what is due, repeat.
-async fn refresher(shared: Arc<Shared>, timer: timer::WallTimer) {
-    loop {
-        let client = shared.client.lock().unwrap().clone();
-        let failures = shared.failures.lock().unwrap().clone();
-        // Reading stores may block (keyring over D-Bus, passphrase commands).
-        let plan = tokio::task::spawn_blocking(move || plan(&client, &failures))
-            .await
-            .unwrap_or_default();
-        let t = now();
-        let due: Vec<_> = plan.iter().filter(|(_, at, _)| *at <= t).cloned().collect();
-        if due.is_empty() {
-            let next = plan.iter().map(|(_, at, _)| *at).min();
-            let notified = shared.reschedule.notified();
-            match next {
-                Some(at) => {
-                    log::info!("next refresh in {} s", at - t);
-                    tokio::select! {
-                        w = timer.sleep_until(at) => if let Ok(timer::Wake::ClockChanged) = w {
-                            log::info!("wall clock changed (resume or clock set): rechecking");
-                        },
-                        _ = notified => {}
-                    }
-                }
-                None => notified.await,
-            }
-            continue;
-        }
-        for (name, _, kind) in due {
-            let client = shared.client.lock().unwrap().clone();
-            let n = name.clone();
-            let result =
-                tokio::task::spawn_blocking(move || -> Result<(Option<AccessToken>, bool)> {
-                    let b = client.broker(&n)?;
-                    let lifetime_ahead = |at: Option<&AccessToken>| {
-                        at.map(|a| {
-                            schedule::ahead(b.account(), a.expires_at - a.obtained_at.max(1))
-                        })
-                        .unwrap_or(0)
-                    };
-                    let current = b
-                        .record()?
-                        .and_then(|r| r.access.get(MAIL_RESOURCE).cloned());
-                    match kind {
-                        schedule::Due::KeepAlive => b.renew(None, true)?,
-                        schedule::Due::Refresh => {
-                            b.refresh_ahead(None, lifetime_ahead(current.as_ref()))?
-                        }
-                    };
-                    let rec = b.record()?;
-                    // A server whose fresh tokens are already due again would make us spin:
-                    // treat that as a failure, so backoff applies.
-                    let spin = schedule::next(b.account(), rec.as_ref(), false, 0, 0, now())
-                        .is_some_and(|(at, _)| at <= now());
-                    Ok((rec.and_then(|r| r.access.get(MAIL_RESOURCE).cloned()), spin))
-                })
-                .await;
-            match result {
-                Ok(Ok((_, true))) => {
-                    log::warn!("`{name}`: the new token is due for refresh at once; backing off");
-                    let mut f = shared.failures.lock().unwrap();
-                    let entry = f.entry(name).or_insert((0, 0));
-                    *entry = (entry.0 + 1, now());
-                }
-                Ok(Ok((at, false))) => {
-                    shared.failures.lock().unwrap().remove(&name);
-                    if let Some(at) = at {
-                        shared
-                            .cache
-                            .lock()
-                            .unwrap()
-                            .insert((name.clone(), MAIL_RESOURCE.to_owned()), at);
-                    }
-                    log::info!("refreshed `{name}`");
-                }
-                Ok(Err(e)) => {
-                    // The broker recorded it (and ran notify_command once if a login is needed).
-                    log::warn!("refresh of `{name}` failed: {e}");
-                    let mut f = shared.failures.lock().unwrap();
-                    let entry = f.entry(name).or_insert((0, 0));
-                    *entry = (entry.0 + 1, now());
-                }
-                Err(e) => log::error!("refresh task failed: {e}"),
-            }
-        }
-    }
-}
-
-/// Deadlines of all accounts: (name, unix time, what is due).
-fn plan(
-    client: &Client,
-    failures: &HashMap<String, (u32, i64)>,
-) -> Vec<(String, i64, schedule::Due)> {
-    let mut out = Vec::new();
-    for name in client.config().accounts.keys() {
-        let Ok(b) = client.broker(name) else { continue };
-        let rec = match b.record() {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("`{name}`: {e}");
-                continue;
-            }
-        };
-        let login_required = status::load(b.account()).login_required.is_some();
-        let (n, last) = failures.get(name).copied().unwrap_or((0, 0));
-        if let Some((at, due)) =
-            schedule::next(b.account(), rec.as_ref(), login_required, n, last, now())
-        {
-            out.push((name.clone(), at, due));
-        }
-    }
-    out
 }

@@ -327,6 +327,9 @@ impl SecretSource {
                 ))
             }),
             SecretSource::Command { command } => {
+                if let Some(known) = remembered(command) {
+                    return Ok(known);
+                }
                 let (status, stdout) = run_secret_command(what, command, timeout)?;
                 if !status.success() {
                     return Err(Error::Usage(format!(
@@ -338,9 +341,37 @@ impl SecretSource {
                 if first.is_empty() {
                     return Err(Error::Usage(format!("{what}: command `{command}` printed nothing")));
                 }
+                remember(command, first);
                 Ok(Zeroizing::new(first.to_owned()))
             }
         }
+    }
+}
+
+/// Outputs of secret commands, by command, while a long-running process asked
+/// for them to be kept ([`remember_secret_commands`]); `None` otherwise.
+static REMEMBERED: std::sync::Mutex<Option<BTreeMap<String, Zeroizing<String>>>> =
+    std::sync::Mutex::new(None);
+
+/// Keep (`true`) or stop keeping and forget (`false`) what secret commands
+/// print, in this process's memory only. The daemon keeps them: a command that
+/// asks a pinentry or a `pass` agent must not run on every planning round or
+/// refresh; a reload of the config forgets them. Failures are never kept, so a
+/// command that failed or timed out is tried again (after the daemon's backoff).
+pub fn remember_secret_commands(keep: bool) {
+    let mut m = REMEMBERED.lock().unwrap_or_else(|p| p.into_inner());
+    *m = keep.then(BTreeMap::new);
+}
+
+fn remembered(command: &str) -> Option<Zeroizing<String>> {
+    let m = REMEMBERED.lock().unwrap_or_else(|p| p.into_inner());
+    m.as_ref()?.get(command).cloned()
+}
+
+fn remember(command: &str, value: &str) {
+    let mut m = REMEMBERED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = m.as_mut() {
+        m.insert(command.to_owned(), Zeroizing::new(value.to_owned()));
     }
 }
 

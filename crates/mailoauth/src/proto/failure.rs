@@ -1,7 +1,8 @@
 //! How talking to a mail server went wrong, kept verbatim for the catalog.
 //!
 //! Owns: the [`Failure`] value every protocol machine and driver returns. Must
-//! not: depend on anything else in the crate but the TLS failure type (errors,
+//! not: depend on anything else in the crate but the TLS failure type and the
+//! leaf `text` (errors,
 //! reports and the catalog all hold one, so it sits below them).
 
 /// How a login or command went wrong.
@@ -32,25 +33,28 @@ pub enum Failure {
     },
 }
 
+/// Server text is kept verbatim (the catalog matches on it) but shown without
+/// control characters: a reply must not drive the user's terminal.
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |s: &str| crate::text::printable(s).into_owned();
         match self {
-            Failure::Unreachable(s) => write!(f, "unreachable: {s}"),
-            Failure::Tls(s) => write!(f, "TLS: {s}"),
-            Failure::Protocol(s) => write!(f, "{s}"),
+            Failure::Unreachable(s) => write!(f, "unreachable: {}", shown(s)),
+            Failure::Tls(t) => write!(f, "TLS: {}", shown(&t.to_string())),
+            Failure::Protocol(s) => write!(f, "{}", shown(s)),
             Failure::Refused {
                 reply,
                 step,
                 challenge,
             } => {
-                write!(f, "{step} refused: {reply}")?;
+                write!(f, "{step} refused: {}", shown(reply))?;
                 if let Some(c) = challenge {
-                    write!(f, " (challenge {c})")?;
+                    write!(f, " (challenge {})", shown(c))?;
                 }
                 Ok(())
             }
             Failure::Temporary { reply, step } => {
-                write!(f, "{step} failed temporarily: {reply}")
+                write!(f, "{step} failed temporarily: {}", shown(reply))
             }
         }
     }

@@ -321,13 +321,15 @@ pub fn challenge_answer(mech: Mechanism) -> &'static str {
     }
 }
 
-/// Decode a base64 challenge for display (it is JSON from the server, no secret).
+/// Decode a base64 challenge for display (it is JSON from the server, no
+/// secret), without the control characters a hostile server could put in it.
 pub fn decode_challenge(b64: &str) -> String {
-    base64::engine::general_purpose::STANDARD
+    let text = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_else(|| b64.trim().to_owned())
+        .unwrap_or_else(|| b64.trim().to_owned());
+    crate::text::printable(&text).into_owned()
 }
 
 #[cfg(test)]
