@@ -93,31 +93,7 @@ fn confidential_client_over_https_listener_with_secret_from_env() {
 fn listener_rejects_wrong_state_and_path_then_accepts_one_valid_callback() {
     let srv = OAuthServer::start(&[]);
     let sb = Sandbox::new(&accounts(&srv.issuer, "file"));
-    let issuer = srv.issuer.clone();
-    let _ = issuer;
-    let mut cmd = sb.cmd(&["login", "pub", "--no-browser", "--timeout", "60"]);
-    cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr_pipe)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.starts_with("http") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    let redirect = url::Url::parse(&url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "redirect_uri")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
+    let (child, url, redirect) = login_without_browser(&sb);
     let curl = |u: &str| {
         let o = std::process::Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", u])
@@ -137,10 +113,9 @@ fn listener_rejects_wrong_state_and_path_then_accepts_one_valid_callback() {
     assert_eq!(curl(&format!("{redirect}?code=again&state=x")), "000");
 }
 
-#[test]
-fn a_slow_loris_connection_does_not_hold_back_the_browser_callback() {
-    let srv = OAuthServer::start(&[]);
-    let sb = Sandbox::new(&accounts(&srv.issuer, "file"));
+/// `login pub --no-browser` running: the process, the authorization URL it
+/// printed, and the redirect URI its listener waits on.
+fn login_without_browser(sb: &Sandbox) -> (std::process::Child, String, String) {
     let mut cmd = sb.cmd(&["login", "pub", "--no-browser", "--timeout", "60"]);
     cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
@@ -164,6 +139,14 @@ fn a_slow_loris_connection_does_not_hold_back_the_browser_callback() {
         .find(|(k, _)| k == "redirect_uri")
         .map(|(_, v)| v.into_owned())
         .unwrap();
+    (child, url, redirect)
+}
+
+#[test]
+fn a_slow_loris_connection_does_not_hold_back_the_browser_callback() {
+    let srv = OAuthServer::start(&[]);
+    let sb = Sandbox::new(&accounts(&srv.issuer, "file"));
+    let (child, url, redirect) = login_without_browser(&sb);
     let port = url::Url::parse(&redirect).unwrap().port().unwrap();
     // A client that sends a byte every 4 s: each read is within a 5 s timeout,
     // so a listener serving one connection at a time would wait on it forever.

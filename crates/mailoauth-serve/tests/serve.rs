@@ -38,16 +38,10 @@ impl Postgres {
         let sock = dir.path().join("sock");
         std::fs::create_dir(&sock).unwrap();
         let run = |args: &[&str]| {
-            let out = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+            stdout_of(
+                Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .args(args),
             );
         };
         Command::new("chown")
@@ -88,27 +82,18 @@ impl Postgres {
 
     /// One SQL query's output through psql.
     fn psql(&self, sql: &str) -> String {
-        let out = Command::new(format!("{PG_BIN}/psql"))
-            .args([
-                "-At",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "mailoauth",
-                "postgres",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of(Command::new(format!("{PG_BIN}/psql")).args([
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "mailoauth",
+            "postgres",
+            "-c",
+            sql,
+        ]))
     }
 }
 
@@ -120,6 +105,18 @@ impl Drop for Postgres {
             .args(["-m", "immediate", "stop"])
             .output();
     }
+}
+
+/// Run `c`; its stdout, or a test failure showing what it said.
+fn stdout_of(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn free_port() -> u16 {
@@ -208,13 +205,7 @@ impl Setup {
         for m in mailboxes {
             c.args(["--mailbox", m]);
         }
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        stdout_of(&mut c).trim().to_owned()
     }
 
     /// The first node, on the port the provider's client knows.
@@ -237,22 +228,14 @@ impl Setup {
     /// file bytes change when a reader checkpoints its log).
     fn dump(&self) -> String {
         match &self.db {
-            Database::Sqlite => {
-                let out = Command::new("python3")
+            Database::Sqlite => stdout_of(
+                Command::new("python3")
                     .args([
                         "-c",
                         "import sqlite3,sys; print('\\n'.join(sqlite3.connect(sys.argv[1]).iterdump()))",
                     ])
-                    .arg(self.sqlite_file())
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                String::from_utf8(out.stdout).unwrap()
-            }
+                    .arg(self.sqlite_file()),
+            ),
             Database::Postgres(pg) => pg.psql(
                 "SELECT m::text FROM mailboxes m UNION ALL SELECT d::text FROM data_keys d \
                  UNION ALL SELECT k::text FROM api_keys k ORDER BY 1",
@@ -264,16 +247,11 @@ impl Setup {
     fn sql(&self, sql: &str) {
         match &self.db {
             Database::Sqlite => {
-                let out = Command::new("python3")
-                    .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
-                    .arg(self.sqlite_file())
-                    .arg(sql)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
+                stdout_of(
+                    Command::new("python3")
+                        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
+                        .arg(self.sqlite_file())
+                        .arg(sql),
                 );
             }
             Database::Postgres(pg) => {

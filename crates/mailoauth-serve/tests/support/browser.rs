@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +40,10 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group: chromium's helpers go with it on drop, even when
+        // a failing test never closed its session.
         let driver = Command::new("/usr/bin/chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -206,7 +210,9 @@ impl Drop for Browser {
         if !self.session.is_empty() {
             let _ = self.wd("DELETE", &format!("/session/{}", self.session), None);
         }
-        let _ = self.driver.kill();
+        let _ = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
     }
 }
