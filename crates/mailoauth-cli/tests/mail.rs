@@ -104,12 +104,15 @@ fn another_users_token_and_an_expired_token_are_refused() {
     r["access"]["mail"]["expires_at"] = (now() + 3600).into();
     r["access"]["mail"]["obtained_at"] = now().into();
     sb.write_record("m", &r);
+    // The record's user is not the account's: refused before any server sees it.
     let o = sb.run(&["check", "m", "--imap"]);
-    assert_exit(&o, 5);
+    assert_exit(&o, 3);
     assert!(
-        stdout(&o).contains("the token is for alice@example.test"),
+        stderr(&o).contains(
+            "the stored tokens are for `alice@example.test`, not for the account's user `bob@example.test`"
+        ),
         "{}",
-        stdout(&o)
+        stderr(&o)
     );
 
     // Back to alice, but let the JWT expire while the store still calls it fresh.

@@ -82,6 +82,14 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
             lock_path.display()
         )));
     }
+    // Before the socket exists: whoever sees it may signal us, and an unhandled
+    // SIGHUP would end the daemon instead of reloading it.
+    let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
+    let (mut hup, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
     let sock = ipc::socket_path();
     // We hold the lock, so a socket file left here is from a dead daemon.
     let _ = std::fs::remove_file(&sock);
@@ -103,12 +111,6 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     // Secret commands (a pinentry, `pass`) run once per daemon and reload,
     // not on every planning round.
     mailoauth::config::remember_secret_commands(true);
-    let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
-    let (mut hup, mut term, mut int) = (
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-    );
     // Fail at start, not later in a task, if this kernel has no timerfd.
     drop(timer::WallTimer::new().map_err(|e| Error::io("cannot create the refresh timer", e))?);
     let refresher = tokio::spawn(refresher::supervise(shared.clone()));
