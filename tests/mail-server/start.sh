@@ -15,7 +15,9 @@
 #    "pids":[dovecot_master,postfix_master]}
 # Stop with: bash tests/mail-server/stop.sh RUNDIR
 # Environment: MAILSERVER_UID_USER (default mailoauth; created if missing), MAILSERVER_DEBUG=1 (auth_debug),
-#              START_TIMEOUT (seconds, default 30).
+#              START_TIMEOUT (seconds, default 30), MAILSERVER_CERT + MAILSERVER_KEY (PEM files: Dovecot
+#              serves this certificate (chain) and key instead of the generated leaf; "ca" stays the
+#              generated CA, which then vouches for nothing).
 set -euo pipefail
 
 die() { echo "mail-server start.sh: $*" >&2; exit 1; }
@@ -78,6 +80,11 @@ EOF
 openssl x509 -req -in "$TLS/req.pem" -CA "$RUN/ca.pem" -CAkey "$TLS/ca-key.pem" -CAcreateserial \
   -out "$TLS/cert.pem" -days 30 -extfile "$TLS/ext.cnf" 2>/dev/null || die "openssl sign failed"
 cat "$TLS/cert.pem" "$RUN/ca.pem" > "$TLS/chain.pem"
+if [ -n "${MAILSERVER_CERT:-}" ]; then
+  [ -r "$MAILSERVER_CERT" ] && [ -r "${MAILSERVER_KEY:-}" ] || die "MAILSERVER_CERT needs MAILSERVER_KEY, both readable"
+  cp "$MAILSERVER_CERT" "$TLS/chain.pem"
+  cp "$MAILSERVER_KEY" "$TLS/key.pem"
+fi
 chmod 0600 "$TLS/key.pem" "$TLS/ca-key.pem"
 
 # ---------------------------------------------------------------- the oauth server's signing key

@@ -41,6 +41,9 @@ const SIGNING_KEY_PEM = process.env.SIGNING_KEY_PEM || undefined;
 // Set STRICT_OFFLINE_ACCESS=1 to get oidc-provider's OIDC behaviour back (offline_access is
 // dropped unless the authorization request carries prompt=consent).
 const STRICT_OFFLINE_ACCESS = ['1', 'true', 'yes'].includes((process.env.STRICT_OFFLINE_ACCESS || '').toLowerCase());
+// Set NO_ID_TOKEN=1 to play an authorization server that never names the user in its token
+// answers: id_token is removed from every token response (userinfo at /me still answers).
+const NO_ID_TOKEN = ['1', 'true', 'yes'].includes((process.env.NO_ID_TOKEN || '').toLowerCase());
 const DEFAULT_USER = 'alice@example.test';
 
 const log = (...args) => process.stderr.write(`oauth-server: ${args.join(' ')}\n`);
@@ -179,6 +182,20 @@ const clients = [
     redirect_uris: [],
   },
 ];
+
+// A confidential web client for mailoauth-serve, whose callback is
+// {base}/oauth/callback on the port its test chose.
+if (process.env.SERVE_REDIRECT_URI) {
+  clients.push({
+    client_id: 'web-service',
+    client_secret: 'web-service-secret',
+    application_type: 'web',
+    token_endpoint_auth_method: 'client_secret_post',
+    grant_types: USER_GRANTS,
+    response_types: ['code'],
+    redirect_uris: [process.env.SERVE_REDIRECT_URI],
+  });
+}
 
 if (APP_CERT_PEM) {
   clients.push({
@@ -697,6 +714,7 @@ server.listen(PORT, '127.0.0.1', () => {
         }
         await next();
       });
+      if (NO_ID_TOKEN && ctx.body && typeof ctx.body === 'object') delete ctx.body.id_token;
 
       // forget the polling state once the device code reached a final answer
       if (gt === DEVICE_GRANT && typeof body.device_code === 'string') {

@@ -138,6 +138,32 @@ fn a_silent_client_does_not_stall_others() {
 }
 
 #[test]
+fn a_client_slow_to_send_its_request_is_still_answered() {
+    use std::io::{Read, Write};
+    let (_srv, sb) = logged_in(&[]);
+    let _d = Daemon::start(&sb);
+    let expected = stdout(&sb.run(&["token", "pub"]));
+    let sock = sb.dir.path().join("run/mailoauth/daemon.sock");
+    let config = std::fs::canonicalize(sb.dir.path().join("config/mailoauth/config.toml")).unwrap();
+    let line = format!(
+        "{{\"v\":1,\"op\":\"token\",\"config\":{},\"account\":\"pub\"}}\n",
+        serde_json::to_string(config.to_str().unwrap()).unwrap()
+    );
+    let (head, tail) = line.split_at(10);
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    // Past the socket thread's wait for a first line: the runtime finishes it.
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(tail.as_bytes()).unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(v["ok"], true, "{reply}");
+    assert_eq!(v["value"].as_str().unwrap(), expected.trim());
+}
+
+#[test]
 fn killing_the_daemon_mid_refresh_loses_nothing() {
     let (srv, sb) = logged_in(&[("ACCESS_TOKEN_TTL", "4"), ("TOKEN_DELAY_MS", "1500")]);
     let before = sb.record("pub");
@@ -268,4 +294,65 @@ fn normal_start_up_and_stop_log_nothing_at_the_default_level() {
         text.is_empty(),
         "the daemon logged at the default level:\n{text}"
     );
+}
+
+#[test]
+fn a_hanging_secret_command_delays_no_other_account_and_each_command_runs_once() {
+    // 6 s tokens: `conf` is due every ~3 s. `stuck` is due at once, and its
+    // secret command hangs far longer than this test.
+    let srv = OAuthServer::start(&[("ACCESS_TOKEN_TTL", "6")]);
+    let runs = tempfile::tempdir().unwrap();
+    let (conf_runs, stuck_runs) = (runs.path().join("conf"), runs.path().join("stuck"));
+    let base = accounts(&srv.issuer, "file").replace(
+        "client_secret = { env = \"TEST_CLIENT_SECRET\" }",
+        &format!(
+            "client_secret = {{ command = \"echo run >> {}; echo test-secret\" }}",
+            conf_runs.display()
+        ),
+    );
+    let stuck = format!(
+        "\n[accounts.stuck]\nprovider = \"custom\"\nuser = \"carol@example.test\"\nclient_id = \"confidential\"\n\
+         client_secret = {{ command = \"echo run >> {}; sleep 60\" }}\nsecret_timeout = 50\n\
+         authorize_url = \"{i}/auth\"\ntoken_url = \"{i}/token\"\nscopes = [\"openid\", \"offline_access\"]\nstore = \"file\"\n",
+        stuck_runs.display(),
+        i = srv.issuer
+    );
+    let sb = Sandbox::new(&(base + &stuck));
+    assert_exit(&sb.login_with_browser("conf", BrowserMode::Follow).0, 0);
+    let mut rec = sb.record("conf");
+    rec["access"]["mail"]["expires_at"] = (now() - 5).into();
+    sb.write_record("stuck", &rec);
+    let count = |p: &PathBuf| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let after_login = count(&conf_runs);
+    let obtained = || {
+        sb.record("conf")["access"]["mail"]["obtained_at"]
+            .as_i64()
+            .unwrap()
+    };
+    let d = Daemon::start(&sb);
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut seen = vec![obtained()];
+    while seen.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "`conf` was not refreshed on time beside the hanging `stuck`: {}",
+            d.log()
+        );
+        let o = obtained();
+        if o != *seen.last().unwrap() {
+            seen.push(o);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        count(&conf_runs),
+        after_login + 1,
+        "the daemon ran `conf`'s secret command more than once: {}",
+        d.log()
+    );
+    assert_eq!(count(&stuck_runs), 1, "{}", d.log());
 }

@@ -17,6 +17,10 @@ enum Reply {
     Json(u16, String, Vec<(&'static str, String)>),
     Html(u16, &'static str),
     Hang,
+    /// 400 with the request body inside a JSON `error_description` (`error` as given).
+    EchoJson(&'static str),
+    /// 500, the request body as plain text.
+    EchoText,
 }
 
 /// A token endpoint that answers from a script (the last reply repeats) and
@@ -52,7 +56,16 @@ impl FakeEndpoint {
                     .push(String::from_utf8_lossy(&body).into_owned());
                 let reply = script[i.min(script.len() - 1)].clone();
                 i += 1;
+                let body = String::from_utf8_lossy(&body).into_owned();
                 let (status, ctype, text, headers) = match reply {
+                    Reply::EchoJson(error) => (
+                        400,
+                        "application/json",
+                        serde_json::json!({"error": error, "error_description": format!("bad request: {body}")})
+                            .to_string(),
+                        vec![],
+                    ),
+                    Reply::EchoText => (500, "text/plain", format!("cannot handle {body}"), vec![]),
                     Reply::Json(st, t, h) => (st, "application/json", t, h),
                     Reply::Html(st, t) => (st, "text/html", t.to_owned(), vec![]),
                     Reply::Hang => {
@@ -452,4 +465,278 @@ fn a_refresh_the_provider_did_not_do_exits_4() {
     );
     // Nothing was lost: the current token is still there for `token`.
     assert_eq!(sb.record("ms")["access"]["mail"]["token"], "AT-0");
+}
+
+/// Every way a server may echo `secret` back: raw, form-encoded with `+` or
+/// `%20` for spaces, with lower-case hex, JSON-escaped.
+fn encodings(secret: &str) -> Vec<String> {
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let lower = {
+        let mut out = String::new();
+        let mut rest = form.as_str();
+        while let Some(i) = rest.find('%') {
+            out.push_str(&rest[..i]);
+            out.push_str(&rest[i..i + 3].to_lowercase());
+            rest = &rest[i + 3..];
+        }
+        out + rest
+    };
+    vec![
+        secret.to_owned(),
+        form.clone(),
+        form.replace('+', "%20"),
+        lower,
+        serde_json::to_string(secret)
+            .unwrap()
+            .trim_matches('"')
+            .to_owned(),
+        secret.replace('/', "\\/"),
+    ]
+}
+
+#[test]
+fn an_endpoint_echoing_the_request_body_leaks_no_secret_in_any_encoding() {
+    // Secrets with the characters encoders treat differently: / + = ~ space &.
+    let rt = "1//0gRT-secret/refresh+token==";
+    let cs = "cs~secret value+42&more";
+    // The daemon's refresh meets a 500 echoing the body (four tries), then a
+    // caller's refresh a 400 quoting it in JSON.
+    let ep = FakeEndpoint::start(vec![
+        Reply::EchoText,
+        Reply::EchoText,
+        Reply::EchoText,
+        Reply::EchoText,
+        Reply::EchoJson("invalid_grant"),
+    ]);
+    let reason = tempfile::NamedTempFile::new().unwrap();
+    let sb = Sandbox::new(&format!(
+        "[accounts.ms]\nprovider = \"microsoft\"\nuser = \"alice@contoso.com\"\nclient_id = \"cid\"\n\
+         client_secret = {}\ntoken_url = \"{}\"\nstore = \"file\"\nhttp_timeout = 2\n\
+         notify_command = \"printf %s \\\"$MAILOAUTH_REASON\\\" > {}\"\n",
+        serde_json::to_string(cs).unwrap(),
+        ep.url,
+        reason.path().display()
+    ));
+    let now = now();
+    std::fs::create_dir_all(sb.token_file("ms").parent().unwrap()).unwrap();
+    sb.write_record(
+        "ms",
+        &serde_json::json!({
+            "version": 1, "refresh_token": rt, "login_at": now - 100, "refresh_token_at": now - 100,
+            "access": {"mail": {"token": "AT-0", "expires_at": now - 5, "obtained_at": now - 3605}}
+        }),
+    );
+    let log = sb.dir.path().join("daemon.log");
+    let mut daemon = sb
+        .cmd(&["-vv", "daemon"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("refresh of `ms` failed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = sb.run(&["-vv", "token", "ms"]);
+    assert_exit(&o, 3);
+    while std::fs::read_to_string(reason.path()).unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "notify_command did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    // The endpoint really got (and echoed) the secrets, form-encoded.
+    let bodies = ep.bodies.lock().unwrap().clone();
+    assert!(bodies.len() >= 5, "{bodies:?}");
+    assert!(bodies[4].contains(&encodings(rt)[1]), "{bodies:?}");
+    let status = std::fs::read_to_string(sb.state().join("status/ms.json")).unwrap();
+    let places = [
+        ("stderr of `token`", format!("{}{}", stdout(&o), stderr(&o))),
+        ("status file", status.clone()),
+        (
+            "MAILOAUTH_REASON",
+            std::fs::read_to_string(reason.path()).unwrap(),
+        ),
+        ("daemon log", std::fs::read_to_string(&log).unwrap()),
+    ];
+    for (place, text) in &places {
+        for secret in encodings(rt).iter().chain(&encodings(cs)) {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{place} holds `{secret}`:\n{text}"
+            );
+        }
+    }
+    assert!(places[0].1.contains("[redacted]"), "{}", places[0].1);
+    assert!(status.contains("invalid_grant"), "{status}");
+}
+
+#[test]
+fn expires_in_is_clamped_to_a_year_and_a_nonsense_one_to_minutes() {
+    let reply = |expires_in: &str| {
+        Reply::Json(
+            200,
+            format!(
+                r#"{{"access_token":"AT-new","token_type":"Bearer","expires_in":{expires_in}}}"#
+            ),
+            vec![],
+        )
+    };
+    // i64::MAX: without a clamp the token would never be refreshed again.
+    let ep = FakeEndpoint::start(vec![reply("9223372036854775807")]);
+    let sb = sandbox(&ep.url, -5, "");
+    let o = sb.run(&["token", "ms"]);
+    assert_exit(&o, 0);
+    let exp = sb.record("ms")["access"]["mail"]["expires_at"]
+        .as_i64()
+        .unwrap();
+    let year = 365 * 24 * 3600;
+    assert!(
+        exp <= now() + year && exp >= now() + year - 60,
+        "expires_at {exp} is not a year from now"
+    );
+    // Negative: without a short default every call would ask the server again.
+    let ep = FakeEndpoint::start(vec![reply("-30")]);
+    let sb = sandbox(&ep.url, -5, "");
+    for _ in 0..4 {
+        assert_exit(&sb.run(&["token", "ms"]), 0);
+    }
+    assert_eq!(ep.requests(), 1, "one refresh, then the token is served");
+    let exp = sb.record("ms")["access"]["mail"]["expires_at"]
+        .as_i64()
+        .unwrap();
+    assert!(exp > now() && exp <= now() + 60, "{exp}");
+}
+
+#[test]
+fn provider_text_with_terminal_escapes_reaches_neither_terminal_nor_status() {
+    let ep = FakeEndpoint::start(vec![Reply::Json(
+        400,
+        serde_json::json!({
+            "error": "invalid_client\u{1b}[2J",
+            "error_description": "AADSTS7000215: \u{1b}]0;owned\u{7}title \u{9b}31mred \u{202e}gnp.exe\u{2066} end\r\nX-Forged: yes"
+        })
+        .to_string(),
+        vec![],
+    )]);
+    let sb = sandbox(&ep.url, -5, "");
+    let o = sb.run(&["token", "ms"]);
+    assert_eq!(o.status.code().map(|c| c != 0), Some(true));
+    let shown = format!(
+        "{}{}{}",
+        stdout(&o),
+        stderr(&o),
+        std::fs::read_to_string(sb.state().join("status/ms.json")).unwrap()
+    );
+    assert!(shown.contains("AADSTS7000215"), "{shown}");
+    let bad: Vec<char> = shown
+        .chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect();
+    assert!(bad.is_empty(), "control characters {bad:?} in:\n{shown:?}");
+}
+
+#[test]
+fn loopback_token_endpoints_bypass_http_proxy() {
+    // A "proxy" that counts connections and answers nothing useful.
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = Arc::new(Mutex::new(0));
+    let c2 = connections.clone();
+    std::thread::spawn(move || {
+        for s in proxy.incoming() {
+            *c2.lock().unwrap() += 1;
+            drop(s);
+        }
+    });
+    let ep = FakeEndpoint::start(vec![ok_token(1)]);
+    let sb = sandbox(&ep.url, -5, "");
+    let mut cmd = sb.cmd(&["token", "ms"]);
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env(var, &proxy_url);
+    }
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    let o = run_with_timeout(cmd, Duration::from_secs(30));
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o).trim(), "AT-1");
+    assert_eq!(ep.requests(), 1);
+    assert_eq!(
+        *connections.lock().unwrap(),
+        0,
+        "the proxy was used for 127.0.0.1"
+    );
+}
+
+#[test]
+fn a_group_writable_state_directory_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let ep = FakeEndpoint::start(vec![ok_token(1)]);
+    let sb = sandbox(&ep.url, 600, "");
+    assert_exit(&sb.run(&["token", "ms"]), 0);
+    for dir in [sb.state(), sb.state().join("tokens")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let o = sb.run(&["token", "ms"]);
+        assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+        assert!(stdout(&o).is_empty(), "no token from a shared directory");
+        let err = stderr(&o);
+        assert!(
+            err.contains(&dir.display().to_string())
+                && err.contains(&format!("chmod go-w {}", dir.display())),
+            "{err}"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    assert_exit(&sb.run(&["token", "ms"]), 0);
+    assert_eq!(ep.requests(), 0);
+}
+
+#[test]
+fn a_record_for_another_user_is_not_handed_out() {
+    let ep = FakeEndpoint::start(vec![ok_token(1)]);
+    let sb = sandbox(&ep.url, 600, "");
+    let mut rec = sb.record("ms");
+    rec["user"] = "mallory@contoso.com".into();
+    sb.write_record("ms", &rec);
+    let before = std::fs::read(sb.token_file("ms")).unwrap();
+    for args in [
+        &["token", "ms"][..],
+        &["refresh", "ms"],
+        &["refresh-token", "ms"],
+    ] {
+        let o = sb.run(args);
+        assert_exit(&o, 3);
+        assert!(!stdout(&o).contains("AT-0"), "{}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("mallory@contoso.com")
+                && err.contains("alice@contoso.com")
+                && err.contains("mailoauth login ms"),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing refreshed with the other user's refresh token, nothing deleted.
+    assert_eq!(ep.requests(), 0);
+    assert_eq!(std::fs::read(sb.token_file("ms")).unwrap(), before);
+    // The same user in other letter case is the same user.
+    rec["user"] = "Alice@Contoso.com".into();
+    sb.write_record("ms", &rec);
+    assert_exit(&sb.run(&["token", "ms"]), 0);
 }

@@ -93,8 +93,29 @@ fn confidential_client_over_https_listener_with_secret_from_env() {
 fn listener_rejects_wrong_state_and_path_then_accepts_one_valid_callback() {
     let srv = OAuthServer::start(&[]);
     let sb = Sandbox::new(&accounts(&srv.issuer, "file"));
-    let issuer = srv.issuer.clone();
-    let _ = issuer;
+    let (child, url, redirect) = login_without_browser(&sb);
+    let curl = |u: &str| {
+        let o = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", u])
+            .output()
+            .unwrap();
+        stdout(&o)
+    };
+    assert_eq!(curl(&format!("{redirect}?code=forged&state=wrong")), "400");
+    assert_eq!(curl(&redirect.replace("/callback", "/favicon.ico")), "404");
+    assert_eq!(curl(&format!("{redirect}?code=forged")), "400");
+    // The real sign-in still completes.
+    let b = browser(&[&url]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_exit(&out, 0);
+    // A second callback finds nobody listening.
+    assert_eq!(curl(&format!("{redirect}?code=again&state=x")), "000");
+}
+
+/// `login pub --no-browser` running: the process, the authorization URL it
+/// printed, and the redirect URI its listener waits on.
+fn login_without_browser(sb: &Sandbox) -> (std::process::Child, String, String) {
     let mut cmd = sb.cmd(&["login", "pub", "--no-browser", "--timeout", "60"]);
     cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
@@ -118,23 +139,53 @@ fn listener_rejects_wrong_state_and_path_then_accepts_one_valid_callback() {
         .find(|(k, _)| k == "redirect_uri")
         .map(|(_, v)| v.into_owned())
         .unwrap();
-    let curl = |u: &str| {
-        let o = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", u])
-            .output()
-            .unwrap();
-        stdout(&o)
+    (child, url, redirect)
+}
+
+#[test]
+fn a_slow_loris_connection_does_not_hold_back_the_browser_callback() {
+    let srv = OAuthServer::start(&[]);
+    let sb = Sandbox::new(&accounts(&srv.issuer, "file"));
+    let (child, url, redirect) = login_without_browser(&sb);
+    let port = url::Url::parse(&redirect).unwrap().port().unwrap();
+    // A client that sends a byte every 4 s: each read is within a 5 s timeout,
+    // so a listener serving one connection at a time would wait on it forever.
+    let loris = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        let mut loris = loris.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for b in b"GET /callback?state=x HTTP/1.1\r\n"
+                .iter()
+                .cycle()
+                .take(15)
+            {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) || loris.write_all(&[*b]).is_err()
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(4));
+            }
+        })
     };
-    assert_eq!(curl(&format!("{redirect}?code=forged&state=wrong")), "400");
-    assert_eq!(curl(&redirect.replace("/callback", "/favicon.ico")), "404");
-    assert_eq!(curl(&format!("{redirect}?code=forged")), "400");
-    // The real sign-in still completes.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
     let b = browser(&[&url]);
     assert!(b.status.success(), "{}", stderr(&b));
     let out = wait_output(child, Duration::from_secs(60));
     assert_exit(&out, 0);
-    // A second callback finds nobody listening.
-    assert_eq!(curl(&format!("{redirect}?code=again&state=x")), "000");
+    // Well under the listener's 10 s per-connection deadline: the callback was
+    // served beside the slow client, not after it.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "login took {:?} with a slow client connected",
+        started.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(loris);
+    let _ = trickle.join();
 }
 
 #[test]
@@ -153,6 +204,68 @@ fn token_user_differs_from_account_user_is_an_error_and_nothing_is_stored() {
         "the fix names the symptom it prevents: {e}"
     );
     assert!(!sb.token_file("pub").exists());
+}
+
+/// An account of an authorization server whose token answers name nobody (no
+/// id token, opaque access tokens), with `extra` keys (`issuer`, `userinfo_url`).
+fn nameless_server_account(issuer: &str, extra: &str) -> String {
+    format!(
+        "[accounts.x]\nprovider = \"custom\"\nuser = \"alice@example.test\"\nclient_id = \"native-public\"\n\
+         authorize_url = \"{issuer}/auth\"\ntoken_url = \"{issuer}/token\"\nredirect_uri = \"http://127.0.0.1/callback\"\n\
+         scopes = [\"email\", \"offline_access\"]\nstore = \"file\"\n{extra}"
+    )
+}
+
+#[test]
+fn a_sign_in_as_another_user_is_refused_when_userinfo_names_them() {
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1"), ("LOGIN_AS", "bob@example.test")]);
+    // Found through OIDC discovery, and configured directly.
+    for extra in [
+        format!("issuer = \"{}\"\n", srv.issuer),
+        format!("userinfo_url = \"{}/me\"\n", srv.issuer),
+    ] {
+        let sb = Sandbox::new(&nameless_server_account(&srv.issuer, &extra));
+        let (out, url) = sb.login_with_browser("x", BrowserMode::Follow);
+        assert!(
+            url.contains("openid"),
+            "userinfo needs openid in the scopes: {url}"
+        );
+        assert_exit(&out, 1);
+        let e = stderr(&out);
+        assert!(
+            e.contains("signed in as `bob@example.test`, but account `x` is for `alice@example.test`; tokens were not stored"),
+            "{extra}: {e}"
+        );
+        assert!(!sb.token_file("x").exists(), "{extra}");
+    }
+    // The right user is stored, with no warning.
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1")]);
+    let sb = Sandbox::new(&nameless_server_account(
+        &srv.issuer,
+        &format!("issuer = \"{}\"\n", srv.issuer),
+    ));
+    let (out, _) = sb.login_with_browser("x", BrowserMode::Follow);
+    assert_exit(&out, 0);
+    let e = stderr(&out);
+    assert!(e.contains("signed in as alice@example.test"), "{e}");
+    assert!(!e.contains("warning"), "{e}");
+    assert_eq!(sb.record("x")["user"], "alice@example.test");
+}
+
+#[test]
+fn a_sign_in_nobody_can_verify_is_stored_with_a_warning_naming_check() {
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1"), ("LOGIN_AS", "bob@example.test")]);
+    let sb = Sandbox::new(&nameless_server_account(&srv.issuer, ""));
+    let (out, _) = sb.login_with_browser("x", BrowserMode::Follow);
+    assert_exit(&out, 0);
+    let e = stderr(&out);
+    assert!(
+        e.contains("warning: could not verify that the sign-in was as `alice@example.test`"),
+        "{e}"
+    );
+    assert!(e.contains("no `userinfo_url` or `issuer`"), "{e}");
+    assert!(e.contains("`mailoauth check x`"), "{e}");
+    assert!(sb.record("x").get("user").is_none());
 }
 
 #[test]

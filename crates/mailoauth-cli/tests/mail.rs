@@ -52,6 +52,41 @@ fn a_token_without_the_protocol_scope_is_refused_and_the_scope_named() {
     assert!(out.contains("smtp  ok"), "{out}");
 }
 
+/// The issue's case against the real server: a Microsoft account whose token
+/// was consented for IMAP and SMTP, checked over POP3. Dovecot answers any
+/// refusal with its 401 challenge, which alone reads "invalid or expired"; the
+/// pre-flight knows the protocol needs POP.AccessAsUser.All and says so.
+#[test]
+fn a_microsoft_account_checked_over_pop_is_told_the_pop_scope_it_lacks() {
+    let srv = OAuthServer::start(&[]);
+    let mail = MailServer::start(&srv.issuer);
+    let sb = Sandbox::new(&format!(
+        "[accounts.ms]\nprovider = \"microsoft\"\nuser = \"alice@example.test\"\nclient_id = \"native-public\"\n\
+         authorize_url = \"{iss}/auth\"\ntoken_url = \"{iss}/token\"\nredirect_uri = \"http://127.0.0.1/callback\"\n\
+         scopes = [\"https://outlook.test/IMAP.AccessAsUser.All\", \"https://outlook.test/SMTP.Send\", \"openid\", \"email\"]\n\
+         store = \"file\"\n{servers}",
+        iss = srv.issuer,
+        servers = mail.servers()
+    ));
+    assert_exit(&sb.login_with_browser("ms", BrowserMode::Follow).0, 0);
+    let o = sb.run(&["check", "ms", "--pop", "--imap"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(
+        out.contains("imap  ok") && out.contains("pop   FAIL"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cause: the token lacks `POP.AccessAsUser.All`, which POP3 needs: the account's `scopes` do not ask for it"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix:   add `https://outlook.test/POP.AccessAsUser.All` to `scopes` of account `ms`, then run `mailoauth login ms`"),
+        "{out}"
+    );
+    assert!(!out.contains("mailoauth refresh"), "not 'refresh': {out}");
+}
+
 #[test]
 fn another_users_token_and_an_expired_token_are_refused() {
     let srv = OAuthServer::start(&[("ACCESS_TOKEN_TTL", "3")]);
@@ -69,12 +104,15 @@ fn another_users_token_and_an_expired_token_are_refused() {
     r["access"]["mail"]["expires_at"] = (now() + 3600).into();
     r["access"]["mail"]["obtained_at"] = now().into();
     sb.write_record("m", &r);
+    // The record's user is not the account's: refused before any server sees it.
     let o = sb.run(&["check", "m", "--imap"]);
-    assert_exit(&o, 5);
+    assert_exit(&o, 3);
     assert!(
-        stdout(&o).contains("the token is for alice@example.test"),
+        stderr(&o).contains(
+            "the stored tokens are for `alice@example.test`, not for the account's user `bob@example.test`"
+        ),
         "{}",
-        stdout(&o)
+        stderr(&o)
     );
 
     // Back to alice, but let the JWT expire while the store still calls it fresh.

@@ -203,8 +203,16 @@ fn gmail_error_challenge_is_answered_and_decoded() {
             ),
         ],
     );
-    let sb = sandbox(&plain_server("smtp", smtp.port), "auth-code");
-    let o = sb.run(&["check", "ms", "--smtp"]);
+    // Gmail's advice is for Google accounts (a Microsoft account never gets it).
+    let sb = Sandbox::new(&format!(
+        "[accounts.g]\nprovider = \"google\"\nuser = \"alice@gmail.com\"\nclient_id = \"gid\"\nstore = \"file\"\n{}",
+        plain_server("smtp", smtp.port)
+    ));
+    sb.store_valid_token("g", "opaque-token-value");
+    let mut r = sb.record("g");
+    r["user"] = "alice@gmail.com".into();
+    sb.write_record("g", &r);
+    let o = sb.run(&["check", "g", "--smtp"]);
     assert_exit(&o, 5);
     let out = stdout(&o);
     assert!(
@@ -212,6 +220,10 @@ fn gmail_error_challenge_is_answered_and_decoded() {
         "the challenge is decoded: {out}"
     );
     assert!(out.contains("Gmail"), "{out}");
+    assert!(
+        !out.contains("another user than"),
+        "the sign-in named its user: {out}"
+    );
     // The client acknowledged the challenge with an empty line.
     assert!(smtp.seen.lock().unwrap().iter().any(|l| l.is_empty()));
 }
@@ -394,4 +406,270 @@ fn proxy_refusals_carry_the_catalogs_cause_and_fix() {
             .any(|l| l.starts_with("a1 AUTHENTICATE XOAUTH2 ")),
         "{seen:?}"
     );
+}
+
+/// An unsigned JWT with these claims (the pre-flight reads claims, never checks signatures).
+fn jwt(claims: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.sig",
+        b(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b(&claims.to_string())
+    )
+}
+
+#[test]
+fn check_names_the_missing_pop_scope_and_exits_5() {
+    // Exchange's answer to a token without POP.AccessAsUser.All.
+    let pop = FakeMail::start(
+        "+OK The Microsoft Exchange POP3 service is ready.",
+        vec![
+            ("CAPA", "+OK\nTOP\nUIDL\nSASL PLAIN XOAUTH2\nUSER\n."),
+            ("AUTH XOAUTH2", "+ "),
+            (
+                "",
+                "-ERR Authentication failure: unknown user name or bad password.",
+            ),
+        ],
+    );
+    let sb = sandbox(
+        &format!(
+            "services = [\"imap\", \"smtp\"]\n{}",
+            plain_server("pop", pop.port)
+        ),
+        "auth-code",
+    );
+    // What Entra issues for services = ["imap", "smtp"]: no POP scope.
+    let token = jwt(serde_json::json!({
+        "aud": "https://outlook.office.com", "upn": "alice@contoso.com",
+        "scp": "IMAP.AccessAsUser.All SMTP.Send", "exp": now() + 3600
+    }));
+    sb.store_valid_token("ms", &token);
+    let o = sb.run(&["check", "ms", "--pop"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(
+        out.contains("pre-flight: the token lacks `POP.AccessAsUser.All`, which POP3 needs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cause: the token lacks `POP.AccessAsUser.All`")
+            && out.contains("the account's `services` (imap, smtp) does not include `pop`"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "fix:   add `pop` to `services` of account `ms`, then run `mailoauth login ms`"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("admin consent") && out.contains("app-1234"),
+        "the tenant's consent step: {out}"
+    );
+    assert!(
+        !out.contains("mailoauth refresh") && !out.contains("-PopEnabled"),
+        "not the guesses for other causes: {out}"
+    );
+    // IMAP is covered by the same token: no warning about it.
+    assert!(!out.contains("IMAP.AccessAsUser.All"), "{out}");
+}
+
+/// A custom account (another authorization server) for app-only access, with a
+/// stored token.
+fn custom_app_only(extra: &str) -> Sandbox {
+    let sb = Sandbox::new(&format!(
+        "[accounts.c]\nprovider = \"custom\"\nuser = \"shared@example.test\"\nclient_id = \"app\"\n\
+         client_secret = \"s\"\nflow = \"client-credentials\"\ntoken_url = \"https://idp.example.test/token\"\n\
+         scopes = [\"mail\"]\nstore = \"file\"\n{extra}"
+    ));
+    sb.store_valid_token("c", "opaque-token-value");
+    sb
+}
+
+/// `check` of a temporary failure: exit 4, "retry", and no refusal's advice.
+fn assert_temporary(o: &std::process::Output, proto: &str) {
+    assert_exit(o, 4);
+    let out = stdout(o);
+    assert!(out.contains(&format!("{proto:<5} FAIL")), "{out}");
+    assert!(out.contains("failed temporarily"), "{out}");
+    assert!(
+        out.contains("cause: the server's authentication backend is unavailable"),
+        "{out}"
+    );
+    assert!(out.contains("fix:   retry later"), "{out}");
+    for foreign in ["New-ServicePrincipal", "Entra", "Exchange", "Gmail"] {
+        assert!(!out.contains(foreign), "{foreign}: {out}");
+    }
+}
+
+#[test]
+fn a_temporary_imap_failure_exits_4_and_says_retry_without_the_exchange_checklist() {
+    let imap = FakeMail::start(
+        "* OK IMAP ready",
+        vec![
+            (
+                "c1 CAPABILITY",
+                "* CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2\nc1 OK done",
+            ),
+            (
+                "a1 AUTHENTICATE",
+                "a1 NO [UNAVAILABLE] Temporary authentication failure.",
+            ),
+            ("", ""),
+        ],
+    );
+    let sb = custom_app_only(&plain_server("imap", imap.port));
+    assert_temporary(&sb.run(&["check", "c", "--imap"]), "imap");
+}
+
+#[test]
+fn a_temporary_pop_failure_exits_4_and_says_retry() {
+    let pop = FakeMail::start(
+        "+OK POP3 ready",
+        vec![
+            ("CAPA", "+OK\nSASL XOAUTH2\n."),
+            ("AUTH XOAUTH2", "+ "),
+            ("", "-ERR [SYS/TEMP] Temporary authentication failure."),
+        ],
+    );
+    let sb = custom_app_only(&plain_server("pop", pop.port));
+    assert_temporary(&sb.run(&["check", "c", "--pop"]), "pop");
+}
+
+#[test]
+fn a_temporary_smtp_failure_exits_4_and_says_retry() {
+    let smtp = FakeMail::start(
+        "220 smtp ready",
+        vec![
+            ("EHLO", "250-smtp\n250 AUTH XOAUTH2"),
+            ("AUTH XOAUTH2", "454 4.7.0 Temporary authentication failure"),
+            ("", ""),
+        ],
+    );
+    let sb = custom_app_only(&plain_server("smtp", smtp.port));
+    assert_temporary(&sb.run(&["check", "c", "--smtp"]), "smtp");
+    // `send` says the same, with the same exit code.
+    let o = run_with_input(
+        sb.cmd(&["send", "c", "bob@example.test"]),
+        b"From: shared@example.test\nSubject: x\n\nhi\n",
+        std::time::Duration::from_secs(30),
+    );
+    assert_exit(&o, 4);
+    assert!(
+        stderr(&o).contains("authentication backend is unavailable"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn exchange_throttling_is_temporary_and_keeps_its_microsoft_advice() {
+    let imap = FakeMail::start(
+        "* OK The Microsoft Exchange IMAP4 service is ready.",
+        vec![
+            ("c1 CAPABILITY", EXCHANGE_IMAP_CAPS),
+            (
+                "a1 AUTHENTICATE",
+                "a1 BAD Request is throttled. Suggested Backoff Time: 3000 milliseconds",
+            ),
+            ("", ""),
+        ],
+    );
+    let sb = sandbox(&plain_server("imap", imap.port), "client-credentials");
+    let o = sb.run(&["check", "ms", "--imap"]);
+    assert_exit(&o, 4);
+    let out = stdout(&o);
+    assert!(out.contains("Exchange Online is throttling"), "{out}");
+    assert!(out.contains("retry later"), "{out}");
+    assert!(
+        !out.contains("New-ServicePrincipal"),
+        "no app-only checklist for a temporary failure: {out}"
+    );
+}
+
+/// A server that validates tokens by introspection sees bob's token under
+/// alice's name and refuses; `check` cannot read the opaque token, and the
+/// login could not tell who signed in: "another user" is among the causes.
+#[test]
+fn check_names_another_user_as_a_likely_cause_when_the_sign_in_was_unverified() {
+    let srv = OAuthServer::start(&[("NO_ID_TOKEN", "1"), ("LOGIN_AS", "bob@example.test")]);
+    let imap = FakeMail::start(
+        "* OK IMAP ready",
+        vec![
+            (
+                "c1 CAPABILITY",
+                "* CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2\nc1 OK done",
+            ),
+            (
+                "a1 AUTHENTICATE",
+                "a1 NO [AUTHENTICATIONFAILED] Authentication failed.",
+            ),
+            ("", ""),
+        ],
+    );
+    let sb = Sandbox::new(&format!(
+        "[accounts.x]\nprovider = \"custom\"\nuser = \"alice@example.test\"\nclient_id = \"native-public\"\n\
+         authorize_url = \"{iss}/auth\"\ntoken_url = \"{iss}/token\"\nredirect_uri = \"http://127.0.0.1/callback\"\n\
+         scopes = [\"email\", \"offline_access\"]\nstore = \"file\"\n{}",
+        plain_server("imap", imap.port),
+        iss = srv.issuer
+    ));
+    assert_exit(&sb.login_with_browser("x", BrowserMode::Follow).0, 0);
+    let o = sb.run(&["check", "x", "--imap"]);
+    assert_exit(&o, 5);
+    let out = stdout(&o);
+    assert!(
+        out.contains("may have been as another user than alice@example.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sign in again as alice@example.test") && out.contains("mailoauth login x"),
+        "{out}"
+    );
+}
+
+#[test]
+fn mail_server_replies_with_terminal_escapes_are_shown_without_control_characters() {
+    // An error challenge whose JSON carries ESC and a bidi override, then a
+    // refusal line with an OSC title sequence, a one-byte CSI and an override.
+    use base64::Engine as _;
+    let challenge = base64::engine::general_purpose::STANDARD
+        .encode("{\"status\":\"400\",\"note\":\"\u{1b}[2J\u{202e}cleared\"}");
+    let challenge: &'static str = Box::leak(format!("+ {challenge}").into_boxed_str());
+    let imap = FakeMail::start(
+        "* OK ready",
+        vec![
+            ("c1 CAPABILITY", EXCHANGE_IMAP_CAPS),
+            ("a1 AUTHENTICATE", challenge),
+            (
+                "",
+                "a1 NO [AUTHENTICATIONFAILED] \u{1b}]0;owned\u{7}bad \u{9b}31mtoken \u{2067}end",
+            ),
+        ],
+    );
+    let sb = sandbox(&plain_server("imap", imap.port), "auth-code");
+    for json in [false, true] {
+        let mut args = vec!["check", "ms", "--imap"];
+        if json {
+            args.push("--json");
+        }
+        let o = sb.run(&args);
+        assert_exit(&o, 5);
+        let shown = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            shown.contains("AUTHENTICATIONFAILED") && shown.contains("cleared"),
+            "{shown}"
+        );
+        let bad: Vec<char> = shown
+            .chars()
+            .filter(|c| {
+                (c.is_control() && *c != '\n')
+                    || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            })
+            .collect();
+        assert!(bad.is_empty(), "control characters {bad:?} in:\n{shown:?}");
+        assert!(!shown.to_lowercase().contains("\\u001b"), "{shown}");
+    }
 }

@@ -66,8 +66,9 @@ pub enum Error {
         endpoint: &'static str,
         /// The OAuth error code and description, secrets removed.
         summary: String,
-        /// The catalog's diagnosis, when it knows the error.
-        diagnosis: Option<Diagnosis>,
+        /// The catalog's diagnosis, when it knows the error (boxed: it is large
+        /// and every `Result` of the library carries this enum).
+        diagnosis: Option<Box<Diagnosis>>,
     },
 
     /// The provider or server could not be reached, or kept failing transiently.
@@ -267,11 +268,12 @@ impl Error {
     }
 }
 
-/// The exit code of a failed mail exchange: refused 5, unreachable 4, else 1.
+/// The exit code of a failed mail exchange: refused 5, unreachable or
+/// temporarily failing 4 (both say "try again later"), else 1.
 pub fn mail_exit_code(f: &Failure) -> i32 {
     match f {
         Failure::Refused { .. } => exit::AUTH_REFUSED,
-        Failure::Unreachable(_) => exit::UNREACHABLE,
+        Failure::Unreachable(_) | Failure::Temporary { .. } => exit::UNREACHABLE,
         _ => exit::ERROR,
     }
 }

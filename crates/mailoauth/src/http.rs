@@ -1,8 +1,8 @@
 //! The HTTP client for authorization servers.
 //!
 //! Owns: one blocking ureq agent (rustls + ring, the platform's roots, proxies
-//! from HTTPS_PROXY/NO_PROXY), timeouts, and turning transport failures into
-//! plain words. Must not: be built on the cached-token path (TLS setup costs
+//! from HTTPS_PROXY/NO_PROXY — never for loopback), timeouts, and turning
+//! transport failures into plain words. Must not: be built on the cached-token path (TLS setup costs
 //! ~25 ms), or log request bodies (they carry secrets).
 
 use std::time::Duration;
@@ -92,20 +92,35 @@ impl Http {
 
     /// POST an `application/x-www-form-urlencoded` body.
     pub fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<Response, TransportError> {
-        let r = self
-            .agent
-            .post(url)
-            .header("Accept", "application/json")
-            .send_form(form.iter().copied());
+        let req = self.agent.post(url).header("Accept", "application/json");
+        let r = if is_loopback(url) {
+            req.config()
+                .proxy(None)
+                .build()
+                .send_form(form.iter().copied())
+        } else {
+            req.send_form(form.iter().copied())
+        };
         Self::finish(r)
     }
 
     /// GET a URL.
     pub fn get(&self, url: &str) -> Result<Response, TransportError> {
+        let req = self.agent.get(url).header("Accept", "application/json");
+        Self::finish(if is_loopback(url) {
+            req.config().proxy(None).build().call()
+        } else {
+            req.call()
+        })
+    }
+
+    /// GET a URL with `Authorization: Bearer <token>` (the userinfo endpoint).
+    pub fn get_bearer(&self, url: &str, token: &str) -> Result<Response, TransportError> {
         Self::finish(
             self.agent
                 .get(url)
                 .header("Accept", "application/json")
+                .header("Authorization", &format!("Bearer {token}"))
                 .call(),
         )
     }
@@ -138,6 +153,25 @@ impl Http {
     }
 }
 
+/// Whether `url` names this machine (127.0.0.0/8, ::1, localhost). Such a
+/// request never goes through `HTTP_PROXY`/`ALL_PROXY`: a proxy elsewhere cannot
+/// reach our loopback (a local test or SSH-forwarded endpoint), and a local
+/// one has no business seeing the secrets in the body.
+fn is_loopback(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 fn describe(e: ureq::Error) -> TransportError {
     let detail = match &e {
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
@@ -149,4 +183,30 @@ fn describe(e: ureq::Error) -> TransportError {
         other => other.to_string(),
     };
     TransportError { detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for u in [
+            "http://127.0.0.1:8080/token",
+            "http://127.3.4.5/t",
+            "http://[::1]:9/t",
+            "http://localhost/t",
+            "https://LOCALHOST.:4/t",
+        ] {
+            assert!(is_loopback(u), "{u}");
+        }
+        for u in [
+            "https://login.microsoftonline.com/t",
+            "http://128.0.0.1/t",
+            "http://localhost.example.com/t",
+            "not a url",
+        ] {
+            assert!(!is_loopback(u), "{u}");
+        }
+    }
 }

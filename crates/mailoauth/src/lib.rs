@@ -31,12 +31,15 @@
 //! - [`service`]: IMAP, POP3, SMTP as a type.
 //! - [`sasl`]: XOAUTH2 and OAUTHBEARER initial responses.
 //! - [`proto`]: IMAP, POP3 and SMTP logins as sans-I/O state machines (the client and the proxy drive them).
+//! - [`tls`]: whom mail connections trust (system roots, `ca_file`, a pinned self-signed
+//!   certificate) and why a handshake failed, typed for the diagnosis.
 //! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`);
 //!   [`mail::plan`] decides protocol, server and Maildir for every front end.
 //! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
 //! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
 //!   MX/SRV/TXT for onboarding.
+//! - [`text`]: peer text made safe to show and keep (no control characters, no secrets).
 //! - [`http`], [`random`], [`paths`]: plumbing.
 
 #![warn(missing_docs)]
@@ -67,6 +70,8 @@ pub mod service;
 pub mod snippet;
 pub mod status;
 pub mod store;
+pub mod text;
+pub mod tls;
 
 pub use broker::Broker;
 pub use client::{Client, TokenRequest};

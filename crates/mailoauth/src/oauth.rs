@@ -121,6 +121,15 @@ pub trait Transport: Send + Sync {
     /// (it carries secrets) and must keep every form value out of error texts.
     fn post(&self, url: &str, form: &Form)
     -> Result<serde_json::Map<String, Value>, EndpointError>;
+
+    /// GET `url` (OIDC discovery; with `bearer`, the userinfo endpoint) and
+    /// classify the answer like [`Transport::post`]'s. The token must stay out
+    /// of logs and error texts.
+    fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<serde_json::Map<String, Value>, EndpointError>;
 }
 
 impl Transport for Http {
@@ -138,6 +147,24 @@ impl Transport for Http {
             })?;
         classify(resp, form)
     }
+
+    fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<serde_json::Map<String, Value>, EndpointError> {
+        let resp = match bearer {
+            Some(t) => self.get_bearer(url, t),
+            None => Http::get(self, url),
+        }
+        .map_err(|t| EndpointError::Transient {
+            detail: t.detail,
+            retry_after: None,
+        })?;
+        // The token is redacted from anything the server echoes, like a form value.
+        let secret: Form = bearer.map(|t| ("access_token", v(t))).into_iter().collect();
+        classify(resp, &secret)
+    }
 }
 
 /// POST `form` to `url` through `transport` and classify the answer.
@@ -149,26 +176,32 @@ pub fn post(
     transport.post(url, form)
 }
 
-/// Classify an HTTP answer. Every form value is removed from any server text we
-/// keep, so an echoing server cannot leak a secret into errors.
+/// Form keys whose values are not secret (everything else we send is).
+const PUBLIC_FORM_KEYS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "scope",
+    "redirect_uri",
+    "client_assertion_type",
+    "token_type_hint",
+];
+
+/// Classify an HTTP answer. Every secret form value is removed from any server
+/// text we keep, in any encoding (see [`crate::text::redact`]), so an echoing
+/// server cannot leak a secret into errors, status files or logs; control
+/// characters go too, so it cannot drive the user's terminal either.
 pub fn classify(
     resp: Response,
     form: &Form,
 ) -> Result<serde_json::Map<String, Value>, EndpointError> {
-    let redact = |s: &str| -> String {
-        let mut out = s.to_owned();
-        for (_, v) in form
-            .iter()
-            .filter(|(k, _)| !matches!(*k, "grant_type" | "client_id" | "scope"))
-        {
-            if v.len() >= 6 {
-                for shown in echoed_forms(v) {
-                    out = out.replace(shown.as_str(), "[redacted]");
-                }
-            }
-        }
-        out
-    };
+    // Every value we sent is a secret unless it is public by protocol: the
+    // refresh token, client secret or assertion, the code and its verifier.
+    let secrets: Vec<&str> = form
+        .iter()
+        .filter(|(k, _)| !PUBLIC_FORM_KEYS.contains(k))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let clean = |s: &str| crate::text::printable(&crate::text::redact(s, &secrets)).into_owned();
     let looks_html = resp.content_type.contains("html") || resp.body.trim_start().starts_with('<');
     let json: Option<serde_json::Map<String, Value>> = if looks_html {
         None
@@ -181,7 +214,7 @@ pub fn classify(
         let what = json
             .as_ref()
             .and_then(|j| j.get("error").and_then(Value::as_str))
-            .map(|e| format!(" ({})", redact(e)))
+            .map(|e| format!(" ({})", clean(e)))
             .unwrap_or_default();
         return Err(EndpointError::Transient {
             detail: format!("HTTP {status}{what}"),
@@ -198,12 +231,12 @@ pub fn classify(
             detail: format!(
                 "HTTP {status} with {kind} (content-type `{}`) instead of a JSON OAuth answer; \
                  the URL is probably wrong (a web page, a login portal or a proxy): check it in the config",
-                resp.content_type
+                crate::text::printable(&resp.content_type)
             ),
         });
     };
     if let Some(error) = json.get("error").and_then(Value::as_str) {
-        let description = redact(
+        let description = clean(
             json.get("error_description")
                 .and_then(Value::as_str)
                 .unwrap_or(""),
@@ -215,7 +248,7 @@ pub fn classify(
             .unwrap_or_default();
         return Err(EndpointError::OAuth {
             status,
-            error: redact(error),
+            error: clean(error),
             description,
             codes,
         });
@@ -226,24 +259,6 @@ pub fn classify(
         });
     }
     Ok(json)
-}
-
-/// The ways a server may echo a form value back: as sent (form-encoded,
-/// which is how an endpoint that quotes the request body shows it), decoded,
-/// and JSON-escaped (a body quoted inside a JSON text).
-fn echoed_forms(v: &str) -> Vec<String> {
-    let form: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
-    let json = serde_json::to_string(v).unwrap_or_default();
-    let json = json
-        .strip_prefix('"')
-        .and_then(|j| j.strip_suffix('"'))
-        .unwrap_or(v)
-        .to_owned();
-    let mut all = vec![v.to_owned(), form.clone(), form.replace('+', "%20"), json];
-    // Longest first: a form that contains another is replaced whole.
-    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    all.dedup();
-    all
 }
 
 /// Parse a token response body.
@@ -329,14 +344,11 @@ mod tests {
             panic!("an OAuth error")
         };
         for s in [rt, cs] {
-            for shown in echoed_forms(s) {
+            let json = serde_json::to_string(s).unwrap();
+            for shown in [s.to_owned(), enc(s), json[1..json.len() - 1].to_owned()] {
                 assert!(!description.contains(&shown), "{description}");
             }
         }
-        assert!(
-            description.contains("refresh_token=[redacted]"),
-            "{description}"
-        );
     }
 
     #[test]
@@ -351,7 +363,7 @@ mod tests {
         let Err(EndpointError::Transient { detail, .. }) = classify(resp, &form) else {
             panic!("transient")
         };
-        assert_eq!(detail, "HTTP 503 (bad refresh_token=[redacted])");
+        assert!(!detail.contains("0gRT"), "{detail}");
     }
 
     #[test]

@@ -49,14 +49,55 @@ pub fn runtime_dir() -> PathBuf {
 }
 
 /// Create `dir` (and parents) with mode 0700. An existing directory is left as it
-/// is: it may be one the user chose (e.g. the folder of `--config`).
+/// is: it may be one the user chose (e.g. the folder of `--config`) — except
+/// that the state directory and those under it must not be writable by others
+/// (see [`check_state_dir`]).
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    check_state_dir(dir)?;
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| Error::io(format!("cannot create directory {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Refuse a state directory (or one below it, up to `dir`) that group or others
+/// may write to: whoever can write there can swap token files, status and
+/// locks, so using it silently would trust them with the account. Directories
+/// outside the state directory, and ones that do not exist yet, pass.
+pub fn check_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let state = state_dir();
+    let Ok(below) = dir.strip_prefix(&state) else {
+        return Ok(());
+    };
+    let mut d = state.clone();
+    let mut walk = vec![d.clone()];
+    for part in below.components() {
+        d.push(part);
+        walk.push(d.clone());
+    }
+    for d in walk {
+        let Ok(meta) = fs::metadata(&d) else {
+            return Ok(());
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() && mode & 0o022 != 0 {
+            return Err(Error::Store {
+                store: d.display().to_string(),
+                detail: format!(
+                    "the directory is writable by group or others (mode {mode:o}): anyone who can \
+                     write there can replace tokens and status, so it is not used"
+                ),
+                remedy: Some(crate::remedy::Remedy::Steps(format!(
+                    "run `chmod go-w {}` (mailoauth creates its directories 0700)",
+                    d.display()
+                ))),
+            });
+        }
     }
     Ok(())
 }

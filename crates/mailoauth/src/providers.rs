@@ -6,6 +6,10 @@
 //! (loopback-only `http://`, flow requirements). Must not: do any I/O.
 //! Every value here can be overridden per account, so the same code serves a
 //! national cloud, a test server, or an unknown provider.
+//!
+//! Size: the presets are data, one block per provider, best read side by side,
+//! and `resolve` checks every key of an account in one pass (each config error
+//! names its key); splitting either would scatter what a provider is.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -76,7 +80,7 @@ pub struct Account {
     pub pop: Option<Server>,
     /// SMTP server.
     pub smtp: Option<Server>,
-    /// Extra trusted roots.
+    /// Certificates trusted for the mail servers: CA roots, or server certificates pinned as themselves.
     pub ca_file: Option<PathBuf>,
     /// HTTP timeout towards the provider, seconds.
     pub http_timeout: u64,
@@ -84,6 +88,19 @@ pub struct Account {
     pub secret_timeout: std::time::Duration,
     /// Largest message `fetch` accepts, in bytes (`max_message_size`).
     pub max_message_size: u64,
+    /// The services the account's config names (`services`; IMAP and SMTP when
+    /// it names none).
+    pub services: Vec<Service>,
+    /// True when the config lists `scopes` itself: then `services` decides nothing.
+    pub explicit_scopes: bool,
+    /// What a token needs for each protocol, as the provider names it: a
+    /// delegated scope, or for client credentials an app role (Microsoft's
+    /// `roles` claim). Empty when the provider's rules are unknown (custom).
+    pub needs: BTreeMap<Service, String>,
+    /// OIDC issuer (custom accounts), for discovering the userinfo endpoint.
+    pub issuer: Option<String>,
+    /// Userinfo endpoint (custom accounts), asked at login who signed in.
+    pub userinfo_url: Option<String>,
 }
 
 struct MicrosoftCloud {
@@ -137,6 +154,10 @@ struct Preset {
     mail_scopes: Vec<String>,
     /// App-only scope for client credentials.
     app_scopes: Vec<String>,
+    /// What a delegated token needs per protocol (a scope).
+    needs: Vec<(Service, String)>,
+    /// What an app-only token needs per protocol (a role).
+    app_needs: Vec<(Service, String)>,
     /// Scopes that name the signed-in user (id_token), added for delegated flows.
     identity_scopes: Vec<&'static str>,
     /// Scope that asks for a refresh token (Microsoft); Google uses a parameter instead.
@@ -160,17 +181,26 @@ fn preset(a: &AccountConfig, services: &[Service]) -> Preset {
                 .unwrap_or_else(|| format!("{}/{tenant}", cloud.login_host))
                 .trim_end_matches('/')
                 .to_owned();
-            let mail_scopes = services
-                .iter()
-                .map(|s| {
-                    let name = match s {
-                        Service::Imap => "IMAP.AccessAsUser.All",
-                        Service::Pop => "POP.AccessAsUser.All",
-                        Service::Smtp => "SMTP.Send",
-                    };
-                    format!("{}{name}", cloud.scope_prefix)
-                })
-                .collect();
+            let delegated = |s: &Service| {
+                let name = match s {
+                    Service::Imap => "IMAP.AccessAsUser.All",
+                    Service::Pop => "POP.AccessAsUser.All",
+                    Service::Smtp => "SMTP.Send",
+                };
+                format!("{}{name}", cloud.scope_prefix)
+            };
+            let mail_scopes = services.iter().map(delegated).collect();
+            // Exchange Online checks one permission per protocol: a token for
+            // IMAP and SMTP does not open POP3 (FACTS §1, scopes and roles).
+            let needs = Service::ALL.iter().map(|s| (*s, delegated(s))).collect();
+            let app_needs = [
+                (Service::Imap, "IMAP.AccessAsApp"),
+                (Service::Pop, "POP.AccessAsApp"),
+                (Service::Smtp, "SMTP.SendAsApp"),
+            ]
+            .into_iter()
+            .map(|(s, r)| (s, r.to_owned()))
+            .collect();
             Preset {
                 authorize_url: Some(format!("{authority}/oauth2/v2.0/authorize")),
                 token_url: Some(format!("{authority}/oauth2/v2.0/token")),
@@ -179,6 +209,8 @@ fn preset(a: &AccountConfig, services: &[Service]) -> Preset {
                 revoke_url: None,
                 mail_scopes,
                 app_scopes: vec![cloud.app_scope.into()],
+                needs,
+                app_needs,
                 identity_scopes: vec!["openid", "profile"],
                 offline_scope: Some("offline_access"),
                 authorize_params: vec![],
@@ -198,6 +230,12 @@ fn preset(a: &AccountConfig, services: &[Service]) -> Preset {
             revoke_url: Some("https://oauth2.googleapis.com/revoke".into()),
             mail_scopes: vec!["https://mail.google.com/".into()],
             app_scopes: vec![],
+            // One scope covers IMAP, POP3 and SMTP.
+            needs: Service::ALL
+                .iter()
+                .map(|s| (*s, "https://mail.google.com/".to_owned()))
+                .collect(),
+            app_needs: vec![],
             identity_scopes: vec!["openid", "email"],
             offline_scope: None,
             // Without access_type=offline Google returns no refresh token; without
@@ -219,6 +257,8 @@ fn preset(a: &AccountConfig, services: &[Service]) -> Preset {
                 authorize_url: Some(format!("https://api.login.{login}.com/oauth2/request_auth")),
                 token_url: Some(format!("https://api.login.{login}.com/oauth2/get_token")),
                 mail_scopes: vec!["mail-w".into()],
+                // No `needs`: their tokens are opaque and how their token answers
+                // spell the granted scope is unverified, so a check would guess.
                 redirect_uri: "http://localhost/",
                 imap: Some((format!("imap.{mail}.com"), 993, TlsMode::Implicit)),
                 pop: Some((format!("pop.{mail}.com"), 995, TlsMode::Implicit)),
@@ -280,6 +320,23 @@ pub fn resolve(config: &Config, name: &str) -> Result<Account> {
             }
         }
     }
+    if a.provider != ProviderKind::Custom {
+        for (key, set) in [
+            ("issuer", a.issuer.is_some()),
+            ("userinfo_url", a.userinfo_url.is_some()),
+        ] {
+            if set {
+                return Err(err(
+                    key,
+                    format!(
+                        "`{key}` only applies to provider = \"custom\" ({} names the signed-in user \
+                         in its id token); remove it",
+                        a.provider.as_str()
+                    ),
+                ));
+            }
+        }
+    }
     if a.user.trim().is_empty() {
         return Err(err(
             "user",
@@ -317,6 +374,8 @@ pub fn resolve(config: &Config, name: &str) -> Result<Account> {
     })?;
     let device_url = pick("device_url", &a.device_url, p.device_url)?;
     let revoke_url = pick("revoke_url", &a.revoke_url, p.revoke_url)?;
+    let userinfo_url = pick("userinfo_url", &a.userinfo_url, None)?;
+    let issuer = pick("issuer", &a.issuer, None)?.map(|i| i.trim_end_matches('/').to_owned());
     let redirect_uri = a
         .redirect_uri
         .clone()
@@ -344,10 +403,15 @@ pub fn resolve(config: &Config, name: &str) -> Result<Account> {
             ),
         ));
     }
+    // Userinfo answers only tokens granted `openid` (OIDC Core §5.3).
+    let wants_userinfo = userinfo_url.is_some() || issuer.is_some();
     let complete = |mut scopes: Vec<String>| {
         if !client_credentials {
             if a.scopes.is_none() {
                 scopes.extend(p.identity_scopes.iter().map(|s| s.to_string()));
+            }
+            if wants_userinfo && !scopes.iter().any(|s| s == "openid") {
+                scopes.push("openid".to_owned());
             }
             if let Some(off) = p.offline_scope {
                 // Microsoft issues no refresh token without it; easy to forget in `scopes`.
@@ -495,6 +559,17 @@ pub fn resolve(config: &Config, name: &str) -> Result<Account> {
         max_message_size: a
             .max_message_size
             .unwrap_or(crate::config::DEFAULT_MAX_MESSAGE_SIZE),
+        needs: if client_credentials {
+            p.app_needs
+        } else {
+            p.needs
+        }
+        .into_iter()
+        .collect(),
+        services,
+        explicit_scopes: a.scopes.is_some(),
+        issuer,
+        userinfo_url,
     })
 }
 
@@ -648,6 +723,27 @@ mod tests {
                 "{base}imap = {{ host = \"imap.x.com\", tls = \"none\" }}"
             ))
             .is_err()
+        );
+    }
+
+    #[test]
+    fn userinfo_keys_are_for_custom_accounts_and_ask_for_openid() {
+        let e = account("provider = \"microsoft\"\nuser = \"u@c\"\nclient_id = \"id\"\nissuer = \"https://login/x\"")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`issuer` only applies to provider = \"custom\""),
+            "{e}"
+        );
+        let base = "provider = \"custom\"\nuser = \"u@c\"\nclient_id = \"c\"\nauthorize_url = \"https://idp/a\"\n\
+                    token_url = \"https://idp/t\"\nscopes = [\"mail\"]\n";
+        let a = account(&format!("{base}userinfo_url = \"https://idp/me\"")).unwrap();
+        assert_eq!(a.resources[MAIL_RESOURCE], ["mail", "openid"]);
+        let e = account(&format!("{base}issuer = \"http://idp.example.com\"")).unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(
+            account(base).unwrap().needs.is_empty(),
+            "custom servers' rules are unknown"
         );
     }
 

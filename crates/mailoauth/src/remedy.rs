@@ -53,6 +53,15 @@ pub enum Remedy {
         /// What is missing.
         service: Service,
     },
+    /// Add this scope to the account's explicit `scopes`, then sign in again.
+    AddScope {
+        /// Account name.
+        account: String,
+        /// The scope, spelled as the account's other scopes are.
+        scope: String,
+    },
+    /// Nothing to change: the failure is temporary at the server; try again later.
+    RetryLater,
     /// Create an account first.
     AddAccount,
     /// Use one of the accounts that exist.
@@ -66,6 +75,14 @@ pub enum Remedy {
     ReportBug {
         /// Account name.
         account: String,
+    },
+    /// Change one key of the config file (a web front end can offer a form for
+    /// it; the CLI names the key).
+    SetConfig {
+        /// The key's full path, e.g. `accounts.work.ca_file`.
+        key: String,
+        /// What it should hold, in words (`a PEM file with …`, `localhost`).
+        to: String,
     },
     /// Steps in words, with this account's values in them (provider settings,
     /// an administrator's PowerShell lines, the config key to change).
@@ -98,6 +115,7 @@ impl Remedy {
             | Remedy::Inspect { account }
             | Remedy::Refresh { account }
             | Remedy::AddService { account, .. }
+            | Remedy::AddScope { account, .. }
             | Remedy::ReportBug { account } => Some(account),
             Remedy::All(v) => v.iter().find_map(Remedy::account),
             _ => None,

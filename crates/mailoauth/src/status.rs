@@ -71,10 +71,11 @@ impl AccountStatus {
     pub fn record_error(&mut self, error: &crate::Error, at: i64) -> bool {
         let newly =
             matches!(error, crate::Error::LoginRequired { .. }) && self.login_required.is_none();
-        self.last_error = Some(error.to_string());
+        // Belt and braces: provider text in the error was cleaned where it came in.
+        self.last_error = Some(crate::text::printable(&error.to_string()).into_owned());
         self.last_error_at = Some(at);
         if let crate::Error::LoginRequired { reason, .. } = error {
-            self.login_required = Some(reason.clone());
+            self.login_required = Some(crate::text::printable(reason).into_owned());
         }
         newly
     }
@@ -96,7 +97,7 @@ pub fn record_error(account: &Account, error: &crate::Error, at: i64) {
     let newly = s.record_error(error, at);
     save(account, &s);
     if newly {
-        notify(account, &error.to_string());
+        notify(account, &crate::text::printable(&error.to_string()));
     }
 }
 

@@ -30,7 +30,19 @@ pub fn check(cli: &Cli, a: &CheckArgs) -> Result<i32, Error> {
     .collect();
     let services = plan::check_services(account, &asked)?;
     let token = broker.token(None)?;
-    let outcome = mail::check::run(account, &services, &token, Duration::from_secs(a.timeout));
+    // What the store knows about this token: its reported scope (for the
+    // pre-flight of opaque tokens) and whether the sign-in named its user.
+    let rec = broker.record()?;
+    let stored = rec
+        .as_ref()
+        .and_then(|r| r.access.get(mailoauth::providers::MAIL_RESOURCE))
+        .filter(|at| at.token == token);
+    let facts = mail::check::Token {
+        value: &token,
+        scope: stored.and_then(|at| at.scope.as_deref()),
+        user_verified: rec.as_ref().is_some_and(|r| r.user.is_some()),
+    };
+    let outcome = mail::check::run(account, &services, facts, Duration::from_secs(a.timeout));
     report::check(cli.json, account, &outcome)?;
     Ok(outcome.exit_code())
 }

@@ -23,6 +23,13 @@ fn step(r: &Remedy) -> String {
             "add `{}` to `services` of account `{account}`, then run `mailoauth login {account}`",
             service.name()
         ),
+        Remedy::AddScope { account, scope } => format!(
+            "add `{scope}` to `scopes` of account `{account}`, then run `mailoauth login {account}`"
+        ),
+        Remedy::RetryLater => {
+            "retry later: nothing needs changing here; if it lasts, tell the mail server's administrator"
+                .into()
+        }
         Remedy::AddAccount => {
             "add an account with `mailoauth add NAME --provider …` (or point MAILOAUTH_CONFIG / --config at your config)"
                 .into()
@@ -35,6 +42,7 @@ fn step(r: &Remedy) -> String {
         Remedy::ReportBug { account } => format!(
             "this is a mailoauth bug: please report it with the output of `mailoauth -v check {account}`"
         ),
+        Remedy::SetConfig { key, to } => format!("set `{key}` in the config file to {to}"),
         Remedy::Steps(s) => s.clone(),
         Remedy::All(v) => lines(&Remedy::All(v.clone())).join("; "),
     }

@@ -139,11 +139,12 @@ pub fn status(json_out: bool, rows: &[AccountStatus]) -> Result<(), Error> {
 }
 
 /// Print a login result.
-pub fn login(json_out: bool, name: &str, o: &LoginOutcome) -> Result<(), Error> {
+pub fn login(json_out: bool, name: &str, user: &str, o: &LoginOutcome) -> Result<(), Error> {
     if json_out {
         return print_stdout(
-            &json!({"account": name, "user": o.user, "store": o.store, "set_aside": o.set_aside})
-                .to_string(),
+            &json!({"account": name, "user": o.user, "user_verified": o.unverified.is_none(),
+                "warning": o.unverified, "store": o.store, "set_aside": o.set_aside})
+            .to_string(),
         );
     }
     let who = o
@@ -152,6 +153,13 @@ pub fn login(json_out: bool, name: &str, o: &LoginOutcome) -> Result<(), Error> 
         .map(|u| format!(" as {u}"))
         .unwrap_or_default();
     eprintln!("mailoauth: signed in{who}; tokens stored in {}", o.store);
+    if let Some(why) = &o.unverified {
+        eprintln!(
+            "mailoauth: warning: could not verify that the sign-in was as `{}`: {why}.\n\
+             \x20 check it with `mailoauth check {name}`: if the server refuses the token, sign in again as `{}`",
+            user, user
+        );
+    }
     Ok(())
 }
 
@@ -286,7 +294,7 @@ pub fn check(json_out: bool, a: &Account, o: &Outcome) -> Result<(), Error> {
                 rows.push(json!({"protocol": p, "ok": true, "server": r.server, "mechanism": s.mechanism.map(|m| m.name()), "detail": s.detail, "ms": ms}));
             }
             Err(f) => {
-                let diag = r.diagnosis(a);
+                let diag = o.diagnosis(a, r);
                 let fix = diag.as_ref().map(|d| render::line(&d.remedy));
                 text.push_str(&format!("{p:<5} FAIL  {}  {f}  {ms} ms\n", r.server));
                 if let (Some(d), Some(fix)) = (&diag, &fix) {

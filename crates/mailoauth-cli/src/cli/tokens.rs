@@ -36,7 +36,7 @@ pub fn login(cli: &Cli, a: &LoginArgs) -> Result<(), Error> {
     if let Some(p) = &out.set_aside {
         eprintln!("mailoauth: the unreadable old token record was kept as {p}");
     }
-    report::login(cli.json, &a.name, &out)
+    report::login(cli.json, &a.name, &broker.account().user, &out)
 }
 
 /// `refresh`: renew now, even if the token is still valid.

@@ -3,16 +3,20 @@
 //! Owns: the process lifecycle (single instance per runtime dir, SIGHUP reload,
 //! SIGTERM/SIGINT shutdown), the socket server (same-uid peers only, a timeout
 //! per connection so a silent client stalls nobody), an in-memory cache of fresh
-//! tokens, and the refresher that sleeps until the next deadline. Must not:
+//! tokens, and the refreshers ([`refresher`]: one per account, each sleeping
+//! until its own deadline, so one stuck account delays no other). Must not:
 //! refresh by itself — every refresh goes through the broker, so the daemon and
 //! standalone `mailoauth token` callers share the store and the cross-process
 //! lock and never refresh twice.
 //!
-//! Runs on one current-thread tokio runtime; blocking work (store reads, HTTP)
-//! goes to the blocking pool, whose idle threads exit after a few seconds, so an
-//! idle daemon has no thread that wakes up.
+//! Runs on one current-thread tokio runtime plus the token socket's own thread
+//! (see [`socket`] for why); blocking work (store reads, HTTP) goes to the
+//! blocking pool, whose idle threads exit after a few seconds, so an idle
+//! daemon has no thread that wakes up (the socket's thread sleeps in `accept`).
 
+mod refresher;
 pub mod schedule;
+mod socket;
 pub mod timer;
 
 use std::collections::HashMap;
@@ -21,18 +25,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use mailoauth::Broker;
 use mailoauth::clock::now;
 use mailoauth::error::{Error, Result};
-use mailoauth::ipc::{self, Op, Reply, Request};
+use mailoauth::ipc::{self, Op, Request};
 use mailoauth::providers::MAIL_RESOURCE;
 use mailoauth::store::AccessToken;
-use mailoauth::{Client, paths, sasl, status};
+use mailoauth::{Client, paths, sasl};
 
 /// How long one client may take for its whole request/response.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,12 +43,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 struct Shared {
     config_path: PathBuf,
+    /// The token socket's path, for log lines.
+    socket: PathBuf,
     config_key: String,
     client: Mutex<Arc<Client>>,
     /// Fresh tokens by (account, resource).
     cache: Mutex<HashMap<(String, String), AccessToken>>,
-    /// Wakes the refresher to recompute its schedule.
-    reschedule: Notify,
+    /// Bumped to make every account's refresher recompute its schedule (a
+    /// watch, not a Notify: a refresher busy refreshing must not miss it).
+    reschedule: watch::Sender<u64>,
+    /// Wakes the refresher's supervisor after a reload (new set of accounts).
+    reloaded: Notify,
     /// Failure counts for backoff: account → (failures, last failure time).
     failures: Mutex<HashMap<String, (u32, i64)>>,
 }
@@ -75,10 +82,18 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
             lock_path.display()
         )));
     }
+    // Before the socket exists: whoever sees it may signal us, and an unhandled
+    // SIGHUP would end the daemon instead of reloading it.
+    let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
+    let (mut hup, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
     let sock = ipc::socket_path();
     // We hold the lock, so a socket file left here is from a dead daemon.
     let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock)
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
         .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(format!("cannot chmod {}", sock.display()), e))?;
@@ -86,20 +101,19 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     let shared = Arc::new(Shared {
         config_key: ipc::config_key(config_path),
         config_path: config_path.to_owned(),
+        socket: sock.clone(),
         client: Mutex::new(Arc::new(client)),
         cache: Mutex::new(HashMap::new()),
-        reschedule: Notify::new(),
+        reschedule: watch::Sender::new(0),
+        reloaded: Notify::new(),
         failures: Mutex::new(HashMap::new()),
     });
-    let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
-    let (mut hup, mut term, mut int) = (
-        sig(SignalKind::hangup())?,
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-    );
-    let timer =
-        timer::WallTimer::new().map_err(|e| Error::io("cannot create the refresh timer", e))?;
-    let refresher = tokio::spawn(refresher(shared.clone(), timer));
+    // Secret commands (a pinentry, `pass`) run once per daemon and reload,
+    // not on every planning round.
+    mailoauth::config::remember_secret_commands(true);
+    // Fail at start, not later in a task, if this kernel has no timerfd.
+    drop(timer::WallTimer::new().map_err(|e| Error::io("cannot create the refresh timer", e))?);
+    let refresher = tokio::spawn(refresher::supervise(shared.clone()));
     // Proxy listeners live on the same runtime; a bad proxy config stops the start.
     let client = shared.client.lock().unwrap().clone();
     // The proxy's logins take tokens from the same memory cache as the socket.
@@ -120,19 +134,10 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
         sock.display()
     );
 
-    let mut backoff =
-        crate::proxy::limits::AcceptBackoff::new(format!("token socket {}", sock.display()));
+    let front = socket::Front::start(listener, shared.clone(), tokio::runtime::Handle::current())
+        .map_err(|e| Error::io("cannot start the token socket's thread", e))?;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    backoff.succeeded();
-                    tokio::spawn(handle(shared.clone(), stream));
-                }
-                // Out of file descriptors every accept fails at once: pause, do
-                // not spin (signals wait in their streams meanwhile).
-                Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
-            },
             _ = hup.recv() => {
                 let previous = shared.client.lock().unwrap().clone();
                 reload(&shared);
@@ -149,7 +154,7 @@ async fn serve(config_path: &Path, client: Client) -> Result<()> {
     refresher.abort();
     // No new clients (token or proxy) from here on; relayed sessions get a moment to finish.
     let _ = std::fs::remove_file(&sock);
-    drop(listener);
+    front.stop();
     proxies.shutdown(SHUTDOWN_GRACE).await;
     log::info!("daemon stopped");
     drop(lock);
@@ -184,54 +189,38 @@ fn reload(shared: &Shared) {
             *shared.client.lock().unwrap() = Arc::new(c);
             shared.cache.lock().unwrap().clear();
             shared.failures.lock().unwrap().clear();
-            shared.reschedule.notify_one();
+            // A changed command, or a secret rotated behind it, is run afresh.
+            mailoauth::config::remember_secret_commands(true);
+            shared.reloaded.notify_one();
             log::info!("config reloaded");
         }
         Err(e) => log::error!("config reload failed, keeping the old one: {e}"),
     }
 }
 
-async fn handle(shared: Arc<Shared>, stream: UnixStream) {
-    // Same user only: the socket dir is 0700 already, this is belt and braces.
-    // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
-    match stream.peer_cred() {
-        Ok(c) if c.uid() == me => {}
-        _ => return,
-    }
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, exchange(shared, stream)).await;
+/// What the token socket can answer without I/O, or what it must wait for.
+enum Answer {
+    /// The reply, at once.
+    Now(std::result::Result<String, String>),
+    /// A token that is not fresh in memory: the broker must be asked.
+    Later(Later),
 }
 
-async fn exchange(shared: Arc<Shared>, stream: UnixStream) {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    if BufReader::new(read)
-        .take(ipc::MAX_MESSAGE)
-        .read_line(&mut line)
-        .await
-        .unwrap_or(0)
-        == 0
-    {
-        return;
-    }
-    let reply = match Request::from_line(&line) {
-        Ok(req) => match dispatch(&shared, req).await {
-            Ok(value) => Reply::Value(value),
-            Err(e) => Reply::Error(e),
-        },
-        Err(e) => Reply::Error(e),
-    };
-    let mut out = reply.to_line();
-    out.push(b'\n');
-    let _ = write.write_all(&out).await;
+/// A token request that needs the broker (store read, maybe a refresh).
+struct Later {
+    account: String,
+    resource: Option<String>,
+    sasl: Option<sasl::Mechanism>,
 }
 
-async fn dispatch(shared: &Arc<Shared>, req: Request) -> std::result::Result<String, String> {
+/// Answer `req` from memory when it needs no I/O (called on the socket's
+/// thread as well as on the runtime).
+fn answer_now(shared: &Shared, req: Request) -> Answer {
     if req.config != shared.config_key {
-        return Err(format!("this daemon serves {}", shared.config_key));
+        return Answer::Now(Err(format!("this daemon serves {}", shared.config_key)));
     }
     match req.op {
-        Op::Ping => Ok("pong".into()),
+        Op::Ping => Answer::Now(Ok("pong".into())),
         Op::Forget { account } => {
             shared
                 .cache
@@ -239,21 +228,58 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> std::result::Result<Str
                 .unwrap()
                 .retain(|(a, _), _| *a != account);
             shared.failures.lock().unwrap().remove(&account);
-            shared.reschedule.notify_one();
-            Ok("forgotten".into())
+            shared.reschedule.send_modify(|g| *g += 1);
+            Answer::Now(Ok("forgotten".into()))
         }
         Op::Token {
             account,
             resource,
             sasl,
-        } => {
-            let (token, account) = cached_token(shared, account, resource).await?;
-            Ok(match sasl {
-                None => token,
-                Some(m) => sasl::initial_response(m, &account, None, &token),
-            })
-        }
+        } => match fresh(shared, &account, resource.as_deref()) {
+            Err(e) => Answer::Now(Err(e)),
+            Ok(Some((token, acct))) => Answer::Now(Ok(hand_out(token, &acct, sasl))),
+            Ok(None) => Answer::Later(Later {
+                account,
+                resource,
+                sasl,
+            }),
+        },
     }
+}
+
+/// Answer a token request [`answer_now`] could not (on the runtime).
+async fn answer_later(shared: &Arc<Shared>, l: Later) -> std::result::Result<String, String> {
+    let (token, account) = cached_token(shared, l.account, l.resource).await?;
+    Ok(hand_out(token, &account, l.sasl))
+}
+
+fn hand_out(
+    token: String,
+    account: &mailoauth::providers::Account,
+    sasl: Option<sasl::Mechanism>,
+) -> String {
+    match sasl {
+        None => token,
+        Some(m) => sasl::initial_response(m, account, None, &token),
+    }
+}
+
+/// The account, and its token for `resource` when memory holds a fresh one.
+fn fresh(
+    shared: &Shared,
+    name: &str,
+    resource: Option<&str>,
+) -> std::result::Result<Option<(String, mailoauth::providers::Account)>, String> {
+    let client = shared.client.lock().unwrap().clone();
+    let account = client.account(name).map_err(|e| e.to_string())?;
+    let key = (
+        name.to_owned(),
+        resource.unwrap_or(MAIL_RESOURCE).to_owned(),
+    );
+    let cached = shared.cache.lock().unwrap().get(&key).cloned();
+    Ok(cached
+        .filter(|at| at.is_fresh(account.min_validity, now()))
+        .map(|at| (at.token, account)))
 }
 
 /// An account's token from memory when fresh, else from the broker (store,
@@ -265,15 +291,14 @@ async fn cached_token(
     resource: Option<String>,
 ) -> std::result::Result<(String, mailoauth::providers::Account), String> {
     let client = shared.client.lock().unwrap().clone();
+    if let Some(hit) = fresh(shared, &name, resource.as_deref())? {
+        return Ok(hit);
+    }
     let account = client.account(&name).map_err(|e| e.to_string())?;
     let key = (
         name.clone(),
         resource.clone().unwrap_or_else(|| MAIL_RESOURCE.to_owned()),
     );
-    let cached = shared.cache.lock().unwrap().get(&key).cloned();
-    if let Some(at) = cached.filter(|at| at.is_fresh(account.min_validity, now())) {
-        return Ok((at.token, account));
-    }
     let acct = account.clone();
     let (token, at) =
         tokio::task::spawn_blocking(move || -> Result<(String, Option<AccessToken>)> {
@@ -292,120 +317,6 @@ async fn cached_token(
     if let Some(at) = at.filter(|at| at.token == token) {
         shared.cache.lock().unwrap().insert(key, at);
     }
-    shared.reschedule.notify_one();
+    shared.reschedule.send_modify(|g| *g += 1);
     Ok((token, account))
-}
-
-/// Sleep until the earliest deadline of all accounts, renew what is due, repeat.
-async fn refresher(shared: Arc<Shared>, timer: timer::WallTimer) {
-    loop {
-        let client = shared.client.lock().unwrap().clone();
-        let failures = shared.failures.lock().unwrap().clone();
-        // Reading stores may block (keyring over D-Bus, passphrase commands).
-        let plan = tokio::task::spawn_blocking(move || plan(&client, &failures))
-            .await
-            .unwrap_or_default();
-        let t = now();
-        let due: Vec<_> = plan.iter().filter(|(_, at, _)| *at <= t).cloned().collect();
-        if due.is_empty() {
-            let next = plan.iter().map(|(_, at, _)| *at).min();
-            let notified = shared.reschedule.notified();
-            match next {
-                Some(at) => {
-                    log::info!("next refresh in {} s", at - t);
-                    tokio::select! {
-                        w = timer.sleep_until(at) => if let Ok(timer::Wake::ClockChanged) = w {
-                            log::info!("wall clock changed (resume or clock set): rechecking");
-                        },
-                        _ = notified => {}
-                    }
-                }
-                None => notified.await,
-            }
-            continue;
-        }
-        for (name, _, kind) in due {
-            let client = shared.client.lock().unwrap().clone();
-            let n = name.clone();
-            let result =
-                tokio::task::spawn_blocking(move || -> Result<(Option<AccessToken>, bool)> {
-                    let b = client.broker(&n)?;
-                    let lifetime_ahead = |at: Option<&AccessToken>| {
-                        at.map(|a| {
-                            schedule::ahead(b.account(), a.expires_at - a.obtained_at.max(1))
-                        })
-                        .unwrap_or(0)
-                    };
-                    let current = b
-                        .record()?
-                        .and_then(|r| r.access.get(MAIL_RESOURCE).cloned());
-                    match kind {
-                        schedule::Due::KeepAlive => b.renew(None, true)?,
-                        schedule::Due::Refresh => {
-                            b.refresh_ahead(None, lifetime_ahead(current.as_ref()))?
-                        }
-                    };
-                    let rec = b.record()?;
-                    // A server whose fresh tokens are already due again would make us spin:
-                    // treat that as a failure, so backoff applies.
-                    let spin = schedule::next(b.account(), rec.as_ref(), false, 0, 0, now())
-                        .is_some_and(|(at, _)| at <= now());
-                    Ok((rec.and_then(|r| r.access.get(MAIL_RESOURCE).cloned()), spin))
-                })
-                .await;
-            match result {
-                Ok(Ok((_, true))) => {
-                    log::warn!("`{name}`: the new token is due for refresh at once; backing off");
-                    let mut f = shared.failures.lock().unwrap();
-                    let entry = f.entry(name).or_insert((0, 0));
-                    *entry = (entry.0 + 1, now());
-                }
-                Ok(Ok((at, false))) => {
-                    shared.failures.lock().unwrap().remove(&name);
-                    if let Some(at) = at {
-                        shared
-                            .cache
-                            .lock()
-                            .unwrap()
-                            .insert((name.clone(), MAIL_RESOURCE.to_owned()), at);
-                    }
-                    log::info!("refreshed `{name}`");
-                }
-                Ok(Err(e)) => {
-                    // The broker recorded it (and ran notify_command once if a login is needed).
-                    log::warn!("refresh of `{name}` failed: {e}");
-                    let mut f = shared.failures.lock().unwrap();
-                    let entry = f.entry(name).or_insert((0, 0));
-                    *entry = (entry.0 + 1, now());
-                }
-                Err(e) => log::error!("refresh task failed: {e}"),
-            }
-        }
-    }
-}
-
-/// Deadlines of all accounts: (name, unix time, what is due).
-fn plan(
-    client: &Client,
-    failures: &HashMap<String, (u32, i64)>,
-) -> Vec<(String, i64, schedule::Due)> {
-    let mut out = Vec::new();
-    for name in client.config().accounts.keys() {
-        let Ok(b) = client.broker(name) else { continue };
-        let rec = match b.record() {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("`{name}`: {e}");
-                continue;
-            }
-        };
-        let login_required = status::load(b.account()).login_required.is_some();
-        let (n, last) = failures.get(name).copied().unwrap_or((0, 0));
-        if let Some((at, due)) =
-            schedule::next(b.account(), rec.as_ref(), login_required, n, last, now())
-        {
-            out.push((name.clone(), at, due));
-        }
-    }
-    out
 }

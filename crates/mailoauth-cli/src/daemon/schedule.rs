@@ -69,10 +69,15 @@ pub fn next(
     };
     let (mut at, kind) = due;
     if failures > 0 {
-        let backoff = (60i64 << (failures - 1).min(10)).min(MAX_BACKOFF);
-        at = at.max(last_failure + backoff);
+        at = at.max(last_failure + backoff(failures));
     }
     Some((at, kind))
+}
+
+/// Seconds to wait after `failures` failures in a row: 60 s, doubling, at most
+/// [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> i64 {
+    (60i64 << failures.saturating_sub(1).min(10)).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

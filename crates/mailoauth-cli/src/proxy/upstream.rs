@@ -21,9 +21,9 @@ use super::trace::{self, Dir};
 use mailoauth::config::{Service, TlsMode};
 use mailoauth::diagnose::Diagnosis;
 use mailoauth::mail::Failure;
-use mailoauth::mail::conn::{describe_tls, tls_config};
 use mailoauth::proto::{self, Credentials, Step};
 use mailoauth::providers::{Account, Server};
+use mailoauth::tls::{self, TlsFailure};
 
 /// An authenticated upstream connection.
 pub struct Upstream {
@@ -218,13 +218,16 @@ async fn tls(
     account: &Account,
     host: &str,
 ) -> Result<Box<dyn Stream>, Failure> {
-    let cfg = tls_config(account.ca_file.as_deref()).map_err(|e| Failure::Tls(e.to_string()))?;
-    let name =
-        ServerName::try_from(host.to_owned()).map_err(|e| Failure::Tls(format!("{host}: {e}")))?;
+    let cfg = tls::client_config(account.ca_file.as_deref()).map_err(Failure::Tls)?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        Failure::Tls(TlsFailure::Other(format!(
+            "{host} is not a name TLS can check: {e}"
+        )))
+    })?;
     let s = tokio_rustls::TlsConnector::from(Arc::clone(&cfg))
         .connect(name, io)
         .await
-        .map_err(|e| Failure::Tls(describe_tls(&e)))?;
+        .map_err(|e| Failure::Tls(tls::handshake_failure(&e)))?;
     Ok(Box::new(s))
 }
 

@@ -36,6 +36,22 @@ pub struct MailServer {
 
 impl MailServer {
     pub fn start(issuer: &str) -> MailServer {
+        MailServer::start_env(issuer, &[])
+    }
+
+    /// The same, Dovecot serving the certificate (chain) `cert` with `key`
+    /// instead of the fixture's CA-signed one (for the TLS tests).
+    pub fn serving(issuer: &str, cert: &std::path::Path, key: &std::path::Path) -> MailServer {
+        MailServer::start_env(
+            issuer,
+            &[
+                ("MAILSERVER_CERT", cert.to_str().unwrap()),
+                ("MAILSERVER_KEY", key.to_str().unwrap()),
+            ],
+        )
+    }
+
+    fn start_env(issuer: &str, env: &[(&str, &str)]) -> MailServer {
         // SAFETY: getuid cannot fail.
         assert_eq!(
             unsafe { libc::getuid() },
@@ -58,6 +74,7 @@ impl MailServer {
                 {
                     let mut c = Command::new("bash");
                     c.arg(&script).arg(dir.path()).arg(issuer);
+                    c.envs(env.iter().copied());
                     c
                 },
                 Duration::from_secs(60),

@@ -196,4 +196,16 @@ impl Transport for HttpTransport {
             .get_or_init(|| Http::new(self.timeout))
             .post(url, form)
     }
+
+    fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> std::result::Result<serde_json::Map<String, Value>, EndpointError> {
+        Transport::get(
+            self.http.get_or_init(|| Http::new(self.timeout)),
+            url,
+            bearer,
+        )
+    }
 }

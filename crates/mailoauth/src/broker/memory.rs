@@ -422,6 +422,25 @@ impl Transport for ScriptedTransport {
         };
         (self.script)(n, url, form)
     }
+
+    /// A GET is seen as a request without parameters (the bearer token is not
+    /// shown to the script).
+    fn get(
+        &self,
+        url: &str,
+        _bearer: Option<&str>,
+    ) -> std::result::Result<serde_json::Map<String, Value>, EndpointError> {
+        let n = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(SeenRequest {
+                url: url.to_owned(),
+                grant_type: None,
+                params: vec![],
+            });
+            seen.len() - 1
+        };
+        (self.script)(n, url, &Form::new())
+    }
 }
 
 /// A token endpoint answer (for scripts): access token, lifetime, optional refresh token.

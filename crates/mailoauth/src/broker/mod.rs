@@ -19,6 +19,7 @@
 //! compare-and-swap: a writer that lost its lease (expired, taken over) cannot
 //! overwrite a newer record; it re-reads instead (see [`Broker::renew`]).
 
+pub mod identity;
 pub mod local;
 pub mod memory;
 pub mod ports;
@@ -36,9 +37,20 @@ use crate::providers::{Account, MAIL_RESOURCE};
 use crate::store::{AccessToken, RECORD_VERSION, TokenRecord};
 use ports::{Clock, Event, Lease, Ports, Saved, TokenStore, Version};
 
-/// Lifetime assumed when the server gives no `expires_in`: short enough to be safe
-/// for every provider we know (Microsoft's minimum is 60 min).
+/// Lifetime assumed when the server gives no `expires_in` (and the token is no
+/// JWT with an `exp`): short enough to be safe for every provider we know
+/// (Microsoft's minimum is 60 min).
 const DEFAULT_LIFETIME: i64 = 3600;
+/// Lifetime assumed when the server's `expires_in` is zero or negative: nonsense,
+/// so neither trust it (a request on every call) nor assume an hour; ask again
+/// in a minute. A small positive value is believed as it is: serving a token
+/// longer than its server said would hand out dead tokens, and a server that
+/// issues 5 s tokens asked for the refreshes it gets (the daemon backs off when
+/// a new token is due at once).
+const NONSENSE_LIFETIME: i64 = 60;
+/// Longest lifetime believed: a server announcing more (`i64::MAX`) would leave a
+/// token unrefreshed forever; a year still keeps the weekly keep-alive in charge.
+const MAX_LIFETIME: i64 = 365 * 24 * 3600;
 /// Retries of a transient failure when no valid token can be served meanwhile.
 const RETRIES: u32 = 3;
 /// Longest single wait, even if the server's Retry-After asks for more.
@@ -136,7 +148,7 @@ impl Broker {
     /// the store and returns: no lease, no HTTP client, no network.
     pub fn token(&self, resource: Option<&str>) -> Result<String> {
         let key = resource.unwrap_or(MAIL_RESOURCE);
-        if let Some((rec, _)) = self.ports.store.load()?
+        if let Some((rec, _)) = self.load()?
             && let Some(at) = rec.access.get(key)
             && at.is_fresh(self.account.min_validity, self.ports.clock.now())
         {
@@ -175,7 +187,30 @@ impl Broker {
 
     /// The stored record, if any (for schedulers and reports).
     pub fn record(&self) -> Result<Option<TokenRecord>> {
-        Ok(self.ports.store.load()?.map(|(r, _)| r))
+        Ok(self.load()?.map(|(r, _)| r))
+    }
+
+    /// The stored record, refused when it names another user than the
+    /// account's: a second guard behind the name alphabet, should two accounts
+    /// ever share a record again (or one be copied over another's). Nothing is
+    /// changed or deleted; a login replaces it.
+    fn load(&self) -> Result<Option<(TokenRecord, Version)>> {
+        let loaded = self.ports.store.load()?;
+        if let Some((rec, _)) = &loaded
+            && let Some(user) = &rec.user
+            && !user.eq_ignore_ascii_case(&self.account.user)
+        {
+            return Err(Error::LoginRequired {
+                account: self.account.name.clone(),
+                reason: format!(
+                    "the stored tokens are for `{user}`, not for the account's user `{}` \
+                     (another account's record?); they were not used and are left as they are",
+                    self.account.user
+                ),
+                remedy: None,
+            });
+        }
+        Ok(loaded)
     }
 
     fn now(&self) -> i64 {
@@ -206,7 +241,7 @@ impl Broker {
         let scopes = self.account.scopes(resource)?.join(" ");
         let mut lease = self.lock()?;
         for _ in 0..ROUNDS {
-            let (rec, version) = split(self.ports.store.load()?);
+            let (rec, version) = split(self.load()?);
             let (current, grant) = match state(&self.account, rec.as_ref(), key, &good) {
                 State::Fresh(at) => return Ok(at.token),
                 State::Dead { reason } => {
@@ -317,7 +352,7 @@ impl Broker {
                 "the record of `{}` changed during the refresh (another writer); re-reading it",
                 self.account.name
             );
-            (rec, version) = split(self.ports.store.load()?);
+            (rec, version) = split(self.load()?);
             let chain = rec.as_ref().and_then(|r| r.refresh_token.as_deref());
             if chain != used || used.is_none() {
                 let theirs = rec
@@ -339,7 +374,14 @@ impl Broker {
 
     /// Verify and store the result of a flow.
     pub fn store_login(&self, resp: TokenResponse) -> Result<LoginOutcome> {
-        let user = signed_in_user(&resp);
+        let (user, unverified) = if self.account.has_refresh_tokens() {
+            match identity::signed_in(&self.account, self.ports.transport.as_ref(), &resp) {
+                identity::SignedIn::User(u) => (Some(u), None),
+                identity::SignedIn::Unknown(why) => (None, Some(why)),
+            }
+        } else {
+            (signed_in_user(&resp), None)
+        };
         if self.account.has_refresh_tokens()
             && let Some(u) = &user
             && !u.eq_ignore_ascii_case(&self.account.user)
@@ -371,6 +413,7 @@ impl Broker {
         self.emit(Event::LoggedIn);
         Ok(LoginOutcome {
             user,
+            unverified,
             store: self.ports.store.describe(),
             set_aside,
         })
@@ -430,6 +473,9 @@ fn split(loaded: Option<(TokenRecord, Version)>) -> (Option<TokenRecord>, Option
 pub struct LoginOutcome {
     /// The user the provider reports, when it reports one.
     pub user: Option<String>,
+    /// Why nobody could say who signed in, when nobody could (a delegated
+    /// login whose server names no user): the account's user is then unchecked.
+    pub unverified: Option<String>,
     /// Where the tokens went.
     pub store: String,
     /// Where an unreadable old record was moved, if there was one.
@@ -458,14 +504,7 @@ fn new_record(user: Option<String>, t: i64) -> TokenRecord {
 
 /// Fold a token response into the record; returns the access token.
 fn apply(rec: &mut TokenRecord, key: &str, resp: TokenResponse, t: i64) -> String {
-    let lifetime = resp
-        .expires_in
-        .or_else(|| {
-            jwt::claims(&resp.access_token)
-                .and_then(|c| c.get("exp").and_then(|e| e.as_i64()))
-                .map(|exp| exp - t)
-        })
-        .unwrap_or(DEFAULT_LIFETIME);
+    let lifetime = lifetime(&resp, t);
     if let Some(rt) = resp.refresh_token {
         rec.refresh_token = Some(rt);
         rec.refresh_token_at = t;
@@ -480,6 +519,22 @@ fn apply(rec: &mut TokenRecord, key: &str, resp: TokenResponse, t: i64) -> Strin
         },
     );
     resp.access_token
+}
+
+/// Seconds the access token of `resp` (received at `t`) is taken to be valid:
+/// `expires_in`, else the JWT's `exp`, else [`DEFAULT_LIFETIME`]; a zero or
+/// negative value is [`NONSENSE_LIFETIME`]; none is more than [`MAX_LIFETIME`].
+fn lifetime(resp: &TokenResponse, t: i64) -> i64 {
+    let said = resp.expires_in.or_else(|| {
+        jwt::claims(&resp.access_token)
+            .and_then(|c| c.get("exp").and_then(|e| e.as_i64()))
+            .map(|exp| exp.saturating_sub(t))
+    });
+    match said {
+        None => DEFAULT_LIFETIME,
+        Some(s) if s <= 0 => NONSENSE_LIFETIME,
+        Some(s) => s.min(MAX_LIFETIME),
+    }
 }
 
 /// The user a login produced: id token first (it names the person), then the

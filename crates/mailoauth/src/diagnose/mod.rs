@@ -2,23 +2,28 @@
 //! about it, and what an access token's claims say before connecting.
 //!
 //! Owns: the catalogs (data, not scattered `if`s) — [`token`] for token-endpoint
-//! errors, [`wire`] for mail servers' replies — with the account's own values
+//! errors, [`wire`] for mail servers' replies, [`tls`] for TLS failures — with the account's own values
 //! filled in; the app-only checklist; the token pre-flight. Must not: do I/O,
 //! verify signatures (claims are read only to explain), or word a fix for one
 //! front end: fixes are [`Remedy`] values.
 
+mod scope;
+mod tls;
 mod token;
 mod wire;
 
 use serde_json::{Map, Value};
 
+use crate::config::ProviderKind;
 use crate::jwt;
 use crate::providers::Account;
 pub use crate::remedy::Diagnosis;
 use crate::remedy::Remedy;
 use crate::service::Service;
+pub use scope::{MissingScope, Preflight, Why, granted, missing_scopes, preflight_services};
+pub use tls::tls_failure;
 pub use token::{endpoint_error, token_error};
-pub use wire::wire_reply;
+pub use wire::{temporary, wire_reply};
 
 /// One step of a catalog entry's fix; the account's values are filled in when
 /// it becomes a [`Remedy`].
@@ -37,6 +42,64 @@ enum Fix {
     AddService(Service),
     /// A bug of ours.
     ReportBug,
+    /// Nothing to fix: try again later.
+    RetryLater,
+}
+
+/// Whose servers a catalog entry explains.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    /// Any server.
+    Any,
+    /// Exchange Online (Microsoft 365, Outlook.com).
+    Exchange,
+    /// Gmail.
+    Gmail,
+}
+
+/// Whose servers `account` talks to for `service` (`None`: any of its servers):
+/// its provider's, or for other providers the server's host name tells —
+/// Exchange Online or Gmail reached through `provider = "custom"` get their advice too.
+fn family(account: &Account, service: Option<Service>) -> Family {
+    match account.provider {
+        ProviderKind::Microsoft => return Family::Exchange,
+        ProviderKind::Google => return Family::Gmail,
+        _ => {}
+    }
+    let hosts = [
+        (Service::Imap, &account.imap),
+        (Service::Pop, &account.pop),
+        (Service::Smtp, &account.smtp),
+    ];
+    let by_host = |h: &str| {
+        let h = h.to_ascii_lowercase();
+        let ends = |s: &[&str]| s.iter().any(|x| h == x[1..] || h.ends_with(x));
+        if ends(&[
+            ".office365.com",
+            ".office365.us",
+            ".outlook.com",
+            ".outlook.cn",
+        ]) {
+            Family::Exchange
+        } else if ends(&[".gmail.com", ".googlemail.com", ".google.com"]) {
+            Family::Gmail
+        } else {
+            Family::Any
+        }
+    };
+    hosts
+        .iter()
+        .filter(|(s, _)| service.is_none_or(|want| want == *s))
+        .filter_map(|(_, srv)| srv.as_ref())
+        .map(|srv| by_host(&srv.host))
+        .find(|f| *f != Family::Any)
+        .unwrap_or(Family::Any)
+}
+
+/// True when the account's servers are Exchange Online's: then Entra and
+/// Exchange advice (the app-only checklist above all) applies.
+pub fn is_exchange(account: &Account) -> bool {
+    family(account, None) == Family::Exchange
 }
 
 fn fill(account: &Account, s: &str) -> String {
@@ -61,6 +124,7 @@ fn remedy(account: &Account, fix: &[Fix]) -> Remedy {
                 service: *service,
             },
             Fix::ReportBug => Remedy::ReportBug { account: a() },
+            Fix::RetryLater => Remedy::RetryLater,
         })
         .collect();
     if steps.len() == 1 {
@@ -97,6 +161,16 @@ pub fn app_only_checklist(account: &Account) -> Remedy {
 /// Best-effort checks of a token's claims against the account, before connecting:
 /// audience, missing scopes (named), another user, expiry. Empty for opaque tokens.
 pub fn preflight(account: &Account, resource: Option<&str>, c: &Map<String, Value>) -> Vec<String> {
+    claim_warnings(account, resource, c, &[])
+}
+
+/// [`preflight`], leaving out the scopes in `named` (already reported).
+fn claim_warnings(
+    account: &Account,
+    resource: Option<&str>,
+    c: &Map<String, Value>,
+    named: &[&str],
+) -> Vec<String> {
     let mut warnings = Vec::new();
     let scopes = account
         .scopes(resource)
@@ -147,7 +221,8 @@ pub fn preflight(account: &Account, resource: Option<&str>, c: &Map<String, Valu
             if matches!(
                 name,
                 "openid" | "profile" | "email" | "offline_access" | ".default" | ""
-            ) {
+            ) || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            {
                 continue;
             }
             if !granted.iter().any(|g| g.rsplit('/').next() == Some(name)) {
@@ -194,12 +269,80 @@ mod tests {
     }
 
     fn account() -> Account {
+        named("provider = \"microsoft\"\nuser = \"a@c.com\"\nclient_id = \"cid-1\"\n")
+    }
+
+    fn named(body: &str) -> Account {
         let c = Config::parse(
-            "[accounts.work]\nprovider = \"microsoft\"\nuser = \"a@c.com\"\nclient_id = \"cid-1\"\n",
+            &format!("[accounts.work]\n{body}"),
             std::path::Path::new("/c"),
         )
         .unwrap();
         crate::providers::resolve(&c, "work").unwrap()
+    }
+
+    #[test]
+    fn one_providers_advice_is_not_given_to_another_providers_account() {
+        let custom = named(
+            "provider = \"custom\"\nuser = \"a@c.com\"\nclient_id = \"c\"\ntoken_url = \"https://idp/t\"\n\
+             authorize_url = \"https://idp/a\"\nscopes = [\"mail\"]\n\
+             imap = { host = \"mail.c.com\" }\nsmtp = { host = \"mail.c.com\" }\npop = { host = \"mail.c.com\" }\n",
+        );
+        // Dovecot's refusals: no Gmail or Exchange words for a server that is neither.
+        for (p, reply) in [
+            ("smtp", "535 5.7.8 Authentication failed."),
+            ("pop", "-ERR [AUTH] Authentication failed."),
+            (
+                "imap",
+                "a1 NO [AUTHENTICATIONFAILED] Authentication failed.",
+            ),
+        ] {
+            let d = wire_reply(&custom, p, reply, None).unwrap();
+            let all = format!("{} {}", d.cause, words(&d.remedy));
+            assert!(
+                !all.contains("Gmail") && !all.contains("Exchange"),
+                "{p}: {all}"
+            );
+        }
+        assert!(wire_reply(&custom, "imap", "a1 NO AUTHENTICATE failed.", None).is_none());
+        assert!(!is_exchange(&custom));
+        // The same provider reached as `custom` by its host name keeps its advice.
+        let exo = named(
+            "provider = \"custom\"\nuser = \"a@c.com\"\nclient_id = \"c\"\ntoken_url = \"https://idp/t\"\n\
+             authorize_url = \"https://idp/a\"\nscopes = [\"mail\"]\nimap = { host = \"outlook.office365.com\" }\n",
+        );
+        assert!(is_exchange(&exo));
+        assert!(wire_reply(&exo, "imap", "a1 NO AUTHENTICATE failed.", None).is_some());
+    }
+
+    #[test]
+    fn temporary_failures_say_retry_and_keep_only_their_providers_advice() {
+        let custom = named(
+            "provider = \"custom\"\nuser = \"a@c.com\"\nclient_id = \"c\"\ntoken_url = \"https://idp/t\"\n\
+             authorize_url = \"https://idp/a\"\nscopes = [\"mail\"]\n",
+        );
+        let d = temporary(
+            &custom,
+            "imap",
+            "a1 NO [UNAVAILABLE] Temporary authentication failure.",
+            "AUTHENTICATE",
+        );
+        assert!(
+            d.cause.contains("authentication backend is unavailable"),
+            "{d:?}"
+        );
+        assert_eq!(d.remedy, Remedy::RetryLater);
+        let throttled = "a1 BAD Request is throttled. Suggested Backoff Time: 3000 milliseconds";
+        assert!(
+            temporary(&account(), "imap", throttled, "AUTHENTICATE")
+                .cause
+                .contains("Exchange Online is throttling")
+        );
+        assert!(
+            !temporary(&custom, "imap", throttled, "AUTHENTICATE")
+                .cause
+                .contains("Exchange")
+        );
     }
 
     #[test]
@@ -273,7 +416,8 @@ mod tests {
                 account: "work".into()
             }
         );
-        let d = wire_reply(&a, "imap", "a1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)", Some("{\"status\":\"400\",\"schemes\":\"Bearer\",\"scope\":\"https://mail.google.com/\"}")).unwrap();
+        let gmail = named("provider = \"google\"\nuser = \"a@gmail.com\"\nclient_id = \"g\"\n");
+        let d = wire_reply(&gmail, "imap", "a1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)", Some("{\"status\":\"400\",\"schemes\":\"Bearer\",\"scope\":\"https://mail.google.com/\"}")).unwrap();
         assert!(words(&d.remedy).contains("https://mail.google.com/"));
         let d = wire_reply(&a, "smtp", "535 5.7.3 Authentication unsuccessful", None).unwrap();
         assert!(d.remedy.clone().into_list().contains(&Remedy::AddService {

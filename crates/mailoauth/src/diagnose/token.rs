@@ -377,7 +377,7 @@ pub fn endpoint_error(
                 diagnosis => Error::OAuth {
                     endpoint,
                     summary,
-                    diagnosis,
+                    diagnosis: diagnosis.map(Box::new),
                 },
             }
         }

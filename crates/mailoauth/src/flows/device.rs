@@ -83,7 +83,12 @@ pub fn start(
     let auth = oauth::post(transport, url, &form).map_err(|e| {
         crate::diagnose::endpoint_error(e, account, "device authorization endpoint", url)
     })?;
-    let s = |k: &str| auth.get(k).and_then(Value::as_str).map(str::to_owned);
+    // Shown on the user's terminal: no control characters from the server.
+    let s = |k: &str| {
+        auth.get(k)
+            .and_then(Value::as_str)
+            .map(|v| crate::text::printable(v).into_owned())
+    };
     let n = |k: &str| {
         auth.get(k)
             .and_then(|x| x.as_u64().or_else(|| x.as_str()?.parse().ok()))

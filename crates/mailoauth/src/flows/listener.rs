@@ -3,15 +3,18 @@
 //! Owns: binding loopback only (IPv4, plus IPv6 `::1` on the same port for
 //! `localhost`), HTTP or HTTPS (self-signed certificate made on the spot),
 //! answering each request with a small page, and delivering exactly one valid
-//! callback (right path, right `state`). Must not: accept anything else as a
-//! result — wrong path, wrong state, garbage — or keep listening after a result.
+//! callback (right path, right `state`). Connections are served side by side
+//! (a thread each, [`MAX_CONNECTIONS`] at once), each with [`DEADLINE`] for the
+//! whole exchange, so a client that trickles bytes cannot hold the browser's
+//! callback back. Must not: accept anything else as a result — wrong path, wrong
+//! state, garbage — or keep listening after a result.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -75,16 +78,45 @@ impl Listener {
     /// Serve until one valid callback for `path` + `state` arrives (sent on `tx`) or
     /// `done` is set. Runs on its own thread; returns when finished, closing the sockets.
     pub fn serve(self, path: String, state: String, tx: Sender<Callback>, done: Arc<AtomicBool>) {
+        let expected = Arc::new((path, state));
+        let (results, arrived) = mpsc::channel();
+        let busy = Arc::new(AtomicUsize::new(0));
         while !done.load(Ordering::SeqCst) {
+            if let Ok(cb) = arrived.try_recv() {
+                done.store(true, Ordering::SeqCst);
+                let _ = tx.send(cb);
+                return;
+            }
             let mut idle = true;
             for s in &self.sockets {
+                // At the cap, new connections wait in the kernel's queue until a
+                // slot frees (within DEADLINE), rather than being turned away.
+                if busy.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    break;
+                }
                 match s.accept() {
                     Ok((stream, _)) => {
                         idle = false;
-                        if let Some(cb) = self.handle(stream, &path, &state) {
-                            done.store(true, Ordering::SeqCst);
-                            let _ = tx.send(cb);
-                            return;
+                        busy.fetch_add(1, Ordering::SeqCst);
+                        let (tls, expected, results, slot) = (
+                            self.tls.clone(),
+                            expected.clone(),
+                            results.clone(),
+                            busy.clone(),
+                        );
+                        let spawned =
+                            std::thread::Builder::new()
+                                .name("redirect".into())
+                                .spawn(move || {
+                                    if let Some(cb) = handle(stream, tls, &expected.0, &expected.1)
+                                    {
+                                        let _ = results.send(cb);
+                                    }
+                                    slot.fetch_sub(1, Ordering::SeqCst);
+                                });
+                        if let Err(e) = spawned {
+                            busy.fetch_sub(1, Ordering::SeqCst);
+                            log::warn!("redirect listener: cannot start a thread: {e}");
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -96,18 +128,74 @@ impl Listener {
             }
         }
     }
+}
 
-    fn handle(&self, stream: TcpStream, path: &str, state: &str) -> Option<Callback> {
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        match &self.tls {
-            None => serve_one(stream, path, state),
-            Some(cfg) => {
-                let conn = rustls::ServerConnection::new(cfg.clone()).ok()?;
-                serve_one(rustls::StreamOwned::new(conn, stream), path, state)
-            }
+/// Connections served at once. A browser opens a few (the callback, a
+/// favicon, a speculative one); more than this is a scanner or an attack.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long one connection may take from accept to the end of our answer,
+/// however it spreads its bytes: a local browser needs milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+fn handle(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    path: &str,
+    state: &str,
+) -> Option<Callback> {
+    let _ = stream.set_nonblocking(false);
+    let stream = Deadline {
+        stream,
+        until: Instant::now() + DEADLINE,
+    };
+    match tls {
+        None => serve_one(stream, path, state),
+        Some(cfg) => {
+            let conn = rustls::ServerConnection::new(cfg).ok()?;
+            serve_one(rustls::StreamOwned::new(conn, stream), path, state)
         }
+    }
+}
+
+/// A socket whose every read and write fails once `until` has passed: the
+/// per-read timeouts are set to what is left, so trickling a byte at a time
+/// does not extend it.
+struct Deadline {
+    stream: TcpStream,
+    until: Instant,
+}
+
+impl Deadline {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the redirect connection took too long",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -226,7 +314,10 @@ pub fn parse_callback(
             let d = q("error_description")
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default();
-            Ok(Callback::Denied(format!("{e}{d}")))
+            // The browser relays the server's words; they end up on the terminal.
+            Ok(Callback::Denied(
+                crate::text::printable(&format!("{e}{d}")).into_owned(),
+            ))
         }
         None => Err(Rejected::NoCode),
     }
@@ -270,6 +361,49 @@ fn self_signed_config() -> Result<Arc<rustls::ServerConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trickling_connection_is_closed_at_the_deadline() {
+        let l = Listener::bind("127.0.0.1", 0, false).unwrap();
+        let port = l.port;
+        let (tx, _rx) = mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        let d2 = done.clone();
+        let server = std::thread::spawn(move || l.serve("/cb".into(), "s".into(), tx, d2));
+        let mut loris = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let start = Instant::now();
+        // A byte a second never trips a per-read timeout; only a deadline ends it.
+        let mut closed = None;
+        for b in b"GET /cb?state=s&code=slow HTTP/1.1\r\nHost: x\r\n".iter() {
+            if loris.write_all(&[*b]).is_err() {
+                closed = Some(start.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            loris.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 512];
+            match loris.read(&mut buf) {
+                Ok(_) => {
+                    closed = Some(start.elapsed());
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    closed = Some(start.elapsed());
+                    break;
+                }
+            }
+            loris.set_nonblocking(false).unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+        server.join().unwrap();
+        let closed = closed.expect("the slow connection was never closed");
+        assert!(
+            closed >= DEADLINE - Duration::from_secs(1)
+                && closed <= DEADLINE + Duration::from_secs(3),
+            "closed after {closed:?}"
+        );
+    }
 
     #[test]
     fn callback_validation() {

@@ -242,13 +242,19 @@ impl Write for Mem<'_> {
     }
 }
 
-/// A server's SASL challenge as shown (decoded when it is base64 of text),
-/// and the OAUTHBEARER authorization identity read back as the user.
+/// A server's SASL challenge as shown (decoded when it is base64 of text,
+/// control characters made harmless), and the OAUTHBEARER authorization identity read back as the user.
 pub fn sasl(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::proto::decode_challenge(&text);
     let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-    assert_eq!(crate::proto::decode_challenge(&b64), text);
+    let shown = crate::proto::decode_challenge(&b64);
+    assert_eq!(shown, crate::text::printable(&text));
+    assert_eq!(
+        crate::text::printable(&shown),
+        shown,
+        "what is shown is printable"
+    );
     let user = text.split('\x01').next().unwrap_or_default();
     let ir = crate::sasl::oauthbearer(user, Some("imap.example.com"), Some(993), "T");
     let raw = base64::engine::general_purpose::STANDARD

@@ -1,7 +1,7 @@
 //! A line-oriented mail connection: TCP, implicit TLS or a STARTTLS upgrade.
 //!
-//! Owns: connecting with timeouts, TLS with rustls (the platform's roots plus the
-//! account's `ca_file`), CRLF line I/O as bytes with a length cap, and copying
+//! Owns: connecting with timeouts, the TLS handshake (whom to trust is
+//! [`crate::tls`]'s), CRLF line I/O as bytes with a length cap, and copying
 //! literals to a writer. Must not: know any protocol's commands, decode what it
 //! reads (message bodies are bytes, not text), hold a literal in memory, or
 //! upgrade to TLS with unread bytes buffered (a server — or a man in the middle
@@ -14,11 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use crate::config::TlsMode;
 use crate::providers::Server;
+use crate::tls::{self, TlsFailure};
 
 /// Longest line we accept from a server (IMAP literals aside); the login
 /// machines apply their own, smaller, limit on top.
@@ -30,7 +30,7 @@ pub enum ConnError {
     /// TCP could not connect or timed out.
     Unreachable(String),
     /// TLS handshake or certificate problem.
-    Tls(String),
+    Tls(TlsFailure),
     /// The server said something that is not the protocol, or closed.
     Protocol(String),
 }
@@ -83,27 +83,6 @@ pub struct Conn {
     pub encrypted: bool,
 }
 
-/// TLS client settings: platform roots plus the PEM certificates in `ca_file`.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ConnError> {
-    let extra: Vec<CertificateDer<'static>> = match ca_file {
-        Some(p) => CertificateDer::pem_file_iter(p)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| ConnError::Tls(format!("cannot read ca_file {}: {e}", p.display())))?,
-        None => vec![],
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(|e| ConnError::Tls(format!("cannot load the system's trusted roots: {e}")))?;
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConnError::Tls(e.to_string()))?
-        .dangerous() // not dangerous: the platform verifier checks chains and names
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
 impl Conn {
     /// Connect to `server`; implicit TLS starts encrypted, the others in plain text.
     pub fn connect(
@@ -138,7 +117,7 @@ impl Conn {
         tcp.set_read_timeout(Some(timeout)).ok();
         tcp.set_write_timeout(Some(timeout)).ok();
         let _ = tcp.set_nodelay(true);
-        let tls = tls_config(ca_file)?;
+        let tls = tls::client_config(ca_file).map_err(ConnError::Tls)?;
         let mut conn = Conn {
             io: BufReader::new(Stream::Plain(tcp)),
             host: server.host.clone(),
@@ -162,17 +141,20 @@ impl Conn {
         let Stream::Plain(tcp) = io.into_inner() else {
             return Err(ConnError::Protocol("already encrypted".into()));
         };
-        let name = ServerName::try_from(host.clone())
-            .map_err(|e| ConnError::Tls(format!("{host}: {e}")))?;
+        let name = ServerName::try_from(host.clone()).map_err(|e| {
+            ConnError::Tls(TlsFailure::Other(format!(
+                "{host} is not a name TLS can check: {e}"
+            )))
+        })?;
         let conn = rustls::ClientConnection::new(tls.clone(), name)
-            .map_err(|e| ConnError::Tls(e.to_string()))?;
+            .map_err(|e| ConnError::Tls(TlsFailure::Other(e.to_string())))?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         // Handshake now, so certificate problems are reported as such.
         while stream.conn.is_handshaking() {
             stream
                 .conn
                 .complete_io(&mut stream.sock)
-                .map_err(|e| ConnError::Tls(describe_tls(&e)))?;
+                .map_err(|e| ConnError::Tls(tls::handshake_failure(&e)))?;
         }
         Ok(Conn {
             io: BufReader::new(Stream::Tls(Box::new(stream))),
@@ -291,19 +273,29 @@ pub enum CopyError {
     Write(std::io::Error),
 }
 
-/// A TLS error with what to do about the usual ones (private CA, wrong host
-/// name); the proxy's upstream side uses it too.
-pub fn describe_tls(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    if s.contains("UnknownIssuer") {
-        format!(
-            "{s}: the server's certificate is not signed by a trusted CA (set `ca_file` for a private CA)"
-        )
-    } else if s.contains("NotValidForName") {
-        format!(
-            "{s}: the certificate does not name this host (connect with the name on the certificate)"
-        )
-    } else {
-        s
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implicit_tls_to_a_plain_text_port_is_named_as_such() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // A plain IMAP server greets first, whatever the client sends.
+            s.write_all(b"* OK IMAP4rev1 ready\r\n").unwrap();
+            let _ = s.read(&mut [0u8; 512]);
+        });
+        let server = Server {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::Implicit,
+        };
+        let Err(e) = Conn::connect(&server, None, Duration::from_secs(5)) else {
+            panic!("a plain-text greeting is no TLS handshake");
+        };
+        assert!(matches!(e, ConnError::Tls(TlsFailure::NotTls(_))), "{e:?}");
+        peer.join().unwrap();
     }
 }

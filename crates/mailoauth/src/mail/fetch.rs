@@ -24,6 +24,7 @@ use super::imap;
 use super::maildir::{self, Delivery, StateFile, io_failure};
 use crate::proto::{MAX_REPLY_LINES, misbehaving};
 use crate::providers::{Account, Server};
+use crate::service::Service;
 
 /// UIDs per `UID FETCH` command.
 const BATCH: usize = 250;
@@ -95,11 +96,7 @@ pub fn fetch(
     let mut s = imap::login(account, server, token, timeout)?;
     let (lines, st) = s.command(&format!("SELECT {quoted}"))?;
     if !imap::status_ok(&st) {
-        return Err(Failure::Refused {
-            reply: st,
-            challenge: None,
-            step: "SELECT",
-        });
+        return Err(crate::proto::refused(Service::Imap, st, None, "SELECT"));
     }
     let uidvalidity = lines
         .iter()

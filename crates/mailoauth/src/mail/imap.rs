@@ -76,7 +76,12 @@ pub fn check(
     let mut s = login(account, server, token, timeout)?;
     let (lines, st) = s.command("SELECT INBOX")?;
     if !status_ok(&st) {
-        return Err(crate::proto::refused(st, None, "SELECT INBOX"));
+        return Err(crate::proto::refused(
+            Service::Imap,
+            st,
+            None,
+            "SELECT INBOX",
+        ));
     }
     let exists = lines
         .iter()

@@ -119,14 +119,23 @@ pub fn login(
     }
 }
 
-/// The catalog's cause and fix for a refusal by `service`'s server (`None` for
-/// other failures, or replies the catalog does not know).
+/// The catalog's cause and fix for a refusal, a temporary failure or a TLS
+/// failure at `service`'s server (`None` for other failures, or replies the
+/// catalog does not know).
 pub fn diagnose(account: &Account, service: Service, f: &Failure) -> Option<Diagnosis> {
-    let Failure::Refused {
-        reply, challenge, ..
-    } = f
-    else {
-        return None;
-    };
-    diagnose::wire_reply(account, service.name(), reply, challenge.as_deref())
+    match f {
+        Failure::Refused {
+            reply, challenge, ..
+        } => diagnose::wire_reply(account, service.name(), reply, challenge.as_deref()),
+        Failure::Tls(t) => Some(diagnose::tls_failure(
+            account,
+            service,
+            server_for(account, service)?,
+            t,
+        )),
+        Failure::Temporary { reply, step } => {
+            Some(diagnose::temporary(account, service.name(), reply, step))
+        }
+        _ => None,
+    }
 }

@@ -31,7 +31,7 @@ impl Session {
         self.conn.write_line(cmd)?;
         let r = self.conn.read_text()?;
         if !is_ok(&r) {
-            return Err(crate::proto::refused(r, None, step));
+            return Err(crate::proto::refused(Service::Pop, r, None, step));
         }
         Ok(r)
     }

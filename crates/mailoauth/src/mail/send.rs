@@ -12,6 +12,7 @@ use super::smtp::{self, reply};
 use super::{Failure, Success};
 use crate::error::Error;
 use crate::providers::{Account, Server};
+use crate::service::Service;
 
 /// A message ready to submit.
 #[derive(Debug)]
@@ -163,11 +164,12 @@ pub fn submit(
         conn.write_line(&cmd)?;
         let (code, r) = reply(conn)?;
         if code != want {
-            return Err(Failure::Refused {
-                reply: r.join(" / "),
-                challenge: None,
-                step: name,
-            });
+            return Err(crate::proto::refused(
+                Service::Smtp,
+                r.join(" / "),
+                None,
+                name,
+            ));
         }
         Ok(())
     };
@@ -195,11 +197,12 @@ pub fn submit(
     conn.write_all(&body)?;
     let (code, r) = reply(&mut conn)?;
     if code != 250 {
-        return Err(Failure::Refused {
-            reply: r.join(" / "),
-            challenge: None,
-            step: "DATA",
-        });
+        return Err(crate::proto::refused(
+            Service::Smtp,
+            r.join(" / "),
+            None,
+            "DATA",
+        ));
     }
     let _ = conn.write_line("QUIT");
     Ok(Success {

@@ -47,7 +47,12 @@ pub fn check(
     conn.write_line(&format!("MAIL FROM:<{}>", account.user))?;
     let (code, r) = reply(&mut conn)?;
     if code != 250 {
-        return Err(crate::proto::refused(r.join(" / "), None, "MAIL FROM"));
+        return Err(crate::proto::refused(
+            Service::Smtp,
+            r.join(" / "),
+            None,
+            "MAIL FROM",
+        ));
     }
     conn.write_line("RSET")?;
     let _ = reply(&mut conn);

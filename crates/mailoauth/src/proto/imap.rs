@@ -36,7 +36,7 @@ pub(super) enum State {
 impl Login {
     pub(super) fn new(starttls: bool, creds: Credentials) -> Login {
         Login {
-            core: Core::new(creds),
+            core: Core::new(crate::service::Service::Imap, creds),
             state: State::Greeting { starttls },
         }
     }
@@ -89,7 +89,12 @@ impl State {
                         caps,
                     }
                 } else if tagged(line, TAG_AUTH).is_some() {
-                    c.fail(refused(line.to_owned(), None, "AUTHENTICATE"));
+                    c.fail(refused(
+                        crate::service::Service::Imap,
+                        line.to_owned(),
+                        None,
+                        "AUTHENTICATE",
+                    ));
                     State::Over
                 } else {
                     State::Continuation { caps }

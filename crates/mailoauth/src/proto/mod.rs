@@ -37,12 +37,34 @@ use crate::sasl::{self, Mechanism};
 
 pub use failure::Failure;
 
-/// A refusal of `step` with the server's `reply`.
-pub(crate) fn refused(reply: String, challenge: Option<String>, step: &'static str) -> Failure {
+/// A refusal of `step` with `service`'s `reply`, or a [`Failure::Temporary`]
+/// when the reply says the server cannot answer now.
+pub(crate) fn refused(
+    service: Service,
+    reply: String,
+    challenge: Option<String>,
+    step: &'static str,
+) -> Failure {
+    if is_temporary(service, &reply) {
+        return Failure::Temporary { reply, step };
+    }
     Failure::Refused {
         reply,
         challenge,
         step,
+    }
+}
+
+/// Whether `reply` says "not now" rather than "no": the IMAP response code
+/// `UNAVAILABLE` (RFC 5530) and Exchange's throttling reply, the POP3 code
+/// `SYS/TEMP` (RFC 3206), any SMTP 4yz reply (RFC 5321 §4.2.1; 454 is RFC
+/// 4954's "temporary authentication failure").
+pub fn is_temporary(service: Service, reply: &str) -> bool {
+    let upper = reply.to_ascii_uppercase();
+    match service {
+        Service::Imap => upper.contains("[UNAVAILABLE]") || upper.contains("REQUEST IS THROTTLED"),
+        Service::Pop => upper.contains("[SYS/TEMP]"),
+        Service::Smtp => reply.starts_with('4'),
     }
 }
 
@@ -179,16 +201,19 @@ pub(crate) struct Core {
     mech: Option<Mechanism>,
     /// The decoded error challenge, once the server sent one.
     challenge: Option<String>,
+    /// Whose replies these are (a temporary failure looks different in each).
+    service: Service,
 }
 
 impl Core {
-    fn new(creds: Credentials) -> Core {
+    fn new(service: Service, creds: Credentials) -> Core {
         Core {
             out: VecDeque::new(),
             end: None,
             creds,
             mech: None,
             challenge: None,
+            service,
         }
     }
 
@@ -264,7 +289,7 @@ impl Core {
 
     fn refuse(&mut self, reply: String, step: &'static str) {
         let c = self.challenge.take();
-        self.fail(refused(reply, c, step));
+        self.fail(refused(self.service, reply, c, step));
     }
 }
 
@@ -296,13 +321,15 @@ pub fn challenge_answer(mech: Mechanism) -> &'static str {
     }
 }
 
-/// Decode a base64 challenge for display (it is JSON from the server, no secret).
+/// Decode a base64 challenge for display (it is JSON from the server, no
+/// secret), without the control characters a hostile server could put in it.
 pub fn decode_challenge(b64: &str) -> String {
-    base64::engine::general_purpose::STANDARD
+    let text = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_else(|| b64.trim().to_owned())
+        .unwrap_or_else(|| b64.trim().to_owned());
+    crate::text::printable(&text).into_owned()
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub(super) enum State {
 impl Login {
     pub(super) fn new(starttls: bool, creds: Credentials) -> Login {
         Login {
-            core: Core::new(creds),
+            core: Core::new(crate::service::Service::Pop, creds),
             state: State::Greeting { starttls },
         }
     }
@@ -81,7 +81,12 @@ impl State {
                     c.send_secret(&ir);
                     State::Authenticating { caps }
                 } else {
-                    c.fail(refused(line.to_owned(), None, "AUTH"));
+                    c.fail(refused(
+                        crate::service::Service::Pop,
+                        line.to_owned(),
+                        None,
+                        "AUTH",
+                    ));
                     State::Over
                 }
             }

@@ -45,7 +45,7 @@ enum Stage {
 impl Login {
     pub(super) fn new(starttls: bool, creds: Credentials) -> Login {
         Login {
-            core: Core::new(creds),
+            core: Core::new(crate::service::Service::Smtp, creds),
             state: State {
                 stage: Stage::Greeting { starttls },
                 reply: Reply::default(),
@@ -106,7 +106,12 @@ impl Stage {
                 Stage::Authenticating { caps }
             }
             Stage::Prompt { .. } => {
-                c.fail(refused(joined(), None, "AUTH"));
+                c.fail(refused(
+                    crate::service::Service::Smtp,
+                    joined(),
+                    None,
+                    "AUTH",
+                ));
                 Stage::Over
             }
             Stage::Authenticating { caps } if code == 334 => {

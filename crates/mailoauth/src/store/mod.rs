@@ -164,7 +164,10 @@ impl Store {
     /// timeout and the file is the fallback.
     pub fn open(account: &Account) -> Result<Store> {
         let requested = account.store;
-        let file = file::FileStore::new(token_file(account, "json"));
+        let path = token_file(account, "json");
+        // Reads too: a token from a directory others can write may be theirs.
+        paths::check_state_dir(path.parent().expect("tokens/ is the parent"))?;
+        let file = file::FileStore::new(path);
         let (used, backend): (StoreKind, Box<dyn Backend>) = match requested {
             StoreKind::File => (StoreKind::File, Box::new(file)),
             StoreKind::Keyring => (

@@ -1,0 +1,448 @@
+//! The HTTP API: routes, API-key checks, JSON errors with the diagnosis.
+//!
+//! Owns: mapping requests to the token service and the database, the scope
+//! and mailbox checks of every route, body limits, and the error shape
+//! (`{error, message, fix}` with 401/403/404/424/503). Must not: hold tokens
+//! itself or put a token or key into a log line or an error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use mailoauth::{Error, sasl};
+
+use crate::db::{AuditEntry, Db, Mailbox};
+use crate::keys::{Caller, KeyTable};
+use crate::tokens::Tokens;
+
+/// Requests carry small JSON bodies; anything larger is refused unread.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Everything a request handler reaches.
+pub struct App {
+    /// The settings.
+    pub settings: Arc<crate::settings::Settings>,
+    /// The database.
+    pub db: Db,
+    /// The token service.
+    pub tokens: Tokens,
+    /// The API keys.
+    pub keys: KeyTable,
+    /// Audit entries on their way to the database (written in batches).
+    pub audit: mpsc::Sender<AuditEntry>,
+}
+
+/// The service's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/mailboxes", get(list_mailboxes).post(add_mailbox))
+        .route(
+            "/v1/mailboxes/{id}",
+            get(get_mailbox).delete(delete_mailbox),
+        )
+        .route("/v1/mailboxes/{id}/token", get(token))
+        .route("/v1/audit", get(audit))
+        .route("/v1/connect-links", axum::routing::post(connect_link))
+        .route(
+            "/connect/{secret}",
+            get(crate::connect::show).post(crate::connect::start),
+        )
+        .route("/oauth/callback", get(crate::connect::callback))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// An API error: status, stable code, message, and what to do.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fix: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> ApiError {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let message = e.to_string();
+        match &e {
+            Error::LoginRequired { .. } => {
+                ApiError::new(StatusCode::FAILED_DEPENDENCY, "login_required", message)
+                    .fix("the mailbox's owner must connect it again (a re-consent link)")
+            }
+            Error::Unreachable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+                    .fix("retry after the time in Retry-After")
+            }
+            Error::Usage(_) | Error::Config { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            Error::OAuth { .. } | Error::UserMismatch { .. } => {
+                ApiError::new(StatusCode::FAILED_DEPENDENCY, "provider_refused", message)
+            }
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.code, "message": self.message, "fix": self.fix}));
+        let mut r = (self.status, body).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A body that could not be read as the route's JSON: 413 when it was over
+/// [`MAX_BODY`] (axum reports that as a buffering failure), else its status.
+fn body_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    let text = e.body_text();
+    if text.contains("length limit") {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is over {MAX_BODY} bytes"),
+        );
+    }
+    ApiError::new(e.status(), "bad_request", text)
+}
+
+/// The key of the request, checked for `scope`.
+async fn caller(app: &App, headers: &HeaderMap, scope: &str) -> ApiResult<Caller> {
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no API key").fix(
+                "send `Authorization: Bearer <key>` (make one with `mailoauth-serve keys create`)",
+            )
+        })?;
+    let who = app.keys.check(secret).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or revoked API key",
+        )
+    })?;
+    if !who.has(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this API key lacks the `{scope}` scope"),
+        )
+        .fix(format!("create a key with `--scope {scope}`")));
+    }
+    Ok(who)
+}
+
+/// The mailbox `id`, if the caller may see it (else 404: a key limited to other
+/// mailboxes learns nothing about this one).
+async fn mailbox(app: &App, who: &Caller, id: &str) -> ApiResult<Mailbox> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no mailbox `{id}`"),
+        )
+    };
+    if id.len() > 64 || !who.may_use(id) {
+        return Err(not_found());
+    }
+    app.db.mailbox(id).await?.ok_or_else(not_found)
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
+    app.db.ping().await?;
+    Ok("ok\n")
+}
+
+async fn list_mailboxes(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = caller(&app, &headers, "accounts:read").await?;
+    let all: Vec<Mailbox> = app
+        .db
+        .mailboxes()
+        .await?
+        .into_iter()
+        .filter(|m| who.may_use(&m.id))
+        .collect();
+    Ok(Json(json!({ "mailboxes": all })))
+}
+
+async fn get_mailbox(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Mailbox>> {
+    let who = caller(&app, &headers, "accounts:read").await?;
+    Ok(Json(mailbox(&app, &who, &id).await?))
+}
+
+/// `POST /v1/mailboxes`: an app-only mailbox (client credentials).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMailbox {
+    connector: String,
+    email: String,
+    reference: Option<String>,
+}
+
+async fn add_mailbox(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<NewMailbox>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Mailbox>)> {
+    let who = caller(&app, &headers, "accounts:write").await?;
+    if !who.may_use("") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a key limited to some mailboxes cannot add mailboxes",
+        ));
+    }
+    let Json(n) = body.map_err(body_error)?;
+    mailoauth::mail::wire::address("email", &n.email)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    if n.reference.as_ref().is_some_and(|r| r.len() > 256) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`reference` is over 256 bytes",
+        ));
+    }
+    let now = mailoauth::clock::now();
+    let m = Mailbox {
+        id: format!("mbx_{}", mailoauth::random::token(12)),
+        connector: n.connector,
+        email: n.email,
+        kind: "app".into(),
+        reference: n.reference,
+        state: "connecting".into(),
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let account = app.tokens.account(&m)?;
+    if account.flow != mailoauth::config::FlowKind::ClientCredentials {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "connector `{}` signs people in ({} flow): its mailboxes are connected through a connect link, \
+                 not added by an administrator",
+                m.connector,
+                account.flow.as_str()
+            ),
+        ));
+    }
+    app.db.add_mailbox(&m).await?;
+    if let Err(e) = app.tokens.login_app(&m).await {
+        // Nothing was stored for it: the row goes, so a retry starts clean.
+        let _ = app.db.delete_mailbox(&m.id).await;
+        return Err(e.into());
+    }
+    let m = app.db.mailbox(&m.id).await?.unwrap_or(m);
+    Ok((StatusCode::CREATED, Json(m)))
+}
+
+async fn delete_mailbox(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let who = caller(&app, &headers, "accounts:write").await?;
+    let m = mailbox(&app, &who, &id).await?;
+    app.db.delete_mailbox(&m.id).await?;
+    app.tokens.forget(&m.id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenQuery {
+    resource: Option<String>,
+    sasl: Option<String>,
+}
+
+async fn token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let who = caller(&app, &headers, "token:read").await?;
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let resource = match q.resource.as_deref() {
+        None | Some("mail") => None,
+        Some("graph") => Some("graph"),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "unknown resource `{}`; use `mail` or `graph`",
+                    other.escape_debug()
+                ),
+            ));
+        }
+    };
+    let mech = match q.sasl.as_deref() {
+        None => None,
+        Some(name) => Some(sasl::Mechanism::from_name(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "unknown SASL mechanism `{}`; use `xoauth2` or `oauthbearer`",
+                    name.escape_debug()
+                ),
+            )
+        })?),
+    };
+    let m = mailbox(&app, &who, &id).await?;
+    let served = match app.tokens.cached(&m, resource) {
+        Some(s) => s,
+        None => tokio::time::timeout(Duration::from_secs(60), app.tokens.token(&m, resource))
+            .await
+            .map_err(|_| Error::Unreachable {
+                what: "the provider".into(),
+                detail: "no token within 60 s".into(),
+            })??,
+    };
+    // Off the hot path: a full queue drops the entry rather than slow the answer.
+    if app
+        .audit
+        .try_send(AuditEntry {
+            at: mailoauth::clock::now(),
+            key_id: who.key_id.clone(),
+            mailbox: m.id.clone(),
+            action: "token".into(),
+        })
+        .is_err()
+    {
+        log::warn!(
+            "audit queue full: a token hand-out of {} was not logged",
+            m.id
+        );
+    }
+    let sasl_value = mech.map(|mech| {
+        let account = app.tokens.account(&m);
+        account
+            .map(|a| sasl::initial_response(mech, &a, None, &served.token.token))
+            .unwrap_or_default()
+    });
+    let mut body = json!({
+        "access_token": served.token.token,
+        "expires_at": served.token.expires_at,
+        "user": served.user,
+    });
+    if let Some(s) = sasl_value {
+        body["sasl"] = json!(s);
+    }
+    let mut r = Json(body).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+async fn connect_link(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<crate::connect::NewLink>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller(&app, &headers, "accounts:write").await?;
+    let Json(n) = body.map_err(body_error)?;
+    let (url, link) = crate::connect::create_link(&app, n).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": link.id, "url": url, "expires_at": link.expires_at})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<i64>,
+}
+
+async fn audit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller(&app, &headers, "admin").await?;
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let entries = app
+        .db
+        .audit(q.limit.unwrap_or(100).clamp(1, 10_000))
+        .await?;
+    let out: Vec<_> = entries
+        .iter()
+        .map(|e| json!({"at": e.at, "key": e.key_id, "mailbox": e.mailbox, "action": e.action}))
+        .collect();
+    Ok(Json(json!({ "entries": out })))
+}
+
+/// Write audit entries in batches: at most one second after the hand-out (a
+/// crash loses at most that second's entries).
+pub async fn audit_writer(db: Db, mut rx: mpsc::Receiver<AuditEntry>) {
+    let mut batch = Vec::new();
+    loop {
+        let first = match rx.recv().await {
+            Some(e) => e,
+            None => return,
+        };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while batch.len() < 1000 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e)) => batch.push(e),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if let Err(e) = db.add_audit(&batch).await {
+            log::warn!("{} audit entries not written: {e}", batch.len());
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,643 @@
+//! The database: SQLite embedded, PostgreSQL for several nodes, one set of SQL.
+//!
+//! Owns: connecting, applying the backend's migrations at start, and every
+//! query the service makes. Concurrency between nodes rests on two row-level
+//! rules that both backends give without explicit locking: the token record is
+//! written by compare-and-swap on `version`, and the refresh lease is taken by
+//! an `UPDATE … WHERE` the lease is free, expired or already ours. No
+//! transaction is held across a network call. Must not: decrypt (rows hold
+//! sealed bytes) or decide anything about tokens.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use mailoauth::Error;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://…`.
+    Sqlite,
+    /// `postgres://…`.
+    Postgres,
+}
+
+/// A connection pool and its backend.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    /// The backend.
+    pub backend: Backend,
+}
+
+/// A mailbox row without its sealed record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Mailbox {
+    /// Stable id (random, URL-safe).
+    pub id: String,
+    /// Connector name.
+    pub connector: String,
+    /// The mailbox address.
+    pub email: String,
+    /// `delegated` or `app`.
+    pub kind: String,
+    /// The application's own reference, when it gave one.
+    pub reference: Option<String>,
+    /// `ok`, `degraded` or `login_required`.
+    pub state: String,
+    /// The last failure, as its diagnosis text.
+    pub last_error: Option<String>,
+    /// Unix time created.
+    pub created_at: i64,
+    /// Unix time of the last change.
+    pub updated_at: i64,
+}
+
+/// A sealed token record as stored.
+pub struct SealedRecord {
+    /// The data key that sealed it.
+    pub key_id: String,
+    /// Nonce, ciphertext and tag.
+    pub bytes: Vec<u8>,
+    /// The row's version (compare-and-swap).
+    pub version: i64,
+}
+
+/// An API key row.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    /// Public id (shown in the audit log).
+    pub id: String,
+    /// Hex SHA-256 of the secret.
+    pub digest: String,
+    /// Label.
+    pub name: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    /// Space-separated mailbox ids it is limited to (empty: all).
+    pub mailboxes: String,
+    /// Unix time revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A connect link as stored.
+#[derive(Debug, Clone)]
+pub struct ConnectLink {
+    /// Public id.
+    pub id: String,
+    /// Hex SHA-256 of the link's secret.
+    pub digest: String,
+    /// Connector name.
+    pub connector: String,
+    /// The address that must sign in.
+    pub email: String,
+    /// Where the success page sends the person back to.
+    pub return_url: Option<String>,
+    /// The application's reference.
+    pub reference: Option<String>,
+    /// The mailbox it re-connects, for a re-consent link.
+    pub mailbox_id: Option<String>,
+    /// Unix time it stops working.
+    pub expires_at: i64,
+    /// Unix time it was used up.
+    pub used_at: Option<i64>,
+}
+
+/// One audit entry: a token handed out.
+pub struct AuditEntry {
+    /// Unix time.
+    pub at: i64,
+    /// The API key's id.
+    pub key_id: String,
+    /// The mailbox id.
+    pub mailbox: String,
+    /// What was done (`token`).
+    pub action: String,
+}
+
+fn db_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
+    move |e| Error::Unreachable {
+        what: format!("the database ({what})"),
+        detail: e.to_string(),
+    }
+}
+
+/// The columns in the order both key queries select them.
+fn key_of(r: &AnyRow) -> ApiKeyRow {
+    ApiKeyRow {
+        id: r.get(0),
+        digest: r.get(1),
+        name: r.get(2),
+        scopes: r.get(3),
+        mailboxes: r.get(4),
+        revoked_at: r.get(5),
+    }
+}
+
+/// The columns in the order both mailbox queries select them.
+fn mailbox_of(r: &AnyRow) -> Mailbox {
+    Mailbox {
+        id: r.get(0),
+        connector: r.get(1),
+        email: r.get(2),
+        kind: r.get(3),
+        reference: r.get(4),
+        state: r.get(5),
+        last_error: r.get(6),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+    }
+}
+
+impl Db {
+    /// Connect to `url` and apply the backend's migrations.
+    pub async fn open(url: &str) -> Result<Db, Error> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    mailoauth::paths::ensure_private_dir(dir)?;
+                }
+                // Sealed tokens and API key digests: private whatever the umask
+                // (SQLite gives its -wal and -shm files the database file's mode).
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| Error::io(format!("cannot create the database {path}"), e))?;
+                // Busy waits instead of SQLITE_BUSY errors when the refresher and a
+                // request write at once; WAL lets readers go on meanwhile.
+                format!("sqlite://{path}?mode=rwc")
+            }
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(db_err("connect"))?;
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator.run(&pool).await.map_err(|e| Error::Unreachable {
+            what: "the database (migrations)".into(),
+            detail: e.to_string(),
+        })?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Is the database answering?
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("ping"))?;
+        Ok(())
+    }
+
+    /// Active data keys: (id, wrapped, master key id).
+    pub async fn data_keys(&self) -> Result<Vec<(String, Vec<u8>, String)>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, wrapped, master_id FROM data_keys WHERE active = 1 ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("data keys"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// How many data keys exist at all (any master key).
+    pub async fn data_key_count(&self) -> Result<i64, Error> {
+        let r = sqlx::query("SELECT COUNT(*) FROM data_keys")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("data keys"))?;
+        Ok(r.get(0))
+    }
+
+    /// Store a new wrapped data key.
+    pub async fn add_data_key(
+        &self,
+        id: &str,
+        wrapped: &[u8],
+        master_id: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        sqlx::query("INSERT INTO data_keys (id, wrapped, master_id, created_at, active) VALUES ($1, $2, $3, $4, 1)")
+            .bind(id)
+            .bind(wrapped.to_vec())
+            .bind(master_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("data keys"))?;
+        Ok(())
+    }
+
+    /// Insert a mailbox (no record yet).
+    pub async fn add_mailbox(&self, m: &Mailbox) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO mailboxes (id, connector, email, kind, reference, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&m.id)
+        .bind(&m.connector)
+        .bind(&m.email)
+        .bind(&m.kind)
+        .bind(m.reference.clone())
+        .bind(&m.state)
+        .bind(m.created_at)
+        .bind(m.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Error::Usage(format!(
+                "the mailbox {} is already connected through `{}`",
+                m.email, m.connector
+            )),
+            _ => db_err("mailboxes")(e),
+        })?;
+        Ok(())
+    }
+
+    /// One mailbox.
+    pub async fn mailbox(&self, id: &str) -> Result<Option<Mailbox>, Error> {
+        let row = sqlx::query("SELECT id, connector, email, kind, reference, state, last_error, created_at, updated_at FROM mailboxes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("mailboxes"))?;
+        Ok(row.as_ref().map(mailbox_of))
+    }
+
+    /// All mailboxes, oldest first.
+    pub async fn mailboxes(&self) -> Result<Vec<Mailbox>, Error> {
+        let rows = sqlx::query("SELECT id, connector, email, kind, reference, state, last_error, created_at, updated_at FROM mailboxes ORDER BY created_at, id")
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("mailboxes"))?;
+        Ok(rows.iter().map(mailbox_of).collect())
+    }
+
+    /// Delete a mailbox; false when there was none.
+    pub async fn delete_mailbox(&self, id: &str) -> Result<bool, Error> {
+        let r = sqlx::query("DELETE FROM mailboxes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("mailboxes"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The mailbox's sealed record and version (`None` record: not stored yet).
+    pub async fn record(&self, id: &str) -> Result<(Option<SealedRecord>, i64), Error> {
+        let row = sqlx::query("SELECT record_key, record, version FROM mailboxes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("records"))?;
+        let Some(row) = row else {
+            return Err(Error::Usage(format!("no mailbox {id}")));
+        };
+        let version: i64 = row.get(2);
+        let key: Option<String> = row.get(0);
+        let bytes: Option<Vec<u8>> = row.get(1);
+        Ok((
+            key.zip(bytes).map(|(key_id, bytes)| SealedRecord {
+                key_id,
+                bytes,
+                version,
+            }),
+            version,
+        ))
+    }
+
+    /// Write the record if the row's version is still `expected`; the new
+    /// version, or `None` when another writer came first.
+    pub async fn save_record_if(
+        &self,
+        id: &str,
+        expected: i64,
+        key_id: &str,
+        bytes: &[u8],
+        now: i64,
+    ) -> Result<Option<i64>, Error> {
+        let r = sqlx::query(
+            "UPDATE mailboxes SET record_key = $1, record = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4 AND version = $5",
+        )
+        .bind(key_id)
+        .bind(bytes.to_vec())
+        .bind(now)
+        .bind(id)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("records"))?;
+        Ok((r.rows_affected() == 1).then_some(expected + 1))
+    }
+
+    /// Remove the record (compare-and-swap not needed: a delete is final).
+    pub async fn clear_record(&self, id: &str, now: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE mailboxes SET record_key = NULL, record = NULL, version = version + 1, updated_at = $1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("records"))?;
+        Ok(())
+    }
+
+    /// Set the mailbox's state and last error.
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE mailboxes SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(state)
+        .bind(error.map(str::to_owned))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("mailboxes"))?;
+        Ok(())
+    }
+
+    /// Take (or extend) the refresh lease of mailbox `id` for `owner` until
+    /// `until`, if it is free, expired or already `owner`'s.
+    pub async fn try_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE mailboxes SET lease_owner = $1, lease_until = $2 \
+             WHERE id = $3 AND (lease_owner IS NULL OR lease_until < $4 OR lease_owner = $1)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("leases"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Release the lease if `owner` still holds it (an expired lease taken over
+    /// by another node stays theirs).
+    pub async fn release_lease(&self, id: &str, owner: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE mailboxes SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("leases"))?;
+        Ok(())
+    }
+
+    /// Store a new API key.
+    pub async fn add_api_key(&self, k: &ApiKeyRow, now: i64) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, digest, name, scopes, mailboxes, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&k.id)
+        .bind(&k.digest)
+        .bind(&k.name)
+        .bind(&k.scopes)
+        .bind(&k.mailboxes)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("api keys"))?;
+        Ok(())
+    }
+
+    /// All API keys (revoked ones included).
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, Error> {
+        let rows = sqlx::query("SELECT id, digest, name, scopes, mailboxes, revoked_at FROM api_keys ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("api keys"))?;
+        Ok(rows.iter().map(key_of).collect())
+    }
+
+    /// Store a connect link.
+    pub async fn add_link(&self, l: &ConnectLink, now: i64) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO connect_links (id, digest, connector, email, return_url, reference, mailbox_id, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&l.id)
+        .bind(&l.digest)
+        .bind(&l.connector)
+        .bind(&l.email)
+        .bind(l.return_url.clone())
+        .bind(l.reference.clone())
+        .bind(l.mailbox_id.clone())
+        .bind(now)
+        .bind(l.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("connect links"))?;
+        Ok(())
+    }
+
+    /// The connect link whose secret has this digest, or with this id.
+    pub async fn link(&self, digest_or_id: &str) -> Result<Option<ConnectLink>, Error> {
+        let row = sqlx::query(
+            "SELECT id, digest, connector, email, return_url, reference, mailbox_id, expires_at, used_at \
+             FROM connect_links WHERE digest = $1 OR id = $1",
+        )
+        .bind(digest_or_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("connect links"))?;
+        Ok(row.map(|r| ConnectLink {
+            id: r.get(0),
+            digest: r.get(1),
+            connector: r.get(2),
+            email: r.get(3),
+            return_url: r.get(4),
+            reference: r.get(5),
+            mailbox_id: r.get(6),
+            expires_at: r.get(7),
+            used_at: r.get(8),
+        }))
+    }
+
+    /// Use the link up (once): false when it was used already.
+    pub async fn use_link(&self, id: &str, mailbox_id: &str, now: i64) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE connect_links SET used_at = $1, mailbox_id = $2 WHERE id = $3 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(mailbox_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("connect links"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Remember a sign-in in progress (its sealed pending state).
+    pub async fn add_sign_in(
+        &self,
+        state: &str,
+        link_id: &str,
+        key_id: &str,
+        pending: &[u8],
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO sign_ins (state, link_id, key_id, pending, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(state)
+        .bind(link_id)
+        .bind(key_id)
+        .bind(pending.to_vec())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("sign-ins"))?;
+        Ok(())
+    }
+
+    /// Take the sign-in of `state` (deleted as it is read: a replayed callback
+    /// finds nothing): (link id, key id, sealed pending, expiry).
+    pub async fn take_sign_in(
+        &self,
+        state: &str,
+    ) -> Result<Option<(String, String, Vec<u8>, i64)>, Error> {
+        let row = sqlx::query(
+            "SELECT link_id, key_id, pending, expires_at FROM sign_ins WHERE state = $1",
+        )
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("sign-ins"))?;
+        let Some(row) = row else { return Ok(None) };
+        let r = sqlx::query("DELETE FROM sign_ins WHERE state = $1")
+            .bind(state)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("sign-ins"))?;
+        // Two nodes reading the same callback at once: only the one that deleted it goes on.
+        Ok((r.rows_affected() == 1).then(|| (row.get(0), row.get(1), row.get(2), row.get(3))))
+    }
+
+    /// The mailbox connected through `connector` for `email`, if any.
+    pub async fn mailbox_by_email(
+        &self,
+        connector: &str,
+        email: &str,
+    ) -> Result<Option<Mailbox>, Error> {
+        let row = sqlx::query(
+            "SELECT id, connector, email, kind, reference, state, last_error, created_at, updated_at \
+             FROM mailboxes WHERE connector = $1 AND email = $2",
+        )
+        .bind(connector)
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("mailboxes"))?;
+        Ok(row.as_ref().map(mailbox_of))
+    }
+
+    /// The API key with this digest.
+    pub async fn api_key(&self, digest: &str) -> Result<Option<ApiKeyRow>, Error> {
+        let row = sqlx::query(
+            "SELECT id, digest, name, scopes, mailboxes, revoked_at FROM api_keys WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("api keys"))?;
+        Ok(row.as_ref().map(key_of))
+    }
+
+    /// Write a batch of audit entries in one transaction.
+    pub async fn add_audit(&self, entries: &[AuditEntry]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(db_err("audit"))?;
+        for e in entries {
+            sqlx::query("INSERT INTO audit (at, key_id, mailbox, action) VALUES ($1, $2, $3, $4)")
+                .bind(e.at)
+                .bind(&e.key_id)
+                .bind(&e.mailbox)
+                .bind(&e.action)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("audit"))?;
+        }
+        tx.commit().await.map_err(db_err("audit"))?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, Error> {
+        let rows =
+            sqlx::query("SELECT at, key_id, mailbox, action FROM audit ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err("audit"))?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                at: r.get(0),
+                key_id: r.get(1),
+                mailbox: r.get(2),
+                action: r.get(3),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,31 @@
+//! `mailoauth-serve`: the multi-user delegation service.
+//!
+//! Applications ask it for fresh tokens of the mailboxes people (or
+//! administrators) connected; it keeps every token encrypted in its database
+//! and refreshes each one once across all nodes. A thin shell over the core
+//! library: providers, flows and the token broker are the core's; this crate
+//! adds the database ports, the HTTP API and start-up.
+//!
+//! Module map:
+//! - [`settings`] — the `[serve]` section; connectors as core accounts.
+//! - [`seal`] — master key, data keys, sealing rows.
+//! - [`db`] — SQLite / PostgreSQL, migrations, every query.
+//! - [`ports`] — the broker's store, lease and events over a mailbox row.
+//! - [`tokens`] — memory of fresh tokens, coalescing, the broker on the blocking pool.
+//! - [`keys`] — API keys and scopes.
+//! - [`connect`] — connect links, the consent page, the provider's callback.
+//! - [`api`] — HTTP routes and errors.
+//! - [`app`] — start-up and shutdown.
+//! - [`cli`] — the command line.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod connect;
+pub mod db;
+pub mod keys;
+pub mod ports;
+pub mod seal;
+pub mod settings;
+pub mod tokens;

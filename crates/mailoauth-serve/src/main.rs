@@ -1,0 +1,4 @@
+//! `mailoauth-serve`: see the library's module map.
+fn main() {
+    std::process::exit(mailoauth_serve::cli::main());
+}

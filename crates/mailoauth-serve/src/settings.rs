@@ -1,0 +1,220 @@
+//! The `[serve]` section of the config file, and connectors as core accounts.
+//!
+//! Owns: reading `[serve]` (listen address, public base URL, database URL,
+//! master key source, connectors) with the defaults that let `mailoauth-serve`
+//! start on a fresh machine, and turning a connector plus a mailbox address into
+//! the core's [`Account`] — so provider data, scopes and config errors are the
+//! core's. Must not: open the database or the network.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use mailoauth::config::{Config, SecretSource};
+use mailoauth::providers::{self, Account};
+use mailoauth::{Error, paths};
+
+/// Where the service listens when the config does not say: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    listen: Option<String>,
+    base_url: Option<String>,
+    database: Option<String>,
+    master_key: Option<SecretSource>,
+    /// Reverse proxies whose `X-Forwarded-*` headers count (needed for a
+    /// non-loopback bind).
+    #[serde(default)]
+    behind_proxy: Vec<String>,
+    #[serde(default)]
+    connectors: BTreeMap<String, toml::Table>,
+}
+
+/// Where the master key comes from.
+#[derive(Debug)]
+pub enum MasterKeySource {
+    /// `master_key = …` in `[serve]` (env, command or literal, like `client_secret`).
+    Configured(SecretSource),
+    /// Nothing configured: a key file under the state dir, created on the first
+    /// start of an empty database and required ever after.
+    File(PathBuf),
+}
+
+/// The parsed `[serve]` section.
+#[derive(Debug)]
+pub struct Settings {
+    /// The config file it came from (for errors).
+    pub path: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Public base URL; the redirect URI is `{base_url}/oauth/callback`.
+    pub base_url: String,
+    /// `sqlite://…` or `postgres://…`.
+    pub database: String,
+    /// The master key's source.
+    pub master_key: MasterKeySource,
+    /// Trusted reverse proxies.
+    pub behind_proxy: Vec<String>,
+    /// Connectors by name, as core account tables without `user`.
+    connectors: BTreeMap<String, toml::Table>,
+}
+
+impl Settings {
+    /// Read `[serve]` from the config at `path` (a missing file is an empty
+    /// config: the defaults serve on loopback with an embedded database);
+    /// `database` and `listen` override the configured ones (`--database`,
+    /// `--listen`; the base URL still follows the configured listen address).
+    pub fn load(
+        path: &Path,
+        database: Option<&str>,
+        listen: Option<&str>,
+    ) -> Result<Settings, Error> {
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(Error::NoConfig { .. }) => Config::parse("", path)?,
+            Err(e) => return Err(e),
+        };
+        let raw: RawServe = match config.serve.clone() {
+            None => RawServe {
+                listen: None,
+                base_url: None,
+                database: None,
+                master_key: None,
+                behind_proxy: vec![],
+                connectors: BTreeMap::new(),
+            },
+            Some(t) => t.try_into().map_err(|e: toml::de::Error| Error::Config {
+                path: path.to_owned(),
+                line: None,
+                message: format!("[serve]: {}", e.message().trim_end()),
+            })?,
+        };
+        let err = |message: String| Error::Config {
+            path: path.to_owned(),
+            line: None,
+            message,
+        };
+        let configured: SocketAddr = raw
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_LISTEN)
+            .parse()
+            .map_err(|_| {
+                err(
+                    "[serve] `listen` must be an address with a port, e.g. \"127.0.0.1:8470\""
+                        .into(),
+                )
+            })?;
+        let listen: SocketAddr = match listen {
+            Some(l) => l.parse().map_err(|_| {
+                err(format!(
+                    "--listen {l}: give an address with a port, e.g. 127.0.0.1:8470"
+                ))
+            })?,
+            None => configured,
+        };
+        if !listen.ip().is_loopback() && raw.behind_proxy.is_empty() {
+            return Err(err(format!(
+                "[serve] `listen` = {listen} is not a loopback address: plain HTTP there would send \
+                 API keys and tokens in clear. Put the service behind a TLS reverse proxy and name it \
+                 with `behind_proxy = [\"ADDRESS\"]`, or listen on 127.0.0.1"
+            )));
+        }
+        let base_url = raw
+            .base_url
+            .unwrap_or_else(|| format!("http://{configured}"))
+            .trim_end_matches('/')
+            .to_owned();
+        providers::check_url(&base_url).map_err(|why| err(format!("[serve] `base_url`: {why}")))?;
+        let database = match database.map(str::to_owned).or(raw.database) {
+            Some(d) => d,
+            None => format!("sqlite://{}", paths::state_dir().join("serve.db").display()),
+        };
+        if !(database.starts_with("sqlite:")
+            || database.starts_with("postgres://")
+            || database.starts_with("postgresql://"))
+        {
+            return Err(err(
+                "[serve] `database` must be `sqlite:///path/to/file.db` or `postgres://user@host/db`".into(),
+            ));
+        }
+        let master_key = match raw.master_key {
+            Some(s) => MasterKeySource::Configured(s),
+            None => MasterKeySource::File(paths::state_dir().join("serve.key")),
+        };
+        let settings = Settings {
+            path: path.to_owned(),
+            listen,
+            base_url,
+            database,
+            master_key,
+            behind_proxy: raw.behind_proxy,
+            connectors: raw.connectors,
+        };
+        // A connector that cannot make an account is a config error now, not at
+        // the first request.
+        for name in settings.connectors.keys() {
+            settings.account(name, "check@example.invalid")?;
+        }
+        Ok(settings)
+    }
+
+    /// The connectors' names.
+    pub fn connectors(&self) -> impl Iterator<Item = &str> {
+        self.connectors.keys().map(String::as_str)
+    }
+
+    /// The core account for `user`'s mailbox through `connector`.
+    pub fn account(&self, connector: &str, user: &str) -> Result<Account, Error> {
+        let Some(table) = self.connectors.get(connector) else {
+            return Err(Error::Usage(format!(
+                "no connector `{connector}` in [serve.connectors] of {} (known: {})",
+                self.path.display(),
+                self.connectors
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if table.contains_key("user") {
+            return Err(Error::Config {
+                path: self.path.clone(),
+                line: None,
+                message: format!(
+                    "[serve.connectors.{connector}] must not set `user`: each mailbox brings its own"
+                ),
+            });
+        }
+        let mut account = table.clone();
+        account.insert("user".into(), toml::Value::String(user.to_owned()));
+        let mut accounts = toml::Table::new();
+        accounts.insert(connector.to_owned(), toml::Value::Table(account));
+        let mut doc = toml::Table::new();
+        doc.insert("accounts".into(), toml::Value::Table(accounts));
+        let source = toml::to_string(&doc).map_err(|e| Error::Usage(e.to_string()))?;
+        let config =
+            Config::parse(&source, &self.path).map_err(|e| self.about_connector(connector, e))?;
+        providers::resolve(&config, connector).map_err(|e| self.about_connector(connector, e))
+    }
+
+    /// Errors from the synthetic account name the connector's section instead of
+    /// a line of a document nobody wrote.
+    fn about_connector(&self, connector: &str, e: Error) -> Error {
+        match e {
+            Error::Config { message, .. } => Error::Config {
+                path: self.path.clone(),
+                line: None,
+                message: format!(
+                    "[serve.connectors.{connector}]: {}",
+                    message.replace(&format!("accounts.{connector}."), "")
+                ),
+            },
+            other => other,
+        }
+    }
+}
