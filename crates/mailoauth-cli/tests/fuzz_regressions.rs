@@ -2,26 +2,9 @@
 //! `fuzz/regressions/T`), replayed through the entry points its targets call
 //! (`mailoauth_cli::proxy::fuzzing`), so the stable `cargo test` keeps them.
 
-use std::path::Path;
-
-/// Run every saved input of `target` through `run`, naming each file first.
-fn replay(target: &str, run: fn(&[u8])) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut n = 0;
-    for kind in ["corpus", "regressions"] {
-        let Ok(dir) = std::fs::read_dir(root.join(kind).join(target)) else {
-            continue;
-        };
-        let mut files: Vec<_> = dir.map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for f in files {
-            eprintln!("replaying {}", f.display());
-            run(&std::fs::read(&f).unwrap());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "no saved inputs for fuzz target {target}");
-}
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
+use replay::replay;
 
 #[test]
 fn proxy_imap_client_inputs_never_trace_a_password() {

@@ -351,6 +351,11 @@ impl Node {
         )
     }
 
+    /// `GET /v1/mailboxes/{id}/token` with `key`.
+    fn token(&self, key: &str, id: &str) -> (u16, Value) {
+        self.call("GET", &format!("/v1/mailboxes/{id}/token"), Some(key), None)
+    }
+
     fn add_app_mailbox(&self, key: &str, email: &str) -> String {
         let (status, v) = self.call(
             "POST",
@@ -387,12 +392,7 @@ fn an_app_mailbox_gets_tokens_and_the_second_comes_from_memory() {
         let node = s.start();
         let id = node.add_app_mailbox(&key, "shared@example.test");
         let grants = s.oauth.grant_requests("client_credentials");
-        let (st, first) = node.call(
-            "GET",
-            &format!("/v1/mailboxes/{id}/token"),
-            Some(&key),
-            None,
-        );
+        let (st, first) = node.token(&key, &id);
         assert_eq!(st, 200, "{first}");
         assert_eq!(first["user"], "shared@example.test");
         assert!(first["expires_at"].as_i64().unwrap() > mailoauth::clock::now());
@@ -439,12 +439,7 @@ fn tokens_are_encrypted_at_rest() {
         let key = s.key(&["admin"], &[]);
         let node = s.start();
         let id = node.add_app_mailbox(&key, "shared@example.test");
-        let (_, t) = node.call(
-            "GET",
-            &format!("/v1/mailboxes/{id}/token"),
-            Some(&key),
-            None,
-        );
+        let (_, t) = node.token(&key, &id);
         let token = t["access_token"].as_str().unwrap();
         let stored = s.stored();
         assert!(!stored.is_empty(), "{db}: nothing read from the database");
@@ -507,12 +502,7 @@ fn a_wrong_master_key_refuses_to_start_and_changes_nothing() {
         let node = s.start();
         let (_, list) = node.call("GET", "/v1/mailboxes", Some(&key), None);
         let id = list["mailboxes"][0]["id"].as_str().unwrap().to_owned();
-        let (st, t) = node.call(
-            "GET",
-            &format!("/v1/mailboxes/{id}/token"),
-            Some(&key),
-            None,
-        );
+        let (st, t) = node.token(&key, &id);
         assert_eq!(st, 200, "{db}: {t}");
     });
 }
@@ -678,12 +668,7 @@ fn a_person_connects_a_mailbox_in_a_real_browser_and_the_app_gets_its_tokens() {
             "{db}: {list}"
         );
         let id = m["id"].as_str().unwrap();
-        let (st, t) = node.call(
-            "GET",
-            &format!("/v1/mailboxes/{id}/token"),
-            Some(&key),
-            None,
-        );
+        let (st, t) = node.token(&key, id);
         assert_eq!(st, 200, "{db}: {t}");
         assert_eq!(t["user"], "alice@example.test");
 

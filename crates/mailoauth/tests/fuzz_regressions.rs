@@ -3,27 +3,9 @@
 //! so the stable `cargo test` keeps what the fuzzers checked. The proxy's
 //! targets replay in mailoauth-cli's `fuzz_regressions`.
 
-use std::path::Path;
-
-/// Run every saved input of `target` through `run`; the file is named first,
-/// so a failure says which input it was.
-fn replay(target: &str, run: fn(&[u8])) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut n = 0;
-    for kind in ["corpus", "regressions"] {
-        let Ok(dir) = std::fs::read_dir(root.join(kind).join(target)) else {
-            continue;
-        };
-        let mut files: Vec<_> = dir.map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for f in files {
-            eprintln!("replaying {}", f.display());
-            run(&std::fs::read(&f).unwrap());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "no saved inputs for fuzz target {target}");
-}
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
+use replay::replay;
 
 #[test]
 fn imap_login_inputs_keep_secrets_out_and_replies_whole() {
