@@ -1,0 +1,395 @@
+//! The service suites' harness: a private PostgreSQL cluster, a sandbox with
+//! config and provider (`Setup`), running nodes (`Node`) spoken to over raw
+//! HTTP/1.1, and `both`, which runs a test on SQLite and on PostgreSQL.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::oauth_server::OAuthServer;
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A private PostgreSQL cluster on a loopback port, owned by the `postgres`
+/// user (initdb refuses root); stopped and removed on drop.
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        assert!(
+            Path::new(PG_BIN).join("initdb").exists(),
+            "this test needs PostgreSQL 15: install it with `apt-get install -y postgresql` (or run .ci/run)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        std::fs::create_dir(&sock).unwrap();
+        let run = |args: &[&str]| {
+            stdout_of(
+                Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .args(args),
+            );
+        };
+        Command::new("chown")
+            .args(["-R", "postgres:postgres", dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "mailoauth",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]);
+        let port = free_port();
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            dir.path().join("log").to_str().unwrap(),
+            "-w",
+            "-o",
+            &format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=100",
+                sock.display()
+            ),
+            "start",
+        ]);
+        Postgres { dir, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://mailoauth@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// One SQL query's output through psql.
+    pub fn psql(&self, sql: &str) -> String {
+        stdout_of(Command::new(format!("{PG_BIN}/psql")).args([
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "mailoauth",
+            "postgres",
+            "-c",
+            sql,
+        ]))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// Run `c`; its stdout, or a test failure showing what it said.
+pub fn stdout_of(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where the service keeps its data: the embedded SQLite file or a cluster.
+pub enum Database {
+    Sqlite,
+    Postgres(Postgres),
+}
+
+/// A sandbox for the service: config, state dir, database, the provider.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub db: Database,
+    pub oauth: OAuthServer,
+    /// The first node's port: the provider's client knows `{base}/oauth/callback`.
+    pub port: u16,
+}
+
+impl Setup {
+    pub fn new(db: &str, oauth_env: &[(&str, &str)]) -> Setup {
+        let port = free_port();
+        let redirect = format!("http://127.0.0.1:{port}/oauth/callback");
+        let mut env = oauth_env.to_vec();
+        env.push(("SERVE_REDIRECT_URI", &redirect));
+        let oauth = OAuthServer::start(&env);
+        let db = match db {
+            "sqlite" => Database::Sqlite,
+            _ => Database::Postgres(Postgres::start()),
+        };
+        let s = Setup {
+            dir: tempfile::tempdir().unwrap(),
+            db,
+            oauth,
+            port,
+        };
+        s.write_config("");
+        s
+    }
+
+    pub fn write_config(&self, extra_serve: &str) {
+        let database = match &self.db {
+            Database::Sqlite => String::new(),
+            Database::Postgres(pg) => format!("database = \"{}\"\n", pg.url()),
+        };
+        let cfg = format!(
+            "[serve]\nlisten = \"127.0.0.1:{port}\"\n{database}{extra_serve}\n\
+             [serve.connectors.apps]\nprovider = \"custom\"\nclient_id = \"app-secret\"\n\
+             client_secret = \"app-secret-value\"\nflow = \"client-credentials\"\n\
+             token_url = \"{issuer}/token\"\nscopes = [\"https://outlook.test/.default\"]\n\n\
+             [serve.connectors.people]\nprovider = \"custom\"\nclient_id = \"web-service\"\n\
+             client_secret = \"web-service-secret\"\nauthorize_url = \"{issuer}/auth\"\n\
+             token_url = \"{issuer}/token\"\nredirect_uri = \"http://127.0.0.1:{port}/oauth/callback\"\n\
+             scopes = [\"https://outlook.test/IMAP.AccessAsUser.All\", \"openid\", \"email\", \"offline_access\"]\n",
+            issuer = self.oauth.issuer,
+            port = self.port,
+        );
+        let path = self.dir.path().join("config/mailoauth/config.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, cfg).unwrap();
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailoauth-serve"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"));
+        c
+    }
+
+    /// `keys create` with `scopes` (and mailbox limits): the secret.
+    pub fn key(&self, scopes: &[&str], mailboxes: &[&str]) -> String {
+        let mut c = self.command();
+        c.args(["keys", "create", "--name", "test"]);
+        for s in scopes {
+            c.args(["--scope", s]);
+        }
+        for m in mailboxes {
+            c.args(["--mailbox", m]);
+        }
+        stdout_of(&mut c).trim().to_owned()
+    }
+
+    /// The first node, on the port the provider's client knows.
+    pub fn start(&self) -> Node {
+        Node::start(self.command())
+    }
+
+    /// Another node of the same service (same database), on any port.
+    pub fn start_another(&self) -> Node {
+        let mut c = self.command();
+        c.args(["--listen", "127.0.0.1:0"]);
+        Node::start(c)
+    }
+
+    pub fn sqlite_file(&self) -> PathBuf {
+        self.dir.path().join("state/mailoauth/serve.db")
+    }
+
+    /// The database's content, row by row (for "nothing changed"; SQLite's
+    /// file bytes change when a reader checkpoints its log).
+    pub fn dump(&self) -> String {
+        match &self.db {
+            Database::Sqlite => stdout_of(
+                Command::new("python3")
+                    .args([
+                        "-c",
+                        "import sqlite3,sys; print('\\n'.join(sqlite3.connect(sys.argv[1]).iterdump()))",
+                    ])
+                    .arg(self.sqlite_file()),
+            ),
+            Database::Postgres(pg) => pg.psql(
+                "SELECT m::text FROM mailboxes m UNION ALL SELECT d::text FROM data_keys d \
+                 UNION ALL SELECT k::text FROM api_keys k ORDER BY 1",
+            ),
+        }
+    }
+
+    /// Run one SQL statement on the service's database (to age a link).
+    pub fn sql(&self, sql: &str) {
+        match &self.db {
+            Database::Sqlite => {
+                stdout_of(
+                    Command::new("python3")
+                        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
+                        .arg(self.sqlite_file())
+                        .arg(sql),
+                );
+            }
+            Database::Postgres(pg) => {
+                pg.psql(sql);
+            }
+        }
+    }
+
+    /// Every stored byte of the database, as text (for "this never appears").
+    pub fn stored(&self) -> String {
+        match &self.db {
+            Database::Sqlite => {
+                let mut all = Vec::new();
+                for ext in ["", "-wal"] {
+                    let p = PathBuf::from(format!("{}{ext}", self.sqlite_file().display()));
+                    if let Ok(b) = std::fs::read(p) {
+                        all.extend(b);
+                    }
+                }
+                String::from_utf8_lossy(&all).into_owned()
+            }
+            Database::Postgres(pg) => {
+                pg.psql("SELECT encode(record, 'escape'), record_key FROM mailboxes")
+            }
+        }
+    }
+}
+
+/// A running `mailoauth-serve`; killed on drop.
+pub struct Node {
+    pub child: Child,
+    pub addr: String,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Node {
+    pub fn start(mut c: Command) -> Node {
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                l.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("mailoauth-serve did not start: {}", log.lock().unwrap())
+            });
+        Node { child, addr, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// One HTTP/1.1 request: (status, JSON body or text).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let text = raw.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// `GET /v1/mailboxes/{id}/token` with `key`.
+    pub fn token(&self, key: &str, id: &str) -> (u16, Value) {
+        self.call("GET", &format!("/v1/mailboxes/{id}/token"), Some(key), None)
+    }
+
+    pub fn add_app_mailbox(&self, key: &str, email: &str) -> String {
+        let (status, v) = self.call(
+            "POST",
+            "/v1/mailboxes",
+            Some(key),
+            Some(&serde_json::json!({"connector": "apps", "email": email})),
+        );
+        assert_eq!(status, 201, "{v} {}", self.log());
+        assert_eq!(v["state"], "ok", "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn both(test: fn(&str)) {
+    test("sqlite");
+    test("postgres");
+}
+
+/// A connect link for `email` through the `people` connector.
+pub fn connect_link(node: &Node, key: &str, email: &str) -> String {
+    let (st, v) = node.call(
+        "POST",
+        "/v1/connect-links",
+        Some(key),
+        Some(&serde_json::json!({"connector": "people", "email": email, "return_url": "https://app.example/back"})),
+    );
+    assert_eq!(st, 201, "{v} {}", node.log());
+    v["url"].as_str().unwrap().to_owned()
+}
+
+pub fn base64_decode(s: &str) -> String {
+    use base64::Engine;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+}
