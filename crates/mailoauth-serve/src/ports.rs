@@ -18,7 +18,8 @@ use mailoauth::providers::Account;
 use mailoauth::store::TokenRecord;
 use mailoauth::{Error, Result};
 
-use crate::db::Db;
+use crate::db::{Db, Effect, StateChange};
+use crate::events::Outbox;
 use crate::seal::Key;
 
 /// How long a request waits for another node's refresh of the same mailbox
@@ -45,6 +46,8 @@ pub struct Row {
     pub rt: Handle,
     /// The mailbox id.
     pub id: String,
+    /// Where its events go.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Row {
@@ -207,21 +210,39 @@ impl Drop for SqlLease {
     }
 }
 
-/// The mailbox's state (`ok` / `degraded` / `login_required`) and last error.
+/// The mailbox's state (`ok` / `degraded` / `login_required`), last error and
+/// refresh schedule, and the events its transitions make (outbox rows written
+/// in the same transaction).
 pub struct SqlEvents(pub Row);
 
 impl Events for SqlEvents {
     fn record(&self, _account: &Account, event: Event<'_>, at: i64) {
-        let (state, error) = match event {
-            Event::LoggedIn | Event::Refreshed => ("ok", None),
-            Event::RefreshFailed { error, .. } => ("degraded", Some(error.to_string())),
-            Event::LoginRequired { error } => ("login_required", Some(error.to_string())),
-            Event::Failed { error } => ("degraded", Some(error.to_string())),
+        let (state, error, effect) = match event {
+            Event::LoggedIn => ("ok", None, Effect::SignedIn),
+            Event::Refreshed => ("ok", None, Effect::Refreshed),
+            Event::RefreshFailed { error, .. } | Event::Failed { error } => (
+                "degraded",
+                Some(crate::render::diagnosis(error)),
+                Effect::Failed,
+            ),
+            Event::LoginRequired { error } => (
+                "login_required",
+                Some(crate::render::diagnosis(error)),
+                Effect::None,
+            ),
         };
+        let signed_in = effect == Effect::SignedIn;
         let r = &self.0;
-        if let Err(e) =
-            r.rt.block_on(r.db.set_state(&r.id, state, error.as_deref(), at))
-        {
+        let change = StateChange {
+            state,
+            error: error.as_deref(),
+            effect,
+        };
+        let made = r.rt.block_on(r.db.change_state(&r.id, &change, at, |old| {
+            let kinds = crate::events::kinds(&old.state, state, signed_in);
+            r.outbox.rows(&kinds, old, state, error.as_deref(), at)
+        }));
+        if let Err(e) = made {
             log::warn!("mailbox {}: state not recorded: {e}", r.id);
         }
     }

@@ -393,3 +393,93 @@ pub fn base64_decode(s: &str) -> String {
     use base64::Engine;
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
 }
+
+/// One request a [`Webhook`] receiver got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Header names (lower case) and values.
+    pub headers: std::collections::HashMap<String, String>,
+    /// The body.
+    pub body: String,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// A webhook receiver on loopback: answers the first `fail_first` requests
+/// with 500 and the rest with 200, and records each.
+pub struct Webhook {
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+}
+
+impl Webhook {
+    pub fn start(fail_first: usize) -> Webhook {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut headers = std::collections::HashMap::new();
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
+                    }
+                }
+                let n: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; n.min(1 << 20)];
+                let _ = r.read_exact(&mut body);
+                let mut all = g.lock().unwrap();
+                let status = if all.len() < fail_first { 500 } else { 200 };
+                all.push(Delivery {
+                    headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    status,
+                });
+                drop(all);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Webhook { url, got }
+    }
+
+    /// Everything received so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Wait until an accepted (200) delivery of event `kind` arrived; its body as JSON.
+    pub fn wait_for(&self, kind: &str, within: Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(d) = self.deliveries().into_iter().find(|d| {
+                d.status == 200 && d.headers.get("mailoauth-event").is_some_and(|k| k == kind)
+            }) {
+                return serde_json::from_str(&d.body).unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {kind} webhook within {within:?}; got {:?}",
+                self.deliveries()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
