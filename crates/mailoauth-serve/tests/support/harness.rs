@@ -347,6 +347,24 @@ impl Node {
         )
     }
 
+    /// One request without a body: the whole raw response, header names as sent.
+    pub fn raw(&self, method: &str, path: &str, key: Option<&str>) -> String {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    }
+
     /// `GET /v1/mailboxes/{id}/token` with `key`.
     pub fn token(&self, key: &str, id: &str) -> (u16, Value) {
         self.call("GET", &format!("/v1/mailboxes/{id}/token"), Some(key), None)
