@@ -56,6 +56,30 @@ impl Row {
     }
 }
 
+/// Where the crash-safety tests make a node die, as `kill -9` would at that
+/// instant (no lease release, no cleanup): `MAILOAUTH_SERVE_FAULT` =
+/// `abort-before-save` (the provider has answered, its rotated refresh token
+/// is not stored yet) or `abort-after-save` (stored, the lease still held).
+/// Unset, these are one comparison each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    BeforeSave,
+    AfterSave,
+}
+
+fn crash_point(at: Fault) {
+    static ARMED: std::sync::OnceLock<Option<Fault>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| match std::env::var("MAILOAUTH_SERVE_FAULT").as_deref() {
+        Ok("abort-before-save") => Some(Fault::BeforeSave),
+        Ok("abort-after-save") => Some(Fault::AfterSave),
+        _ => None,
+    });
+    if *armed == Some(at) {
+        eprintln!("mailoauth-serve: MAILOAUTH_SERVE_FAULT: dying at {at:?}");
+        std::process::abort();
+    }
+}
+
 /// The mailbox row as the broker's [`TokenStore`].
 pub struct SqlStore(pub Row);
 
@@ -103,18 +127,16 @@ impl TokenStore for SqlStore {
         let plain = zeroize::Zeroizing::new(rec.to_bytes());
         let sealed = r.keys.current.seal(&r.aad(), &plain);
         let now = mailoauth::clock::now();
-        Ok(
-            match r.rt.block_on(r.db.save_record_if(
-                &r.id,
-                expected,
-                r.keys.current.id(),
-                &sealed,
-                now,
-            ))? {
-                Some(v) => Saved::Saved(Version::from_raw(v as u64)),
-                None => Saved::Conflict,
-            },
-        )
+        crash_point(Fault::BeforeSave);
+        let saved =
+            r.rt.block_on(r.db.save_record_if(&r.id, expected, r.keys.current.id(), &sealed, now))?;
+        Ok(match saved {
+            Some(v) => {
+                crash_point(Fault::AfterSave);
+                Saved::Saved(Version::from_raw(v as u64))
+            }
+            None => Saved::Conflict,
+        })
     }
 
     fn delete(&self) -> Result<()> {

@@ -41,6 +41,7 @@ struct RawServe {
     refresh_ahead: Option<u64>,
     keep_alive_days: Option<u64>,
     keep_fresh: Option<bool>,
+    lease_ttl: Option<u64>,
 }
 
 /// Refreshes per second per provider (token endpoint host) and node, unless
@@ -50,6 +51,9 @@ pub const DEFAULT_REFRESH_RATE: f64 = 10.0;
 /// Seconds before expiry the background refresher renews a token: time
 /// for a whole provider's mailboxes at the rate, well before `min_validity`.
 pub const DEFAULT_REFRESH_AHEAD: u64 = 15 * 60;
+/// Lease lifetime: longer than one token request with its retries, short
+/// enough that a dead node's mailboxes move on within a minute.
+pub const DEFAULT_LEASE_TTL: u64 = 60;
 /// Refresh tokens die of disuse (Microsoft: 90 days, Google: 6 months unused);
 /// renew each at least this often.
 pub const DEFAULT_KEEP_ALIVE_DAYS: u64 = 7;
@@ -96,6 +100,9 @@ pub struct Settings {
     /// Whether the background refresher renews tokens ahead of expiry (else
     /// only the keep-alive, and requests refresh what they need).
     pub keep_fresh: bool,
+    /// Seconds a node's refresh lease on a mailbox lasts (renewed while its
+    /// request runs): how long a dead node's refresh blocks the others.
+    pub lease_ttl: u64,
 }
 
 impl Settings {
@@ -191,7 +198,11 @@ impl Settings {
             refresh_ahead: raw.refresh_ahead.unwrap_or(DEFAULT_REFRESH_AHEAD) as i64,
             keep_alive: raw.keep_alive_days.unwrap_or(DEFAULT_KEEP_ALIVE_DAYS) as i64 * 86_400,
             keep_fresh: raw.keep_fresh.unwrap_or(true),
+            lease_ttl: raw.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
         };
+        if !(2..=600).contains(&settings.lease_ttl) {
+            return Err(err("[serve] `lease_ttl` must be 2 to 600 seconds".into()));
+        }
         for url in &settings.webhooks {
             crate::events::check_url(url)
                 .map_err(|why| err(format!("[serve] `webhooks`: {why}")))?;

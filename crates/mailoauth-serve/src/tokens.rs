@@ -37,10 +37,6 @@ pub struct Served {
     pub account: Arc<Account>,
 }
 
-/// Lease lifetime: longer than one token request with its retries, short
-/// enough that a dead node's mailboxes move on quickly.
-const LEASE_TTL: Duration = Duration::from_secs(60);
-
 /// The token side of the service, shared by all requests of a node.
 pub struct Tokens {
     db: Db,
@@ -323,7 +319,7 @@ impl Tokens {
                 clock: Arc::new(SystemClock),
                 transport: self.transport.clone(),
                 owner: format!("{} task {}", self.node, mailoauth::random::token(6)),
-                lease_ttl: LEASE_TTL,
+                lease_ttl: Duration::from_secs(self.settings.lease_ttl),
             },
         )
     }

@@ -211,8 +211,14 @@ impl Setup {
 
     /// Another node of the same service (same database), on any port.
     pub fn start_another(&self) -> Node {
+        self.start_another_with(&[])
+    }
+
+    /// Another node with extra environment (a crash point).
+    pub fn start_another_with(&self, env: &[(&str, &str)]) -> Node {
         let mut c = self.command();
         c.args(["--listen", "127.0.0.1:0"]);
+        c.envs(env.iter().copied());
         Node::start(c)
     }
 
@@ -345,6 +351,24 @@ impl Node {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// `kill -9` it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it ended by itself within `within`.
+    pub fn exited(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// One request without a body: the whole raw response, header names as sent.
@@ -499,5 +523,80 @@ impl Webhook {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// The private Dovecot of `tests/mail-server` (needs root), validating the
+/// authorization server's JWTs; stopped on drop.
+pub struct Dovecot {
+    dir: tempfile::TempDir,
+    pub ports: Value,
+}
+
+impl Dovecot {
+    pub fn start(issuer: &str) -> Dovecot {
+        crate::oauth_server::need(
+            "dovecot",
+            "bash tests/mail-server/install.sh (or .ci/setup)",
+        );
+        // Dovecot's socket paths must stay short: a directory directly under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("mo")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = crate::oauth_server::repo_root().join("tests/mail-server/start.sh");
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg("bash")
+            .arg(script)
+            .arg(dir.path())
+            .arg(issuer)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the mail server fixture did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ports = serde_json::from_slice(&out.stdout).expect("start.sh JSON");
+        Dovecot { dir, ports }
+    }
+
+    /// Log in to `user`'s mailbox over IMAPS with `token` (curl, a client of
+    /// its own, speaking SASL XOAUTH2) and examine the INBOX; the error
+    /// otherwise. The token goes to curl on stdin, not its command line.
+    pub fn opens(&self, user: &str, token: &str) -> Result<(), String> {
+        let mut c = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-K", "-", "--cacert"])
+            .arg(self.ports["ca"].as_str().unwrap())
+            .arg("--user")
+            .arg(format!("{user}:"))
+            .args(["-X", "EXAMINE INBOX"])
+            .arg(format!("imaps://127.0.0.1:{}/", self.ports["imap_tls"]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        write!(c.stdin.take().unwrap(), "oauth2-bearer = \"{token}\"\n").unwrap();
+        let out = c.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "curl: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(crate::oauth_server::repo_root().join("tests/mail-server/stop.sh"))
+            .arg(self.dir.path())
+            .output();
     }
 }
