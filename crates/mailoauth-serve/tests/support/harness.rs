@@ -578,7 +578,7 @@ impl Dovecot {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        write!(c.stdin.take().unwrap(), "oauth2-bearer = \"{token}\"\n").unwrap();
+        writeln!(c.stdin.take().unwrap(), "oauth2-bearer = \"{token}\"").unwrap();
         let out = c.wait_with_output().unwrap();
         if out.status.success() {
             Ok(())
