@@ -18,6 +18,7 @@
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
+//! - [`import`] — mailboxes with tokens obtained elsewhere (JSON lines on stdin).
 //! - [`app`] — start-up and shutdown.
 //! - [`cli`] — the command line.
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod connect;
 pub mod db;
 pub mod events;
+pub mod import;
 pub mod keys;
 pub mod ports;
 pub mod refresher;
