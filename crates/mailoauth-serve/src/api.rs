@@ -338,7 +338,17 @@ async fn token(
             )
         })?),
     };
-    let m = mailbox(&app, &who, &id).await?;
+    let m = match mailbox(&app, &who, &id).await {
+        Ok(m) => m,
+        // The database is down: a fresh token in memory is still served (the
+        // key was checked from memory too); anything else gets the 503.
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => app
+            .tokens
+            .remembered(&id)
+            .filter(|m| who.may_use(&m.id) && app.tokens.cached(m, resource).is_some())
+            .ok_or(e)?,
+        Err(e) => return Err(e),
+    };
     let served = match app.tokens.cached(&m, resource) {
         Some(s) => s,
         None => tokio::time::timeout(Duration::from_secs(60), app.tokens.token(&m, resource))

@@ -9,12 +9,14 @@
 //! Module map:
 //! - [`settings`] — the `[serve]` section; connectors as core accounts.
 //! - [`seal`] — master key, data keys, sealing rows.
+//! - [`keyops`] — a node's data keys; `rotate-key` and `reencrypt`.
 //! - [`db`] — SQLite / PostgreSQL, migrations, every query.
 //! - [`ports`] — the broker's store, lease and events over a mailbox row.
 //! - [`tokens`] — memory of fresh tokens, coalescing, the broker on the blocking pool.
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
+//! - [`edge`] — accepting connections: TLS, limits, timeouts, the client address.
 //! - [`app`] — start-up and shutdown.
 //! - [`cli`] — the command line.
 #![warn(missing_docs)]
@@ -24,6 +26,8 @@ pub mod app;
 pub mod cli;
 pub mod connect;
 pub mod db;
+pub mod edge;
+pub mod keyops;
 pub mod keys;
 pub mod ports;
 pub mod seal;

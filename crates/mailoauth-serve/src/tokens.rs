@@ -48,6 +48,9 @@ pub struct Tokens {
     transport: Arc<dyn Transport>,
     cache: Mutex<HashMap<(String, String), (AccessToken, u64)>>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The mailboxes whose tokens are in memory, so their fresh tokens are
+    /// still served while the database is down.
+    seen: Mutex<HashMap<String, Mailbox>>,
 }
 
 impl Tokens {
@@ -67,6 +70,7 @@ impl Tokens {
             transport: Arc::new(HttpTransport::new(Duration::from_secs(30))),
             cache: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +135,7 @@ impl Tokens {
             (m.id.clone(), resource.unwrap_or(MAIL_RESOURCE).to_owned()),
             (at.clone(), min_validity),
         );
+        self.seen.lock().unwrap().insert(m.id.clone(), m.clone());
         Ok(Served {
             token: at,
             user: m.email.clone(),
@@ -151,6 +156,12 @@ impl Tokens {
         })
         .await
         .map_err(|e| Error::Flow(format!("login task failed: {e}")))?
+    }
+
+    /// Mailbox `id` as it was when its token was last fetched, if this node
+    /// holds one (for serving from memory while the database is down).
+    pub fn remembered(&self, id: &str) -> Option<Mailbox> {
+        self.seen.lock().unwrap().get(id).cloned()
     }
 
     /// The data keys (connect flows seal their pending sign-ins with them).
@@ -181,6 +192,7 @@ impl Tokens {
     pub fn forget(&self, id: &str) {
         self.cache.lock().unwrap().retain(|(m, _), _| m != id);
         self.flights.lock().unwrap().remove(id);
+        self.seen.lock().unwrap().remove(id);
     }
 
     fn broker(&self, m: &Mailbox, account: Account) -> Broker {

@@ -1,0 +1,551 @@
+//! The network edge: accepting connections, TLS, limits, and who the client is.
+//!
+//! Owns: the accept loop (at most `max_connections` at once: over it, new
+//! connections wait in the kernel's accept queue until one ends — a burst is
+//! slowed, not failed, and idle connections free their slot by themselves),
+//! TLS with rustls when `tls_cert`/`tls_key` are set, the per-connection
+//! deadlines (a request's headers within `header_read_timeout` from its first
+//! byte, a handler within [`REQUEST_TIMEOUT`], nothing moving for
+//! `idle_timeout` closes the connection), the header size limit, graceful
+//! shutdown, and the client address: `X-Forwarded-*` count only when the TCP
+//! peer is one of `behind_proxy`. Must not: route or handle requests (`api`),
+//! or log a header value other than addresses.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
+
+use mailoauth::Error;
+
+use crate::settings::{Limits, Settings};
+
+/// Most bytes of a request's start line and headers (431 over it). API keys,
+/// cookies-free pages and proxies' forwarding headers fit many times over.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Most headers in one request.
+pub const MAX_HEADERS: usize = 64;
+
+/// A request's handler (body reading included) gets this long; longer than
+/// the token route's own 60 s bound on the provider, so it only cuts off
+/// bodies trickled in and handlers stuck on something unbounded.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How long shutdown waits for requests in progress.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Who sent a request, as far as can be trusted. Every request carries one in
+/// its extensions (`Extension<Client>` in a handler).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address: the TCP peer, or what a trusted proxy says.
+    pub addr: IpAddr,
+    /// Whether the client spoke HTTPS (to us, or to the trusted proxy).
+    pub https: bool,
+    /// The host the client asked for, when a trusted proxy says so.
+    pub forwarded_host: Option<String>,
+}
+
+/// The client of a request from TCP `peer` with `headers`. The forwarding
+/// headers are believed only when `peer` is in `trusted`; the address is then
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy
+/// (entries to its left were written by the client and prove nothing).
+pub fn client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr], tls: bool) -> Client {
+    let peer_ip = canonical(peer.ip());
+    let mut c = Client {
+        addr: peer_ip,
+        https: tls,
+        forwarded_host: None,
+    };
+    if !trusted.iter().any(|t| canonical(*t) == peer_ip) {
+        return c;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse::<IpAddr>().ok().map(canonical))
+        .collect();
+    if let Some(ip) = hops
+        .iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|t| canonical(*t) == **ip))
+        .or(hops.first())
+    {
+        c.addr = *ip;
+    }
+    let one = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            // A chain of proxies appends: the last one is our proxy's own word.
+            .and_then(|v| v.rsplit(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty() && v.len() <= 255)
+    };
+    if let Some(proto) = one("x-forwarded-proto") {
+        c.https = proto.eq_ignore_ascii_case("https");
+    }
+    c.forwarded_host = one("x-forwarded-host");
+    c
+}
+
+/// An IPv4 peer on an IPv6 socket (`::ffff:10.0.0.5`) is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The TLS acceptor of `tls_cert`/`tls_key`, when set. Errors name the key and
+/// the file.
+pub fn tls_acceptor(settings: &Settings) -> Result<Option<TlsAcceptor>, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let Some((cert, key)) = &settings.tls else {
+        return Ok(None);
+    };
+    let err = |message: String| Error::Config {
+        path: settings.path.clone(),
+        line: None,
+        message,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            err(format!(
+                "[serve] `tls_cert` = {}: cannot read a PEM certificate chain ({e})",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(err(format!(
+            "[serve] `tls_cert` = {}: no `BEGIN CERTIFICATE` block in it",
+            cert.display()
+        )));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        err(format!(
+            "[serve] `tls_key` = {}: cannot read a PEM private key ({e})",
+            key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(format!("[serve] TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| {
+            err(format!(
+                "[serve] `tls_cert` and `tls_key` do not make a usable pair: {e}"
+            ))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// What every connection shares.
+struct Shared {
+    router: Router,
+    trusted: Vec<IpAddr>,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves; then stop
+/// accepting, let requests in progress finish (at most [`DRAIN`]) and return.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: &Settings,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let limits = settings.limits;
+    let shared = Arc::new(Shared {
+        router,
+        trusted: settings.behind_proxy.clone(),
+        limits,
+        tls,
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first, then accept: over the limit, connections queue in the
+        // kernel (bounded by its backlog) instead of being taken and starved.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: say so, back off, go on.
+                    log::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, shared, stop).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every slot back means every connection ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(DRAIN, slots.acquire_many(all)).await;
+    Ok(())
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let clock = Arc::new(Mutex::new(Activity::new()));
+    let io = Watched {
+        inner: stream,
+        clock: clock.clone(),
+    };
+    match shared.tls.clone() {
+        None => http(io, peer, false, shared, clock, stop).await,
+        Some(acceptor) => {
+            // The handshake is bounded like a request's headers.
+            match tokio::time::timeout(shared.limits.header_read, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => http(tls, peer, true, shared, clock, stop).await,
+                Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+            }
+        }
+    }
+}
+
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    clock: Arc<Mutex<Activity>>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.limits;
+    let c = clock.clone();
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let who = client(peer, req.headers(), &shared.trusted, tls);
+        req.extensions_mut().insert(who);
+        let mut router = shared.router.clone();
+        let clock = c.clone();
+        clock.lock().unwrap().begin();
+        async move {
+            let r = tokio::time::timeout(REQUEST_TIMEOUT, router.call(req.map(Body::new))).await;
+            clock.lock().unwrap().end();
+            Ok::<_, Infallible>(
+                r.unwrap_or_else(|_| timed_out())
+                    .unwrap_or_else(|e| match e {}),
+            )
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        // Our own deadline (see `Activity`) tells the wait for a request apart
+        // from reading one; hyper's would close keep-alive connections at the
+        // header deadline.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        let deadline = clock.lock().unwrap().deadline(&limits);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    log::debug!("connection from {peer}: {e}");
+                }
+                return;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if clock.lock().unwrap().expired(&limits) {
+                    log::debug!("connection from {peer} closed: too slow or idle");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn timed_out() -> Result<Response<Body>, Infallible> {
+    let body = serde_json::json!({
+        "error": "timeout",
+        "message": format!("the request took over {} s", REQUEST_TIMEOUT.as_secs()),
+        "fix": "send the whole request at once; retry later if the service is busy",
+    });
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    Ok(r)
+}
+
+/// What a connection is doing, for its deadlines.
+struct Activity {
+    /// A request is in a handler (its own deadline applies).
+    busy: bool,
+    /// The first byte of the next request arrived at.
+    head_from: Option<Instant>,
+    /// The last byte moved, or the last handler finished, at.
+    last: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            busy: false,
+            head_from: None,
+            last: Instant::now(),
+        }
+    }
+
+    fn read(&mut self, n: usize) {
+        let now = Instant::now();
+        if n > 0 {
+            self.last = now;
+            if !self.busy && self.head_from.is_none() {
+                self.head_from = Some(now);
+            }
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.last = Instant::now();
+    }
+
+    fn begin(&mut self) {
+        self.busy = true;
+        self.head_from = None;
+    }
+
+    fn end(&mut self) {
+        self.busy = false;
+        self.last = Instant::now();
+    }
+
+    /// When to look again.
+    fn deadline(&self, l: &Limits) -> Instant {
+        if self.busy {
+            return Instant::now() + l.idle;
+        }
+        let idle = self.last + l.idle;
+        match self.head_from {
+            Some(t) => idle.min(t + l.header_read),
+            None => idle,
+        }
+    }
+
+    fn expired(&self, l: &Limits) -> bool {
+        let now = Instant::now();
+        !self.busy
+            && (now >= self.last + l.idle
+                || self.head_from.is_some_and(|t| now >= t + l.header_read))
+    }
+}
+
+/// A stream that notes when bytes move.
+struct Watched<S> {
+    inner: S,
+    clock: Arc<Mutex<Activity>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let n = buf.filled().len() - before;
+            self.clock.lock().unwrap().read(n);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.clock.lock().unwrap().wrote();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.clock.lock().unwrap().wrote();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    const PROXY: &str = "10.0.0.5:40000";
+
+    #[test]
+    fn forwarded_headers_count_only_from_a_listed_proxy() {
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "mail.example.com"),
+        ]);
+        let trusted = ["10.0.0.5".parse().unwrap()];
+        let c = client(PROXY.parse().unwrap(), &h, &trusted, false);
+        assert_eq!(c.addr, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert!(c.https);
+        assert_eq!(c.forwarded_host.as_deref(), Some("mail.example.com"));
+        // The same headers from anyone else are the client's own claims.
+        let c = client("198.51.100.9:5000".parse().unwrap(), &h, &trusted, false);
+        assert_eq!(c.addr, "198.51.100.9".parse::<IpAddr>().unwrap());
+        assert!(!c.https);
+        assert_eq!(c.forwarded_host, None);
+        // And with no proxy configured, nobody is believed.
+        let c = client(PROXY.parse().unwrap(), &h, &[], false);
+        assert_eq!(c.addr, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_spoofed_forwarded_for_entry_left_of_the_proxy_is_ignored() {
+        // The client wrote "1.2.3.4"; our proxy appended the real peer.
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.7")]);
+        let trusted = ["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()];
+        let c = client(PROXY.parse().unwrap(), &h, &trusted, false);
+        assert_eq!(c.addr, "203.0.113.7".parse::<IpAddr>().unwrap());
+        // Two trusted proxies in a row: skip the inner one.
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.7, 10.0.0.6")]);
+        let c = client(PROXY.parse().unwrap(), &h, &trusted, false);
+        assert_eq!(c.addr, "203.0.113.7".parse::<IpAddr>().unwrap());
+        // Garbage is not an address.
+        let h = headers(&[("x-forwarded-for", "not-an-ip")]);
+        let c = client(PROXY.parse().unwrap(), &h, &trusted, false);
+        assert_eq!(c.addr, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_ipv4_proxy_on_an_ipv6_socket_is_recognised() {
+        let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        let trusted = ["10.0.0.5".parse().unwrap()];
+        let c = client(
+            "[::ffff:10.0.0.5]:4000".parse().unwrap(),
+            &h,
+            &trusted,
+            true,
+        );
+        assert_eq!(c.addr, "203.0.113.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn deadlines_tell_a_slow_request_from_an_idle_connection() {
+        let l = Limits {
+            max_connections: 1,
+            header_read: Duration::from_secs(2),
+            idle: Duration::from_secs(60),
+        };
+        let mut a = Activity::new();
+        assert!(
+            a.deadline(&l) > Instant::now() + Duration::from_secs(59),
+            "idle"
+        );
+        a.read(1);
+        assert!(
+            a.deadline(&l) < Instant::now() + Duration::from_secs(3),
+            "headers"
+        );
+        a.begin();
+        assert!(!a.expired(&l), "a handler has its own deadline");
+        a.end();
+        assert!(a.head_from.is_none(), "the next request starts afresh");
+    }
+}
