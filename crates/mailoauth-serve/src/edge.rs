@@ -1,8 +1,10 @@
 //! The network edge: accepting connections, TLS, limits, and who the client is.
 //!
-//! Owns: the accept loop (at most `max_connections` at once: over it, new
-//! connections wait in the kernel's accept queue until one ends — a burst is
-//! slowed, not failed, and idle connections free their slot by themselves),
+//! Owns: the accept loop (at most `max_connections` at once: a new connection
+//! over it closes the longest-idle one — no request in progress, no byte of
+//! one received — and when none is idle it waits in the kernel's accept queue
+//! until one ends, so idle connections cannot lock real requests out and a
+//! burst is slowed, not failed),
 //! TLS with rustls when `tls_cert`/`tls_key` are set, the per-connection
 //! deadlines (a request's headers within `header_read_timeout` from its first
 //! byte, a handler within [`REQUEST_TIMEOUT`], nothing moving for
@@ -11,11 +13,13 @@
 //! peer is one of `behind_proxy`. Must not: route or handle requests (`api`),
 //! or log a header value other than addresses.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -27,7 +31,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
@@ -169,6 +173,40 @@ struct Shared {
     trusted: Vec<IpAddr>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
+    /// The open connections, to find the idlest when the slots are full.
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    next: AtomicU64,
+}
+
+/// One connection's state, seen by its stream, its requests and the accept loop.
+struct Conn {
+    activity: Mutex<Activity>,
+    /// Told to close (it was the idlest when a new connection needed a slot).
+    evict: Notify,
+    /// A request's first byte came: its header deadline starts.
+    started: Notify,
+}
+
+impl Shared {
+    /// Ask the longest-idle connection to close; false when none is idle.
+    fn evict_idlest(&self) -> bool {
+        let open = self.open.lock().unwrap();
+        let idlest = open
+            .values()
+            .filter_map(|c| {
+                let a = c.activity.lock().unwrap();
+                (!a.busy && a.head_from.is_none() && !a.evicted).then_some((a.last, c))
+            })
+            .min_by_key(|(last, _)| *last);
+        match idlest {
+            Some((_, c)) => {
+                c.activity.lock().unwrap().evicted = true;
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves; then stop
@@ -186,17 +224,13 @@ pub async fn serve(
         trusted: settings.behind_proxy.clone(),
         limits,
         tls,
+        open: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(0),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        // A slot first, then accept: over the limit, connections queue in the
-        // kernel (bounded by its backlog) instead of being taken and starved.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -208,6 +242,19 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        // Over the limit: the idlest connection makes room; with none idle,
+        // wait (holding this one connection; the rest queue in the kernel,
+        // bounded by its backlog).
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared.evict_idlest();
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
         };
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -230,22 +277,34 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let clock = Arc::new(Mutex::new(Activity::new()));
+    let conn = Arc::new(Conn {
+        activity: Mutex::new(Activity::new()),
+        evict: Notify::new(),
+        started: Notify::new(),
+    });
+    let id = shared.next.fetch_add(1, Ordering::Relaxed);
+    shared.open.lock().unwrap().insert(id, conn.clone());
     let io = Watched {
         inner: stream,
-        clock: clock.clone(),
+        conn: conn.clone(),
     };
     match shared.tls.clone() {
-        None => http(io, peer, false, shared, clock, stop).await,
+        None => http(io, peer, false, shared.clone(), conn, stop).await,
         Some(acceptor) => {
             // The handshake is bounded like a request's headers.
-            match tokio::time::timeout(shared.limits.header_read, acceptor.accept(io)).await {
-                Ok(Ok(tls)) => http(tls, peer, true, shared, clock, stop).await,
+            let handshake = tokio::time::timeout(shared.limits.header_read, acceptor.accept(io));
+            let r = tokio::select! {
+                r = handshake => r,
+                () = conn.evict.notified() => Ok(Err(io::Error::other("closed to make room"))),
+            };
+            match r {
+                Ok(Ok(tls)) => http(tls, peer, true, shared.clone(), conn, stop).await,
                 Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                 Err(_) => log::debug!("TLS handshake with {peer} timed out"),
             }
         }
     }
+    shared.open.lock().unwrap().remove(&id);
 }
 
 async fn http<I>(
@@ -253,22 +312,22 @@ async fn http<I>(
     peer: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
-    clock: Arc<Mutex<Activity>>,
+    state: Arc<Conn>,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.limits;
-    let c = clock.clone();
+    let c = state.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let who = client(peer, req.headers(), &shared.trusted, tls);
         req.extensions_mut().insert(who);
         let mut router = shared.router.clone();
-        let clock = c.clone();
-        clock.lock().unwrap().begin();
+        let state = c.clone();
+        state.activity.lock().unwrap().begin();
         async move {
             let r = tokio::time::timeout(REQUEST_TIMEOUT, router.call(req.map(Body::new))).await;
-            clock.lock().unwrap().end();
+            state.activity.lock().unwrap().end();
             Ok::<_, Infallible>(
                 r.unwrap_or_else(|_| timed_out())
                     .unwrap_or_else(|e| match e {}),
@@ -289,7 +348,7 @@ async fn http<I>(
     tokio::pin!(conn);
     let mut stopping = false;
     loop {
-        let deadline = clock.lock().unwrap().deadline(&limits);
+        let deadline = state.activity.lock().unwrap().deadline(&limits);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -301,8 +360,14 @@ async fn http<I>(
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
+            // Look again with the header deadline in force.
+            () = state.started.notified() => {}
+            () = state.evict.notified() => {
+                log::debug!("connection from {peer} closed to make room for a new one");
+                return;
+            }
             () = tokio::time::sleep_until(deadline.into()) => {
-                if clock.lock().unwrap().expired(&limits) {
+                if state.activity.lock().unwrap().expired(&limits) {
                     log::debug!("connection from {peer} closed: too slow or idle");
                     return;
                 }
@@ -338,6 +403,8 @@ struct Activity {
     head_from: Option<Instant>,
     /// The last byte moved, or the last handler finished, at.
     last: Instant,
+    /// Asked to close to make room.
+    evicted: bool,
 }
 
 impl Activity {
@@ -346,17 +413,21 @@ impl Activity {
             busy: false,
             head_from: None,
             last: Instant::now(),
+            evicted: false,
         }
     }
 
-    fn read(&mut self, n: usize) {
+    /// `n` bytes came in; true when they start a request.
+    fn read(&mut self, n: usize) -> bool {
         let now = Instant::now();
         if n > 0 {
             self.last = now;
             if !self.busy && self.head_from.is_none() {
                 self.head_from = Some(now);
+                return true;
             }
         }
+        false
     }
 
     fn wrote(&mut self) {
@@ -396,7 +467,7 @@ impl Activity {
 /// A stream that notes when bytes move.
 struct Watched<S> {
     inner: S,
-    clock: Arc<Mutex<Activity>>,
+    conn: Arc<Conn>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -409,7 +480,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
             let n = buf.filled().len() - before;
-            self.clock.lock().unwrap().read(n);
+            if self.conn.activity.lock().unwrap().read(n) {
+                self.conn.started.notify_one();
+            }
         }
         r
     }
@@ -425,7 +498,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.clock.lock().unwrap().wrote();
+            self.conn.activity.lock().unwrap().wrote();
         }
         r
     }
@@ -439,7 +512,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.clock.lock().unwrap().wrote();
+            self.conn.activity.lock().unwrap().wrote();
         }
         r
     }
