@@ -183,8 +183,9 @@ struct Conn {
     activity: Mutex<Activity>,
     /// Told to close (it was the idlest when a new connection needed a slot).
     evict: Notify,
-    /// A request's first byte came: its header deadline starts.
-    started: Notify,
+    /// A request's first byte came (its header deadline starts), or a handler
+    /// finished (the idle deadline starts): the connection looks again.
+    changed: Notify,
 }
 
 impl Shared {
@@ -230,7 +231,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
+    'accept: loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -245,14 +246,21 @@ pub async fn serve(
         };
         // Over the limit: the idlest connection makes room; with none idle,
         // wait (holding this one connection; the rest queue in the kernel,
-        // bounded by its backlog).
+        // bounded by its backlog), looking again as handlers finish.
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                shared.evict_idlest();
-                tokio::select! {
-                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                    () = &mut shutdown => break,
+                let mut asked = shared.evict_idlest();
+                loop {
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => {
+                            break p.expect("the semaphore is never closed");
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(100)), if !asked => {
+                            asked = shared.evict_idlest();
+                        }
+                        () = &mut shutdown => break 'accept,
+                    }
                 }
             }
         };
@@ -280,10 +288,18 @@ async fn connection(
     let conn = Arc::new(Conn {
         activity: Mutex::new(Activity::new()),
         evict: Notify::new(),
-        started: Notify::new(),
+        changed: Notify::new(),
     });
     let id = shared.next.fetch_add(1, Ordering::Relaxed);
     shared.open.lock().unwrap().insert(id, conn.clone());
+    // Out of the table however the connection ends (a handler's panic too).
+    struct Listed<'a>(&'a Shared, u64);
+    impl Drop for Listed<'_> {
+        fn drop(&mut self) {
+            self.0.open.lock().unwrap().remove(&self.1);
+        }
+    }
+    let _listed = Listed(&shared, id);
     let io = Watched {
         inner: stream,
         conn: conn.clone(),
@@ -304,7 +320,6 @@ async fn connection(
             }
         }
     }
-    shared.open.lock().unwrap().remove(&id);
 }
 
 async fn http<I>(
@@ -328,6 +343,7 @@ async fn http<I>(
         async move {
             let r = tokio::time::timeout(REQUEST_TIMEOUT, router.call(req.map(Body::new))).await;
             state.activity.lock().unwrap().end();
+            state.changed.notify_one();
             Ok::<_, Infallible>(
                 r.unwrap_or_else(|_| timed_out())
                     .unwrap_or_else(|e| match e {}),
@@ -360,8 +376,7 @@ async fn http<I>(
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
-            // Look again with the header deadline in force.
-            () = state.started.notified() => {}
+            () = state.changed.notified() => {}
             () = state.evict.notified() => {
                 log::debug!("connection from {peer} closed to make room for a new one");
                 return;
@@ -481,7 +496,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         if let Poll::Ready(Ok(())) = r {
             let n = buf.filled().len() - before;
             if self.conn.activity.lock().unwrap().read(n) {
-                self.conn.started.notify_one();
+                self.conn.changed.notify_one();
             }
         }
         r
