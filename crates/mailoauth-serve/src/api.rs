@@ -338,16 +338,27 @@ async fn token(
             )
         })?),
     };
-    let m = match mailbox(&app, &who, &id).await {
-        Ok(m) => m,
-        // The database is down: a fresh token in memory is still served (the
-        // key was checked from memory too); anything else gets the 503.
-        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => app
-            .tokens
+    // With the database down, a fresh token in memory is still served (the key
+    // was checked from memory too), at once while the outage is known;
+    // anything else gets the 503.
+    let warm = || {
+        app.tokens
             .remembered(&id)
             .filter(|m| who.may_use(&m.id) && app.tokens.cached(m, resource).is_some())
-            .ok_or(e)?,
-        Err(e) => return Err(e),
+    };
+    let m = match app.tokens.outage.suspect().then(warm).flatten() {
+        Some(m) => m,
+        None => match mailbox(&app, &who, &id).await {
+            Ok(m) => {
+                app.tokens.outage.answered(true);
+                m
+            }
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+                app.tokens.outage.answered(false);
+                warm().ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        },
     };
     let served = match app.tokens.cached(&m, resource) {
         Some(s) => s,

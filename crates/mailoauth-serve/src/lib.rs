@@ -13,6 +13,7 @@
 //! - [`db`] — SQLite / PostgreSQL, migrations, every query.
 //! - [`ports`] — the broker's store, lease and events over a mailbox row.
 //! - [`tokens`] — memory of fresh tokens, coalescing, the broker on the blocking pool.
+//! - [`outage`] — the database known down: fresh tokens in memory skip it.
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
@@ -29,6 +30,7 @@ pub mod db;
 pub mod edge;
 pub mod keyops;
 pub mod keys;
+pub mod outage;
 pub mod ports;
 pub mod seal;
 pub mod settings;

@@ -51,6 +51,8 @@ pub struct Tokens {
     /// The mailboxes whose tokens are in memory, so their fresh tokens are
     /// still served while the database is down.
     seen: Mutex<HashMap<String, Mailbox>>,
+    /// Whether the database is down (fresh tokens in memory skip it then).
+    pub outage: crate::outage::Outage,
 }
 
 impl Tokens {
@@ -71,6 +73,7 @@ impl Tokens {
             cache: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            outage: Default::default(),
         }
     }
 
