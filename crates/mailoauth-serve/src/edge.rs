@@ -8,25 +8,25 @@
 //! TLS with rustls when `tls_cert`/`tls_key` are set, the per-connection
 //! deadlines (a request's headers within `header_read_timeout` from its first
 //! byte, a handler within [`REQUEST_TIMEOUT`], nothing moving for
-//! `idle_timeout` closes the connection), the header size limit, graceful
+//! `idle_timeout` closes the connection; checked a few times per shortest
+//! deadline, so they hold to within a tick), the header size limit, graceful
 //! shutdown, and the client address: `X-Forwarded-*` count only when the TCP
 //! peer is one of `behind_proxy`. Must not: route or handle requests (`api`),
 //! or log a header value other than addresses.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, Response, StatusCode};
+use axum::http::{HeaderMap, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,9 +46,10 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 64;
 
-/// A request's handler (body reading included) gets this long; longer than
-/// the token route's own 60 s bound on the provider, so it only cuts off
-/// bodies trickled in and handlers stuck on something unbounded.
+/// A request's handler (body reading included) gets this long, then its
+/// connection is closed; longer than the token route's own 60 s bound on the
+/// provider, so it only cuts off bodies trickled in and handlers stuck on
+/// something unbounded.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// How long shutdown waits for requests in progress.
@@ -176,32 +177,51 @@ struct Shared {
     /// The open connections, to find the idlest when the slots are full.
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next: AtomicU64,
+    /// The time base of `Conn::idle_since`.
+    base: Instant,
 }
 
-/// One connection's state, seen by its stream, its requests and the accept loop.
+/// One connection's state, written by its stream and its requests with
+/// single atomic operations (the hot path takes no lock and reads no clock),
+/// and read by its watchdog once a tick.
+#[derive(Default)]
 struct Conn {
-    activity: Mutex<Activity>,
+    /// Bumped whenever bytes move either way.
+    moved: AtomicU64,
+    /// Requests handed to the router so far.
+    requests: AtomicU64,
+    /// Requests in a handler now.
+    busy: AtomicU64,
+    /// Bytes arrived while no request was in a handler: one is being read.
+    head: AtomicBool,
+    /// Milliseconds after `Shared::base` since which nothing moved (ticks).
+    idle_since: AtomicU64,
+    /// Asked to close to make room.
+    evicted: AtomicBool,
     /// Told to close (it was the idlest when a new connection needed a slot).
     evict: Notify,
-    /// A request's first byte came (its header deadline starts), or a handler
-    /// finished (the idle deadline starts): the connection looks again.
-    changed: Notify,
 }
 
 impl Shared {
-    /// Ask the longest-idle connection to close; false when none is idle.
+    fn ms(&self, t: Instant) -> u64 {
+        t.duration_since(self.base).as_millis() as u64
+    }
+
+    /// Ask the longest-idle connection (no request in a handler, none being
+    /// read) to close; false when none is idle.
     fn evict_idlest(&self) -> bool {
         let open = self.open.lock().unwrap();
         let idlest = open
             .values()
-            .filter_map(|c| {
-                let a = c.activity.lock().unwrap();
-                (!a.busy && a.head_from.is_none() && !a.evicted).then_some((a.last, c))
+            .filter(|c| {
+                c.busy.load(Ordering::Relaxed) == 0
+                    && !c.head.load(Ordering::Relaxed)
+                    && !c.evicted.load(Ordering::Relaxed)
             })
-            .min_by_key(|(last, _)| *last);
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
         match idlest {
-            Some((_, c)) => {
-                c.activity.lock().unwrap().evicted = true;
+            Some(c) => {
+                c.evicted.store(true, Ordering::Relaxed);
                 c.evict.notify_one();
                 true
             }
@@ -227,6 +247,7 @@ pub async fn serve(
         tls,
         open: Mutex::new(HashMap::new()),
         next: AtomicU64::new(0),
+        base: Instant::now(),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -285,11 +306,9 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let conn = Arc::new(Conn {
-        activity: Mutex::new(Activity::new()),
-        evict: Notify::new(),
-        changed: Notify::new(),
-    });
+    let conn = Arc::new(Conn::default());
+    conn.idle_since
+        .store(shared.ms(Instant::now()), Ordering::Relaxed);
     let id = shared.next.fetch_add(1, Ordering::Relaxed);
     shared.open.lock().unwrap().insert(id, conn.clone());
     // Out of the table however the connection ends (a handler's panic too).
@@ -333,28 +352,33 @@ async fn http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.limits;
-    let c = state.clone();
+    let (c, sh) = (state.clone(), shared.clone());
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        let who = client(peer, req.headers(), &shared.trusted, tls);
+        let who = client(peer, req.headers(), &sh.trusted, tls);
         req.extensions_mut().insert(who);
-        let mut router = shared.router.clone();
+        let mut router = sh.router.clone();
         let state = c.clone();
-        state.activity.lock().unwrap().begin();
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        state.busy.fetch_add(1, Ordering::Relaxed);
+        state.head.store(false, Ordering::Relaxed);
         async move {
-            let r = tokio::time::timeout(REQUEST_TIMEOUT, router.call(req.map(Body::new))).await;
-            state.activity.lock().unwrap().end();
-            state.changed.notify_one();
-            Ok::<_, Infallible>(
-                r.unwrap_or_else(|_| timed_out())
-                    .unwrap_or_else(|e| match e {}),
-            )
+            // Counted out even when the connection is dropped mid-handler.
+            struct Done(Arc<Conn>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.busy.fetch_sub(1, Ordering::Relaxed);
+                    self.0.moved.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _done = Done(state);
+            router.call(req.map(Body::new)).await
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        // Our own deadline (see `Activity`) tells the wait for a request apart
-        // from reading one; hyper's would close keep-alive connections at the
-        // header deadline.
+        // Our own deadlines (the watchdog below) tell the wait for a request
+        // apart from reading one; hyper's would close keep-alive connections
+        // at the header deadline.
         .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
         .max_header_size(MAX_HEADER_BYTES)
@@ -362,9 +386,11 @@ async fn http<I>(
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let mut dog = Watchdog::new(&limits, &state);
+    let mut tick = tokio::time::interval(dog.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
     loop {
-        let deadline = state.activity.lock().unwrap().deadline(&limits);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -376,14 +402,13 @@ async fn http<I>(
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = state.changed.notified() => {}
             () = state.evict.notified() => {
                 log::debug!("connection from {peer} closed to make room for a new one");
                 return;
             }
-            () = tokio::time::sleep_until(deadline.into()) => {
-                if state.activity.lock().unwrap().expired(&limits) {
-                    log::debug!("connection from {peer} closed: too slow or idle");
+            now = tick.tick() => {
+                if let Some(why) = dog.check(&shared, &state, now.into_std()) {
+                    log::debug!("connection from {peer} closed: {why}");
                     return;
                 }
             }
@@ -391,91 +416,65 @@ async fn http<I>(
     }
 }
 
-fn timed_out() -> Result<Response<Body>, Infallible> {
-    let body = serde_json::json!({
-        "error": "timeout",
-        "message": format!("the request took over {} s", REQUEST_TIMEOUT.as_secs()),
-        "fix": "send the whole request at once; retry later if the service is busy",
-    });
-    let mut r = Response::new(Body::from(body.to_string()));
-    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        axum::http::header::CONNECTION,
-        axum::http::HeaderValue::from_static("close"),
-    );
-    Ok(r)
+/// A connection's deadlines, checked once a tick (a few per shortest
+/// deadline, at most one a second): no clock read or timer per request.
+struct Watchdog {
+    tick: Duration,
+    limits: Limits,
+    moved: u64,
+    moved_at: Instant,
+    /// The request being read (by its number) and since when.
+    head: Option<(u64, Instant)>,
+    /// The request in a handler (by its number) and since when.
+    handler: Option<(u64, Instant)>,
 }
 
-/// What a connection is doing, for its deadlines.
-struct Activity {
-    /// A request is in a handler (its own deadline applies).
-    busy: bool,
-    /// The first byte of the next request arrived at.
-    head_from: Option<Instant>,
-    /// The last byte moved, or the last handler finished, at.
-    last: Instant,
-    /// Asked to close to make room.
-    evicted: bool,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            busy: false,
-            head_from: None,
-            last: Instant::now(),
-            evicted: false,
+impl Watchdog {
+    fn new(limits: &Limits, c: &Conn) -> Watchdog {
+        let tick = (limits.header_read.min(limits.idle) / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        Watchdog {
+            tick,
+            limits: *limits,
+            moved: c.moved.load(Ordering::Relaxed),
+            moved_at: Instant::now(),
+            head: None,
+            handler: None,
         }
     }
 
-    /// `n` bytes came in; true when they start a request.
-    fn read(&mut self, n: usize) -> bool {
-        let now = Instant::now();
-        if n > 0 {
-            self.last = now;
-            if !self.busy && self.head_from.is_none() {
-                self.head_from = Some(now);
-                return true;
+    /// Why the connection must close now, if it must.
+    fn check(&mut self, shared: &Shared, c: &Conn, now: Instant) -> Option<&'static str> {
+        let moved = c.moved.load(Ordering::Relaxed);
+        if moved != self.moved {
+            self.moved = moved;
+            self.moved_at = now;
+            c.idle_since.store(shared.ms(now), Ordering::Relaxed);
+        }
+        let number = c.requests.load(Ordering::Relaxed);
+        if c.busy.load(Ordering::Relaxed) > 0 {
+            self.head = None;
+            let (n, since) = *self.handler.get_or_insert((number, now));
+            if n != number {
+                self.handler = Some((number, now));
+            } else if now.duration_since(since) >= REQUEST_TIMEOUT {
+                return Some("a handler took too long");
             }
+            return None;
         }
-        false
-    }
-
-    fn wrote(&mut self) {
-        self.last = Instant::now();
-    }
-
-    fn begin(&mut self) {
-        self.busy = true;
-        self.head_from = None;
-    }
-
-    fn end(&mut self) {
-        self.busy = false;
-        self.last = Instant::now();
-    }
-
-    /// When to look again.
-    fn deadline(&self, l: &Limits) -> Instant {
-        if self.busy {
-            return Instant::now() + l.idle;
+        self.handler = None;
+        if c.head.load(Ordering::Relaxed) {
+            let (n, since) = *self.head.get_or_insert((number, now));
+            if n != number {
+                // A request finished and the next one started between ticks.
+                self.head = Some((number, now));
+            } else if now.duration_since(since) >= self.limits.header_read {
+                return Some("its request's headers came too slowly");
+            }
+        } else {
+            self.head = None;
         }
-        let idle = self.last + l.idle;
-        match self.head_from {
-            Some(t) => idle.min(t + l.header_read),
-            None => idle,
-        }
-    }
-
-    fn expired(&self, l: &Limits) -> bool {
-        let now = Instant::now();
-        !self.busy
-            && (now >= self.last + l.idle
-                || self.head_from.is_some_and(|t| now >= t + l.header_read))
+        (now.duration_since(self.moved_at) >= self.limits.idle).then_some("idle")
     }
 }
 
@@ -483,6 +482,12 @@ impl Activity {
 struct Watched<S> {
     inner: S,
     conn: Arc<Conn>,
+}
+
+impl<S> Watched<S> {
+    fn moved(&self) {
+        self.conn.moved.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -493,10 +498,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let n = buf.filled().len() - before;
-            if self.conn.activity.lock().unwrap().read(n) {
-                self.conn.changed.notify_one();
+        if let Poll::Ready(Ok(())) = r
+            && buf.filled().len() > before
+        {
+            self.moved();
+            if self.conn.busy.load(Ordering::Relaxed) == 0 {
+                self.conn.head.store(true, Ordering::Relaxed);
             }
         }
         r
@@ -513,7 +520,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.conn.activity.lock().unwrap().wrote();
+            self.moved();
         }
         r
     }
@@ -527,7 +534,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.conn.activity.lock().unwrap().wrote();
+            self.moved();
         }
         r
     }
@@ -615,25 +622,46 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_tell_a_slow_request_from_an_idle_connection() {
+    fn deadlines_tell_a_slow_request_from_an_idle_connection_and_a_busy_one() {
         let l = Limits {
             max_connections: 1,
             header_read: Duration::from_secs(2),
             idle: Duration::from_secs(60),
         };
-        let mut a = Activity::new();
-        assert!(
-            a.deadline(&l) > Instant::now() + Duration::from_secs(59),
-            "idle"
-        );
-        a.read(1);
-        assert!(
-            a.deadline(&l) < Instant::now() + Duration::from_secs(3),
-            "headers"
-        );
-        a.begin();
-        assert!(!a.expired(&l), "a handler has its own deadline");
-        a.end();
-        assert!(a.head_from.is_none(), "the next request starts afresh");
+        let shared = Shared {
+            router: Router::new(),
+            trusted: vec![],
+            limits: l,
+            tls: None,
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            base: Instant::now(),
+        };
+        let c = Conn::default();
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut dog = Watchdog::new(&l, &c);
+        assert_eq!(dog.check(&shared, &c, s(30)), None, "quiet, not idle yet");
+        // A request starts arriving and never finishes.
+        c.moved.fetch_add(1, Ordering::Relaxed);
+        c.head.store(true, Ordering::Relaxed);
+        assert_eq!(dog.check(&shared, &c, s(31)), None);
+        assert!(dog.check(&shared, &c, s(33)).is_some(), "headers too slow");
+        // Requests that keep coming, each quick, are never "too slow".
+        let mut dog = Watchdog::new(&l, &c);
+        for i in 0..10 {
+            c.requests.fetch_add(1, Ordering::Relaxed);
+            c.moved.fetch_add(1, Ordering::Relaxed);
+            assert_eq!(dog.check(&shared, &c, s(40 + i)), None, "{i}");
+        }
+        // A handler has its own, longer deadline.
+        c.head.store(false, Ordering::Relaxed);
+        c.busy.store(1, Ordering::Relaxed);
+        assert_eq!(dog.check(&shared, &c, s(100)), None);
+        assert_eq!(dog.check(&shared, &c, s(170)), None);
+        assert!(dog.check(&shared, &c, s(180)).is_some(), "stuck handler");
+        c.busy.store(0, Ordering::Relaxed);
+        let mut dog = Watchdog::new(&l, &c);
+        assert!(dog.check(&shared, &c, s(200)).is_some(), "idle");
     }
 }
