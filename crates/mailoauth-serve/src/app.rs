@@ -1,10 +1,9 @@
-//! Start-up: settings → database → keys → the HTTP server, until SIGTERM.
+//! Start-up: settings → database → keys → the HTTP server (`edge`), until SIGTERM.
 //!
 //! Owns: the order of start-up and its refusals (a wrong or missing master key
 //! stops the start before anything is written), and graceful shutdown. Must
 //! not: contain request handling (`api`) or token logic (`tokens`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -13,9 +12,10 @@ use mailoauth::Error;
 
 use crate::api::{self, App};
 use crate::db::Db;
+use crate::edge;
+use crate::keyops::{self, DataKeys};
 use crate::keys::KeyTable;
-use crate::ports::DataKeys;
-use crate::seal::{self, Key};
+use crate::seal;
 use crate::settings::Settings;
 use crate::tokens::Tokens;
 
@@ -25,55 +25,8 @@ pub async fn open(settings: &Settings) -> Result<(Db, DataKeys), Error> {
     let db = Db::open(&settings.database).await?;
     let count = db.data_key_count().await?;
     let master = seal::master_key(&settings.master_key, count == 0)?;
-    let rows = db.data_keys().await?;
-    let mut all = HashMap::new();
-    for (id, wrapped, master_id) in &rows {
-        if *master_id != master.id() {
-            return Err(wrong_master(master_id, master.id()));
-        }
-        let key = master
-            .unwrap_key(id, wrapped)
-            .ok_or_else(|| wrong_master(master_id, master.id()))?;
-        all.insert(id.clone(), key);
-    }
-    let current = match rows.last() {
-        Some((id, _, _)) => all.remove(id).expect("just inserted"),
-        None if count > 0 => {
-            return Err(Error::Usage(
-                "the database has data keys but none is active; restore the database".into(),
-            ));
-        }
-        None => {
-            let key = Key::generate();
-            db.add_data_key(
-                key.id(),
-                &master.wrap(&key),
-                master.id(),
-                mailoauth::clock::now(),
-            )
-            .await?;
-            key
-        }
-    };
-    let current_id = current.id().to_owned();
-    let mut keys = DataKeys {
-        current,
-        all: HashMap::new(),
-    };
-    for (id, k) in all {
-        keys.all.insert(id, k);
-    }
-    // The current key opens rows too: keep one copy by id.
-    let again = Key::parse(&keys.current.to_text()).expect("own key parses");
-    keys.all.insert(current_id, again);
+    let keys = keyops::load(&db, master).await?;
     Ok((db, keys))
-}
-
-fn wrong_master(stored: &str, given: &str) -> Error {
-    Error::Usage(format!(
-        "the master key (id {given}) is not the one the database's data keys are wrapped with (id {stored}): \
-         give the right `master_key` (or restore its key file); nothing was changed"
-    ))
 }
 
 /// Serve until SIGTERM or SIGINT.
@@ -96,7 +49,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         reconnects: Default::default(),
     });
     // Background work; each task ends with the runtime.
-    tokio::spawn(crate::refresher::run(app.clone()));
+    let refresher = tokio::spawn(crate::refresher::run(app.clone()));
     if let Some(secret) = webhook_secret {
         tokio::spawn(
             crate::events::Deliverer {
@@ -108,6 +61,8 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             .run(),
         );
     }
+    // TLS files are read before binding: a bad one stops the start at once.
+    let tls = edge::tls_acceptor(&settings)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", settings.listen), e))?;
@@ -116,21 +71,23 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         .map_err(|e| Error::io("cannot read the listen address", e))?;
     // The one line a wrapper waits for (tests, systemd notify scripts).
     eprintln!(
-        "mailoauth-serve: listening on http://{local} (base URL {})",
+        "mailoauth-serve: listening on {}://{local} (base URL {})",
+        if tls.is_some() { "https" } else { "http" },
         settings.base_url
     );
     let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
     let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
-    axum::serve(listener, api::router(app.clone()))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        })
-        .await
-        .map_err(|e| Error::io("the HTTP server stopped", e))?;
-    // Flush the audit queue: close it, let the writer finish its last batch.
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    edge::serve(listener, api::router(app.clone()), &settings, tls, stop).await?;
+    // Flush the audit queue: close it (the refresher holds the app too), let
+    // the writer finish its last batch.
+    refresher.abort();
+    let _ = refresher.await;
     drop(app);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), writer).await;
     Ok(())

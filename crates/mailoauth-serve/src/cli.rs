@@ -41,6 +41,22 @@ enum Command {
     /// `{"connector","email","refresh_token","access_token","expires_at"}`
     /// (and an optional `reference`); prints `id<TAB>email` for each.
     Import,
+    /// Re-wrap the data keys under a new master key (the rows are not touched);
+    /// prints what to change in the config.
+    #[command(group(clap::ArgGroup::new("new").required(true)))]
+    RotateKey {
+        /// The new master key is in this file (`keygen > FILE`).
+        #[arg(long, group = "new", value_name = "PATH")]
+        new_master_key_file: Option<PathBuf>,
+        /// The new master key is in this environment variable.
+        #[arg(long, group = "new", value_name = "VAR")]
+        new_master_key_env: Option<String>,
+        /// This command prints the new master key (e.g. `pass show serve-key`).
+        #[arg(long, group = "new", value_name = "COMMAND")]
+        new_master_key_command: Option<String>,
+    },
+    /// Seal every stored token under a new data key, then retire the old data keys.
+    Reencrypt,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +125,33 @@ fn run(cli: Cli) -> Result<(), Error> {
                 Ok(())
             }
             Some(Command::Keygen) => unreachable!("handled above"),
+            Some(Command::RotateKey {
+                new_master_key_file,
+                new_master_key_env,
+                new_master_key_command,
+            }) => {
+                use crate::keyops::NewMaster;
+                let new = match (new_master_key_file, new_master_key_env, new_master_key_command) {
+                    (Some(f), _, _) => NewMaster::File(f),
+                    (_, Some(v), _) => NewMaster::Env(v),
+                    (_, _, Some(c)) => NewMaster::Command(c),
+                    _ => unreachable!("clap requires one"),
+                };
+                let text = crate::keyops::rotate(&settings, &new).await?;
+                print!("{text}");
+                Ok(())
+            }
+            Some(Command::Reencrypt) => {
+                let (db, keys) = crate::app::open(&settings).await?;
+                let r = crate::keyops::reencrypt(&db, &keys).await?;
+                println!(
+                    "re-sealed {} mailbox record(s) and {} pending sign-in(s) under the new data key {}; \
+                     {} old data key(s) retired (kept to open anything a running node wrote meanwhile: \
+                     run reencrypt again to move it)",
+                    r.records, r.sign_ins, r.key_id, r.retired
+                );
+                Ok(())
+            }
         }
     })
 }

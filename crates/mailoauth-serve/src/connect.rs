@@ -205,7 +205,7 @@ async fn begin(app: &App, link: &ConnectLink) -> Result<String, Error> {
     let expires = mailoauth::clock::now() + SIGN_IN_TTL.as_secs() as i64;
     let (url, pending) = authcode::begin(&account, &redirect, expires)?;
     let json = zeroize::Zeroizing::new(serde_json::to_vec(&pending).expect("pending serialises"));
-    let key = &app.tokens.keys().current;
+    let key = app.tokens.keys().current();
     let sealed = key.seal(&sign_in_aad(&pending.state), &json);
     app.db
         .add_sign_in(&pending.state, &link.id, key.id(), &sealed, expires)
@@ -213,9 +213,7 @@ async fn begin(app: &App, link: &ConnectLink) -> Result<String, Error> {
     Ok(url)
 }
 
-fn sign_in_aad(state: &str) -> Vec<u8> {
-    format!("mailoauth-serve sign-in {state}").into_bytes()
-}
+use crate::keyops::sign_in_aad;
 
 /// `GET /oauth/callback`.
 #[derive(Deserialize)]
@@ -252,8 +250,10 @@ pub async fn callback(
     let pending: Option<Pending> = app
         .tokens
         .keys()
-        .all
-        .get(&key_id)
+        .find(&key_id)
+        .await
+        .ok()
+        .flatten()
         .and_then(|k| k.open(&sign_in_aad(&state), &sealed))
         .and_then(|plain| serde_json::from_slice(&plain).ok());
     let (Some(pending), Ok(Some(link))) = (pending, app.db.link(&link_id).await) else {

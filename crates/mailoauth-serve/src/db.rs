@@ -108,6 +108,20 @@ pub struct SealedRecord {
     pub version: i64,
 }
 
+/// A data key as stored (wrapped by the master key).
+pub struct DataKeyRow {
+    /// Key id.
+    pub id: String,
+    /// The key wrapped under the master key.
+    pub wrapped: Vec<u8>,
+    /// The master key's id.
+    pub master_id: String,
+    /// Unix time made (orders the keys).
+    pub created_at: i64,
+    /// Seals new rows (a retired key still opens old ones).
+    pub active: bool,
+}
+
 /// An API key row.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRow {
@@ -298,7 +312,9 @@ impl Db {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(5))
+            // A request with the database down gets its 503 within this, not
+            // after a long hang; a healthy pool hands out connections in µs.
+            .acquire_timeout(Duration::from_secs(3))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -918,5 +934,146 @@ impl Db {
                 count: r.get(4),
             })
             .collect())
+    }
+
+    /// Every data key, active and retired, oldest first (the newest active
+    /// one seals new rows; retired ones still open old rows).
+    pub async fn all_data_keys(&self) -> Result<Vec<DataKeyRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, wrapped, master_id, created_at, active FROM data_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("data keys"))?;
+        Ok(rows
+            .iter()
+            .map(|r| DataKeyRow {
+                id: r.get(0),
+                wrapped: r.get(1),
+                master_id: r.get(2),
+                created_at: r.get(3),
+                active: r.get::<i64, _>(4) != 0,
+            })
+            .collect())
+    }
+
+    /// The id of the newest active data key.
+    pub async fn current_data_key(&self) -> Result<Option<String>, Error> {
+        let row = sqlx::query(
+            "SELECT id FROM data_keys WHERE active = 1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("data keys"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Replace the wrapping of every listed data key in one transaction, each
+    /// only if it is still wrapped under `old_master`; all or nothing.
+    pub async fn rewrap_data_keys(
+        &self,
+        keys: &[(String, Vec<u8>)],
+        old_master: &str,
+        new_master: &str,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(db_err("data keys"))?;
+        for (id, wrapped) in keys {
+            let r = sqlx::query(
+                "UPDATE data_keys SET wrapped = $1, master_id = $2 WHERE id = $3 AND master_id = $4",
+            )
+            .bind(wrapped.clone())
+            .bind(new_master)
+            .bind(id)
+            .bind(old_master)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("data keys"))?;
+            if r.rows_affected() != 1 {
+                // Dropping the transaction rolls it back.
+                return Err(Error::Usage(format!(
+                    "data key {id} changed while being re-wrapped (another rotate-key?); nothing was \
+                     changed: run rotate-key again"
+                )));
+            }
+        }
+        let n = sqlx::query("SELECT COUNT(*) FROM data_keys WHERE master_id <> $1")
+            .bind(new_master)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("data keys"))?;
+        if n.get::<i64, _>(0) != 0 {
+            return Err(Error::Usage(
+                "a data key was added while re-wrapping (reencrypt running?); nothing was changed: run \
+                 rotate-key again"
+                    .into(),
+            ));
+        }
+        tx.commit().await.map_err(db_err("data keys"))?;
+        Ok(())
+    }
+
+    /// Ids of the mailboxes whose record is sealed under another data key
+    /// than `key_id`.
+    pub async fn records_not_under(&self, key_id: &str) -> Result<Vec<String>, Error> {
+        let rows = sqlx::query(
+            "SELECT id FROM mailboxes WHERE record IS NOT NULL AND record_key <> $1 ORDER BY id",
+        )
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("records"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Pending sign-ins sealed under another data key than `key_id`:
+    /// (state, key id, sealed pending).
+    pub async fn sign_ins_not_under(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(String, String, Vec<u8>)>, Error> {
+        let rows = sqlx::query(
+            "SELECT state, key_id, pending FROM sign_ins WHERE key_id <> $1 ORDER BY state",
+        )
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("sign-ins"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Replace a pending sign-in's sealing if it is still under `old_key`
+    /// (false: finished meanwhile).
+    pub async fn reseal_sign_in(
+        &self,
+        state: &str,
+        old_key: &str,
+        new_key: &str,
+        pending: &[u8],
+    ) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE sign_ins SET key_id = $1, pending = $2 WHERE state = $3 AND key_id = $4",
+        )
+        .bind(new_key)
+        .bind(pending.to_vec())
+        .bind(state)
+        .bind(old_key)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("sign-ins"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Retire every data key but `keep` (they stay, to open rows a node sealed
+    /// before it noticed the new key); how many were retired.
+    pub async fn retire_data_keys(&self, keep: &str) -> Result<u64, Error> {
+        let r = sqlx::query("UPDATE data_keys SET active = 0 WHERE id <> $1 AND active = 1")
+            .bind(keep)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("data keys"))?;
+        Ok(r.rows_affected())
     }
 }

@@ -9,6 +9,7 @@
 //! Module map:
 //! - [`settings`] — the `[serve]` section; connectors as core accounts.
 //! - [`seal`] — master key, data keys, sealing rows.
+//! - [`keyops`] — a node's data keys; `rotate-key` and `reencrypt`.
 //! - [`db`] — SQLite / PostgreSQL, migrations, every query.
 //! - [`ports`] — the broker's store, lease and events over a mailbox row.
 //! - [`tokens`] — memory of fresh tokens, coalescing, the broker on the blocking pool.
@@ -18,6 +19,7 @@
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
+//! - [`edge`] — accepting connections: TLS, limits, timeouts, the client address.
 //! - [`import`] — mailboxes with tokens obtained elsewhere (JSON lines on stdin).
 //! - [`app`] — start-up and shutdown.
 //! - [`cli`] — the command line.
@@ -28,8 +30,10 @@ pub mod app;
 pub mod cli;
 pub mod connect;
 pub mod db;
+pub mod edge;
 pub mod events;
 pub mod import;
+pub mod keyops;
 pub mod keys;
 pub mod ports;
 pub mod refresher;

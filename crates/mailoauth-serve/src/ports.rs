@@ -7,7 +7,6 @@
 //! Must not: be called from an async task directly (that would block the
 //! runtime), or decide when to refresh (the core broker does).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,20 +19,13 @@ use mailoauth::{Error, Result};
 
 use crate::db::{Db, Effect, StateChange};
 use crate::events::Outbox;
-use crate::seal::Key;
 
 /// How long a request waits for another node's refresh of the same mailbox
 /// before it reports the mailbox as busy.
 const LEASE_WAIT: Duration = Duration::from_secs(30);
 const LEASE_POLL: Duration = Duration::from_millis(25);
 
-/// The data keys: the one new records are sealed with, and all that open old ones.
-pub struct DataKeys {
-    /// Seals new records.
-    pub current: Key,
-    /// Every active data key by id (the current one included).
-    pub all: HashMap<String, Key>,
-}
+pub use crate::keyops::DataKeys;
 
 /// What a mailbox's ports need: the database, the keys, the runtime, the row.
 #[derive(Clone)]
@@ -52,7 +44,7 @@ pub struct Row {
 
 impl Row {
     fn aad(&self) -> Vec<u8> {
-        format!("mailoauth-serve mailbox {}", self.id).into_bytes()
+        crate::keyops::record_aad(&self.id)
     }
 }
 
@@ -90,7 +82,8 @@ impl TokenStore for SqlStore {
         let Some(sealed) = sealed else {
             return Ok(None);
         };
-        let key = r.keys.all.get(&sealed.key_id).ok_or_else(|| Error::Store {
+        let key = r.rt.block_on(r.keys.find(&sealed.key_id))?;
+        let key = key.ok_or_else(|| Error::Store {
             store: self.describe(),
             detail: format!(
                 "the record is sealed under data key {}, which is not among the active keys",
@@ -125,11 +118,13 @@ impl TokenStore for SqlStore {
             },
         };
         let plain = zeroize::Zeroizing::new(rec.to_bytes());
-        let sealed = r.keys.current.seal(&r.aad(), &plain);
+        r.rt.block_on(r.keys.catch_up());
+        let current = r.keys.current();
+        let sealed = current.seal(&r.aad(), &plain);
         let now = mailoauth::clock::now();
         crash_point(Fault::BeforeSave);
         let saved =
-            r.rt.block_on(r.db.save_record_if(&r.id, expected, r.keys.current.id(), &sealed, now))?;
+            r.rt.block_on(r.db.save_record_if(&r.id, expected, current.id(), &sealed, now))?;
         Ok(match saved {
             Some(v) => {
                 crash_point(Fault::AfterSave);

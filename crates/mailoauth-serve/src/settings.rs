@@ -7,8 +7,9 @@
 //! core's. Must not: open the database or the network.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -19,17 +20,23 @@ use mailoauth::{Error, paths};
 /// Where the service listens when the config does not say: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawServe {
     listen: Option<String>,
     base_url: Option<String>,
     database: Option<String>,
     master_key: Option<SecretSource>,
+    master_key_file: Option<PathBuf>,
     /// Reverse proxies whose `X-Forwarded-*` headers count (needed for a
     /// non-loopback bind).
     #[serde(default)]
     behind_proxy: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
     #[serde(default)]
     connectors: BTreeMap<String, toml::Table>,
     #[serde(default)]
@@ -63,8 +70,9 @@ pub const DEFAULT_KEEP_ALIVE_DAYS: u64 = 7;
 pub enum MasterKeySource {
     /// `master_key = …` in `[serve]` (env, command or literal, like `client_secret`).
     Configured(SecretSource),
-    /// Nothing configured: a key file under the state dir, created on the first
-    /// start of an empty database and required ever after.
+    /// A key file: `master_key_file = "…"`, or when nothing is configured the
+    /// one under the state dir, created on the first start of an empty database
+    /// and required ever after.
     File(PathBuf),
 }
 
@@ -81,8 +89,13 @@ pub struct Settings {
     pub database: String,
     /// The master key's source.
     pub master_key: MasterKeySource,
-    /// Trusted reverse proxies.
-    pub behind_proxy: Vec<String>,
+    /// Trusted reverse proxies: only their `X-Forwarded-*` headers count.
+    pub behind_proxy: Vec<IpAddr>,
+    /// TLS certificate chain and private key (PEM files), when the service
+    /// terminates TLS itself.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Connection limits and timeouts.
+    pub limits: Limits,
     /// Connectors by name, as core account tables without `user`.
     connectors: BTreeMap<String, toml::Table>,
     /// Webhook URLs for events (HTTPS, or HTTP to loopback).
@@ -105,6 +118,29 @@ pub struct Settings {
     pub lease_ttl: u64,
 }
 
+/// How many connections, and how long each may take (see `edge`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// From a request's first byte to its last header byte (also the TLS
+    /// handshake).
+    pub header_read: Duration,
+    /// Nothing moving (no byte either way, no request being handled): closed.
+    /// This is the keep-alive idle time.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
 impl Settings {
     /// Read `[serve]` from the config at `path` (a missing file is an empty
     /// config: the defaults serve on loopback with an embedded database);
@@ -121,9 +157,7 @@ impl Settings {
             Err(e) => return Err(e),
         };
         let raw: RawServe = match config.serve.clone() {
-            None => toml::Table::new()
-                .try_into()
-                .expect("an empty [serve] has every default"),
+            None => RawServe::default(),
             Some(t) => t.try_into().map_err(|e: toml::de::Error| Error::Config {
                 path: path.to_owned(),
                 line: None,
@@ -154,16 +188,68 @@ impl Settings {
             })?,
             None => configured,
         };
-        if !listen.ip().is_loopback() && raw.behind_proxy.is_empty() {
+        let mut behind_proxy = Vec::new();
+        for a in &raw.behind_proxy {
+            behind_proxy.push(a.trim().parse::<IpAddr>().map_err(|_| {
+                err(format!(
+                    "[serve] `behind_proxy`: {a:?} is not an IP address; list the reverse proxies' \
+                     addresses, e.g. behind_proxy = [\"10.0.0.5\"]"
+                ))
+            })?);
+        }
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err(
+                    "[serve] `tls_cert` is set but `tls_key` is not: give both (PEM files)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "[serve] `tls_key` is set but `tls_cert` is not: give both (PEM files)".into(),
+                ));
+            }
+        };
+        if !listen.ip().is_loopback() && behind_proxy.is_empty() && tls.is_none() {
             return Err(err(format!(
                 "[serve] `listen` = {listen} is not a loopback address: plain HTTP there would send \
-                 API keys and tokens in clear. Put the service behind a TLS reverse proxy and name it \
-                 with `behind_proxy = [\"ADDRESS\"]`, or listen on 127.0.0.1"
+                 API keys and tokens in clear. Either serve TLS yourself with `tls_cert = \"cert.pem\"` \
+                 and `tls_key = \"key.pem\"`, or put the service behind a TLS reverse proxy and name it \
+                 with `behind_proxy = [\"ADDRESS\"]`; or listen on 127.0.0.1"
             )));
         }
+        let mut limits = Limits::default();
+        if let Some(n) = raw.max_connections {
+            if n == 0 {
+                return Err(err(
+                    "[serve] `max_connections` must be at least 1 (default 1024)".into(),
+                ));
+            }
+            limits.max_connections = n;
+        }
+        for (key, value, slot) in [
+            (
+                "header_read_timeout",
+                raw.header_read_timeout,
+                &mut limits.header_read,
+            ),
+            ("idle_timeout", raw.idle_timeout, &mut limits.idle),
+        ] {
+            match value {
+                Some(0) => {
+                    return Err(err(format!(
+                        "[serve] `{key}` must be a number of seconds of at least 1"
+                    )));
+                }
+                Some(s) => *slot = Duration::from_secs(s),
+                None => {}
+            }
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = raw
             .base_url
-            .unwrap_or_else(|| format!("http://{configured}"))
+            .unwrap_or_else(|| format!("{scheme}://{configured}"))
             .trim_end_matches('/')
             .to_owned();
         providers::check_url(&base_url).map_err(|why| err(format!("[serve] `base_url`: {why}")))?;
@@ -179,9 +265,15 @@ impl Settings {
                 "[serve] `database` must be `sqlite:///path/to/file.db` or `postgres://user@host/db`".into(),
             ));
         }
-        let master_key = match raw.master_key {
-            Some(s) => MasterKeySource::Configured(s),
-            None => MasterKeySource::File(paths::state_dir().join("serve.key")),
+        let master_key = match (raw.master_key, raw.master_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "[serve] set `master_key` or `master_key_file`, not both".into(),
+                ));
+            }
+            (Some(s), None) => MasterKeySource::Configured(s),
+            (None, Some(f)) => MasterKeySource::File(f),
+            (None, None) => MasterKeySource::File(paths::state_dir().join("serve.key")),
         };
         let settings = Settings {
             path: path.to_owned(),
@@ -189,7 +281,9 @@ impl Settings {
             base_url,
             database,
             master_key,
-            behind_proxy: raw.behind_proxy,
+            behind_proxy,
+            tls,
+            limits,
             connectors: raw.connectors,
             webhooks: raw.webhooks,
             webhook_secret: raw.webhook_secret,

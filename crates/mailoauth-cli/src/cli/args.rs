@@ -64,6 +64,9 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Run in the foreground: refresh every account ahead of expiry, serve tokens on a unix socket, run the proxy listeners
     Daemon(DaemonArgs),
+    /// Run the multi-user service: hands over to `mailoauth-serve` (installed separately) with the arguments that follow
+    #[command(disable_help_flag = true)]
+    Serve(ServeArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Print the man page (roff)
@@ -227,6 +230,14 @@ pub struct DaemonArgs {
     /// Log a protocol trace of every proxy session (credentials and tokens redacted)
     #[arg(long)]
     pub debug: bool,
+}
+
+/// Arguments of `serve`: everything after it goes to `mailoauth-serve` as it is.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// Arguments for `mailoauth-serve` (`--help` shows its own)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_parser = clap::value_parser!(OsString))]
+    pub args: Vec<OsString>,
 }
 
 /// Arguments of `completions`.

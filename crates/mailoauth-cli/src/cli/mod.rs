@@ -11,6 +11,7 @@ pub mod args;
 mod mail;
 pub mod render;
 mod report;
+mod serve;
 mod tokens;
 
 use std::io::Write;
@@ -122,6 +123,7 @@ pub fn run(cli: &Cli) -> Result<i32, Error> {
             }
             crate::daemon::run(&config_path(cli))
         }
+        Command::Serve(a) => serve::hand_over(cli, a),
         Command::Completions(a) => {
             let out = &mut std::io::stdout();
             clap_complete::generate(a.shell, &mut Cli::command(), "mailoauth", out);

@@ -54,22 +54,38 @@ impl Postgres {
             "-E",
             "UTF8",
         ]);
-        let port = free_port();
-        run(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            data.to_str().unwrap(),
-            "-l",
-            dir.path().join("log").to_str().unwrap(),
-            "-w",
-            "-o",
-            &format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=100",
-                sock.display()
-            ),
-            "start",
-        ]);
-        Postgres { dir, port }
+        let pg = Postgres {
+            dir,
+            port: free_port(),
+        };
+        pg.start_again();
+        pg
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        stdout_of(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D"])
+                .arg(self.dir.path().join("data"))
+                .args(args),
+        );
+    }
+
+    /// Stop the cluster (fast: sessions are ended), as an outage would.
+    /// (`start()` is taken by the constructor; `start_again` starts it.)
+    pub fn stop(&self) {
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+    }
+
+    /// Start the (stopped) cluster on its port again.
+    pub fn start_again(&self) {
+        let log = self.dir.path().join("log");
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=100",
+            self.port,
+            self.dir.path().join("sock").display()
+        );
+        self.pg_ctl(&["-l", log.to_str().unwrap(), "-w", "-o", &opts, "start"]);
     }
 
     pub fn url(&self) -> String {
@@ -262,6 +278,22 @@ impl Setup {
         }
     }
 
+    /// One query's rows, one a line, columns separated by `|`.
+    pub fn query(&self, sql: &str) -> String {
+        match &self.db {
+            Database::Sqlite => stdout_of(
+                Command::new("python3")
+                    .args([
+                        "-c",
+                        "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print('|'.join(str(c) for c in r))",
+                    ])
+                    .arg(self.sqlite_file())
+                    .arg(sql),
+            ),
+            Database::Postgres(pg) => pg.psql(sql),
+        }
+    }
+
     /// Every stored byte of the database, as text (for "this never appears").
     pub fn stored(&self) -> String {
         match &self.db {
@@ -302,7 +334,11 @@ impl Node {
         let l = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                let rest = line.split("listening on ").nth(1).and_then(|r| {
+                    r.strip_prefix("http://")
+                        .or_else(|| r.strip_prefix("https://"))
+                });
+                if let Some(rest) = rest {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
                 }
                 l.lock().unwrap().push_str(&format!("{line}\n"));
