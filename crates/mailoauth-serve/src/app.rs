@@ -88,6 +88,8 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         keys: KeyTable::load(db.clone()).await?,
         db,
         audit: tx,
+        metrics: crate::metrics::Metrics::new(!settings.behind_proxy.is_empty()),
+        admin: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -102,7 +104,10 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     );
     let sig = |k| signal(k).map_err(|e| Error::io("cannot install signal handlers", e));
     let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
-    axum::serve(listener, api::router(app.clone()))
+    // The peer address: /metrics answers loopback peers without a key.
+    let service =
+        api::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = term.recv() => {}

@@ -15,16 +15,22 @@
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
+//! - [`metrics`] — `/metrics`: counters, latency histogram, mailboxes by state.
+//! - [`openapi`] — `/v1/openapi.json`, generated from the handlers.
+//! - [`admin`] — the admin page: sign-in by admin key, mailboxes, re-consent links, admin steps.
 //! - [`app`] — start-up and shutdown.
 //! - [`cli`] — the command line.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod connect;
 pub mod db;
 pub mod keys;
+pub mod metrics;
+pub mod openapi;
 pub mod ports;
 pub mod seal;
 pub mod settings;

@@ -212,6 +212,7 @@ pub struct SqlEvents(pub Row);
 
 impl Events for SqlEvents {
     fn record(&self, _account: &Account, event: Event<'_>, at: i64) {
+        crate::metrics::REFRESHES.record(&event); // ops: refreshes by outcome in /metrics
         let (state, error) = match event {
             Event::LoggedIn | Event::Refreshed => ("ok", None),
             Event::RefreshFailed { error, .. } => ("degraded", Some(error.to_string())),
