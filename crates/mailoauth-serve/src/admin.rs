@@ -127,8 +127,10 @@ fn same_origin(app: &App, headers: &HeaderMap) -> bool {
         .map(|u| u.origin().ascii_serialization());
     let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     match text("origin") {
-        Some(origin) => ours.as_deref() == Some(origin),
-        None => text("sec-fetch-site") == Some("same-origin"),
+        // A browser sends `null` under some referrer policies and after
+        // redirects: then only its own `Sec-Fetch-Site` (which no page can set) counts.
+        Some(origin) if origin != "null" => ours.as_deref() == Some(origin),
+        _ => text("sec-fetch-site") == Some("same-origin"),
     }
 }
 
@@ -367,11 +369,12 @@ async fn dashboard(app: &App) -> Response {
         "<p>No mailbox is connected yet.</p>".to_owned()
     } else {
         format!(
-            "<table><caption>{n} mailbox{es}, oldest first</caption><thead><tr>\
+            "<div class=\"scroll\" role=\"region\" aria-labelledby=\"mailboxes\" tabindex=\"0\">\
+             <table><caption id=\"mailboxes\">{n} mailbox{es}, oldest first</caption><thead><tr>\
              <th scope=\"col\">Id</th><th scope=\"col\">Email</th><th scope=\"col\">Connector</th>\
              <th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last change</th>\
              <th scope=\"col\">Last error</th><th scope=\"col\">Re-consent</th></tr></thead>\
-             <tbody>{rows}</tbody></table>",
+             <tbody>{rows}</tbody></table></div>",
             n = all.len(),
             es = if all.len() == 1 { "" } else { "es" },
         )
@@ -511,7 +514,8 @@ fn page(status: StatusCode, title: &str, body: &str, signed_in: bool) -> Respons
          margin:2rem auto;padding:0 1rem;line-height:1.5}}button,input{{font-size:1rem;padding:.4rem .8rem}}\
          table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #999;padding:.3rem .5rem;\
          text-align:left;vertical-align:top}}caption{{text-align:left;font-weight:bold}}\
-         td.error{{max-width:30rem;overflow-wrap:anywhere}}pre{{white-space:pre-wrap;background:#f4f4f4;\
+         td.error{{min-width:14rem;max-width:28rem;overflow-wrap:anywhere}}\
+         .scroll{{overflow-x:auto}}table{{font-size:.95rem}}time,td button{{white-space:nowrap}}pre{{white-space:pre-wrap;background:#f4f4f4;\
          padding:.5rem}}header{{float:right}}:focus{{outline:3px solid #1a5fb4}}</style></head>\
          <body>{header}<main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
@@ -519,9 +523,11 @@ fn page(status: StatusCode, title: &str, body: &str, signed_in: bool) -> Respons
     let mut r = (status, Html(html)).into_response();
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the forms,
+    // and the origin check wants the real one. Nothing goes to other sites.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
