@@ -142,6 +142,39 @@ fn metrics_count_tokens_by_source_refreshes_by_outcome_and_mailboxes_by_state() 
 }
 
 #[test]
+fn a_provider_outage_counts_as_a_degraded_refresh_and_a_degraded_mailbox() {
+    both(|db| {
+        let s = Setup::new(db, &[("ACCESS_TOKEN_TTL", "20")]);
+        let admin = s.key(&["admin"], &[]);
+        let node = s.start();
+        let id = node.add_app_mailbox(&admin, "shared@example.test");
+        let (_, old) = node.token(&admin, &id);
+        // The provider goes away. 20 s tokens are fresh while 10 s remain (whole
+        // seconds); after 11.3 s the token is low, and still valid for more than
+        // the 5 s the broker wants in order to serve it.
+        drop(s.oauth);
+        std::thread::sleep(Duration::from_millis(11_300));
+        let (st, t) = node.token(&admin, &id);
+        assert_eq!(st, 200, "{db}: the still-valid token is served: {t}");
+        assert_eq!(t["access_token"], old["access_token"], "{db}");
+        let (_, m) = scrape(&node, &[]);
+        let outcome =
+            |o: &str| metric(&m, &format!("mailoauth_refreshes_total{{outcome=\"{o}\"}}"));
+        assert_eq!(
+            (outcome("ok"), outcome("degraded")),
+            (0.0, 1.0),
+            "{db}:\n{m}"
+        );
+        assert_eq!(
+            metric(&m, "mailoauth_mailboxes{state=\"degraded\"}"),
+            1.0,
+            "{db}:\n{m}"
+        );
+        assert_eq!(metric(&m, "mailoauth_mailboxes{state=\"ok\"}"), 0.0, "{db}");
+    });
+}
+
+#[test]
 fn metrics_need_an_admin_key_when_the_service_is_behind_a_proxy() {
     let s = Setup::new("sqlite", &[]);
     // A proxy on this host makes every outside request arrive from loopback.
