@@ -22,8 +22,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,6 +44,8 @@ use crate::keys::digest;
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Sessions one node keeps at most (each needs an admin key; a bound anyway).
 const MAX_SESSIONS: usize = 1000;
+/// Mailboxes per page of the table.
+const PER_PAGE: usize = 200;
 /// App-only mailboxes whose steps are shown per connector.
 const MAX_STEPS: usize = 50;
 /// The session cookie.
@@ -146,10 +148,21 @@ fn set_cookie(app: &App, value: &str, max_age: u64) -> HeaderValue {
     .expect("cookie text is ASCII")
 }
 
+/// `GET /admin?page=N`.
+#[derive(Deserialize)]
+struct Show {
+    page: Option<usize>,
+}
+
 /// `GET /admin`: the mailboxes when signed in, else the sign-in form.
-async fn show(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn show(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    q: Result<Query<Show>, QueryRejection>,
+) -> Response {
     if session(&app, &headers).is_some() {
-        return dashboard(&app).await;
+        let page = q.ok().and_then(|Query(q)| q.page).unwrap_or(1).max(1);
+        return dashboard(&app, page).await;
     }
     let mut r = sign_in_page(StatusCode::OK, "Sign in to the admin page", "");
     if cookie(&headers).is_some() {
@@ -209,6 +222,10 @@ async fn sign_in(
              Nothing was set. Paste a key made with <code>mailoauth-serve keys create --scope admin</code> \
              and no <code>--mailbox</code>.</p>",
         );
+    }
+    // A new sign-in replaces the browser's old session (no fixation, no pile-up).
+    if let Some(old) = cookie(&headers) {
+        app.admin.close(old);
     }
     let Some(id) = app.admin.open(&who.key_id) else {
         return page(
@@ -329,14 +346,26 @@ async fn reconsent(
     }
 }
 
-/// The signed-in page.
-async fn dashboard(app: &App) -> Response {
-    let all = match app.db.mailboxes().await {
+/// The signed-in page: page `page` of the mailboxes, those that need someone
+/// first (login required, degraded), then by age.
+async fn dashboard(app: &App, page_no: usize) -> Response {
+    let mut all = match app.db.mailboxes().await {
         Ok(all) => all,
         Err(e) => return unavailable(&e),
     };
+    let urgency = |m: &Mailbox| match m.state.as_str() {
+        "login_required" => 0,
+        "degraded" => 1,
+        "ok" => 3,
+        _ => 2,
+    };
+    // Stable: the database's oldest-first order holds within each state.
+    all.sort_by_key(urgency);
+    let pages = all.len().div_ceil(PER_PAGE).max(1);
+    let page_no = page_no.min(pages);
+    let shown = &all[(page_no - 1) * PER_PAGE..(page_no * PER_PAGE).min(all.len())];
     let mut rows = String::new();
-    for m in &all {
+    for m in shown {
         let error = m
             .last_error
             .as_deref()
@@ -370,13 +399,20 @@ async fn dashboard(app: &App) -> Response {
     } else {
         format!(
             "<div class=\"scroll\" role=\"region\" aria-labelledby=\"mailboxes\" tabindex=\"0\">\
-             <table><caption id=\"mailboxes\">{n} mailbox{es}, oldest first</caption><thead><tr>\
+             <table><caption id=\"mailboxes\">{n} mailbox{es}{of}: those that need someone first, \
+             then oldest first</caption><thead><tr>\
              <th scope=\"col\">Id</th><th scope=\"col\">Email</th><th scope=\"col\">Connector</th>\
              <th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last change</th>\
              <th scope=\"col\">Last error</th><th scope=\"col\">Re-consent</th></tr></thead>\
-             <tbody>{rows}</tbody></table></div>",
+             <tbody>{rows}</tbody></table></div>{nav}",
             n = all.len(),
             es = if all.len() == 1 { "" } else { "es" },
+            of = if pages > 1 {
+                format!(", page {page_no} of {pages}")
+            } else {
+                String::new()
+            },
+            nav = pager(page_no, pages),
         )
     };
     page(
@@ -387,6 +423,30 @@ async fn dashboard(app: &App) -> Response {
             steps = admin_steps(app, &all)
         ),
         true,
+    )
+}
+
+/// Links to the previous and next pages of the table.
+fn pager(page_no: usize, pages: usize) -> String {
+    if pages <= 1 {
+        return String::new();
+    }
+    let mut links = Vec::new();
+    if page_no > 1 {
+        links.push(format!(
+            "<a href=\"/admin?page={}\" rel=\"prev\">Previous page</a>",
+            page_no - 1
+        ));
+    }
+    if page_no < pages {
+        links.push(format!(
+            "<a href=\"/admin?page={}\" rel=\"next\">Next page</a>",
+            page_no + 1
+        ));
+    }
+    format!(
+        "<nav aria-label=\"Pages of the mailbox table\"><p>{}</p></nav>",
+        links.join(" · ")
     )
 }
 

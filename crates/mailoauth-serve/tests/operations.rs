@@ -601,6 +601,41 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
                 .contains("cache-control: no-store"),
             "{head}"
         );
+        // Many mailboxes: pages of 200, those that need someone first.
+        let rows: Vec<String> = (0..205)
+            .map(|i| {
+                let state = if i == 204 { "login_required" } else { "ok" };
+                format!("('mbx_bulk{i:03}', 'people', 'user{i:03}@example.test', 'delegated', '{state}', {i}, {i})")
+            })
+            .collect();
+        s.sql(&format!(
+            "INSERT INTO mailboxes (id, connector, email, kind, state, created_at, updated_at) VALUES {}",
+            rows.join(", ")
+        ));
+        let (_, _, first) = node.raw("GET", "/admin", &[("Cookie", &pair)], "");
+        assert!(
+            first.contains("205 mailboxes, page 1 of 2"),
+            "{db}: {first}"
+        );
+        let urgent = first
+            .find("user204@example.test")
+            .expect("the urgent one on page 1");
+        assert!(
+            urgent < first.find("user000@example.test").unwrap(),
+            "{db}: urgent first"
+        );
+        assert!(
+            first.contains("href=\"/admin?page=2\" rel=\"next\""),
+            "{db}"
+        );
+        assert!(!first.contains("user199@example.test"), "{db}: 200 a page");
+        let (_, _, second) = node.raw("GET", "/admin?page=2", &[("Cookie", &pair)], "");
+        assert!(
+            second.contains("user199@example.test") && second.contains("rel=\"prev\""),
+            "{db}"
+        );
+        let (st, _, _) = node.raw("GET", "/admin?page=x'%20OR%201=1", &[("Cookie", &pair)], "");
+        assert_eq!(st, 200, "{db}: a bad page number shows the first");
         // A forged session: the sign-in page, and the browser told to forget it.
         let forged = "mailoauth_admin=Zm9yZ2VkLXNlc3Npb24taWQtdGhhdC1sb29rcy1yZWFs";
         let (st, head, page) = node.raw("GET", "/admin", &[("Cookie", forged)], "");
