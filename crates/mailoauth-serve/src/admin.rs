@@ -312,7 +312,7 @@ async fn reconsent(
             true,
         );
     }
-    match connect::create_link(&app, connect::NewLink::reconsent(&m.connector, &m.email)).await {
+    match connect::create_link(&app, connect::NewLink::reconsent(&m)).await {
         Ok((url, link)) => {
             log::info!(
                 "admin: key {key_id} made re-consent link {} for mailbox {}",

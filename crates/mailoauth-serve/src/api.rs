@@ -42,6 +42,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// The admin page's signed-in sessions (this node's memory).
     pub admin: crate::admin::Sessions,
+    /// Re-consent links this node handed out.
+    pub reconnects: crate::connect::Reconnects,
 }
 
 /// The service's routes.
@@ -74,6 +76,10 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     fix: Option<String>,
+    /// Seconds for `Retry-After` on a 503 (default 5).
+    retry_after: Option<i64>,
+    /// A re-consent link, for `login_required`.
+    reconnect_url: Option<String>,
 }
 
 impl ApiError {
@@ -83,6 +89,8 @@ impl ApiError {
             code,
             message: message.into(),
             fix: None,
+            retry_after: None,
+            reconnect_url: None,
         }
     }
 
@@ -95,14 +103,13 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let message = e.to_string();
-        match &e {
+        let fix = crate::render::fix(&e);
+        let mut a = match &e {
             Error::LoginRequired { .. } => {
                 ApiError::new(StatusCode::FAILED_DEPENDENCY, "login_required", message)
-                    .fix("the mailbox's owner must connect it again (a re-consent link)")
             }
             Error::Unreachable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-                    .fix("retry after the time in Retry-After")
             }
             Error::Usage(_) | Error::Config { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -111,17 +118,42 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::FAILED_DEPENDENCY, "provider_refused", message)
             }
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+        };
+        if let Some(cause) = e.cause() {
+            a.message.push_str(&format!(" (cause: {cause})"));
+        }
+        a.fix = fix;
+        a
+    }
+}
+
+/// A failed token request: a mailbox waiting for its owner gets a re-consent
+/// link with its 424 (one per mailbox and node, reused while it works); a
+/// provider this node is backing off from gets the time left as Retry-After.
+async fn token_error(app: &App, m: &Mailbox, e: Error) -> ApiError {
+    let login = matches!(e, Error::LoginRequired { .. });
+    let mut a = ApiError::from(e);
+    if login && m.kind == "delegated" {
+        match crate::connect::reconnect_link(app, m).await {
+            Ok(url) => a.reconnect_url = Some(url),
+            Err(e) => log::warn!("mailbox {}: no re-consent link: {e}", m.id),
         }
     }
+    a.retry_after = app.tokens.cooling_for(&m.id);
+    a
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": self.code, "message": self.message, "fix": self.fix}));
-        let mut r = (self.status, body).into_response();
+        let mut body = json!({"error": self.code, "message": self.message, "fix": self.fix});
+        if let Some(u) = &self.reconnect_url {
+            body["reconnect_url"] = json!(u);
+        }
+        let mut r = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let secs = self.retry_after.unwrap_or(5).clamp(1, 3600);
             r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
@@ -311,17 +343,7 @@ async fn add_mailbox(
         ));
     }
     let now = mailoauth::clock::now();
-    let m = Mailbox {
-        id: format!("mbx_{}", mailoauth::random::token(12)),
-        connector: n.connector,
-        email: n.email,
-        kind: "app".into(),
-        reference: n.reference,
-        state: "connecting".into(),
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let m = Mailbox::new(n.connector, n.email, "app", n.reference, now);
     let account = app.tokens.account(&m)?;
     if account.flow != mailoauth::config::FlowKind::ClientCredentials {
         return Err(ApiError::new(
@@ -434,19 +456,30 @@ async fn token(
             )
         })?),
     };
-    let m = mailbox(&app, &who, &id).await?;
+    // The hot path: memory only (the key's mailbox limits are checked first).
+    let cached = if id.len() <= 64 && who.may_use(&id) {
+        app.tokens.cached(&id, resource)
+    } else {
+        None
+    };
     use crate::metrics::TokenSource;
-    let (served, from) = match app.tokens.cached(&m, resource) {
+    let (served, from) = match cached {
         Some(s) => (s, TokenSource::Memory),
-        None => (
-            tokio::time::timeout(Duration::from_secs(60), app.tokens.token(&m, resource))
+        None => {
+            let m = mailbox(&app, &who, &id).await?;
+            let got = tokio::time::timeout(Duration::from_secs(60), app.tokens.token(&m, resource))
                 .await
-                .map_err(|_| Error::Unreachable {
-                    what: "the provider".into(),
-                    detail: "no token within 60 s".into(),
-                })??,
-            TokenSource::Refresh,
-        ),
+                .unwrap_or_else(|_| {
+                    Err(Error::Unreachable {
+                        what: "the provider".into(),
+                        detail: "no token within 60 s".into(),
+                    })
+                });
+            match got {
+                Ok(s) => (s, TokenSource::Refresh),
+                Err(e) => return Err(token_error(&app, &m, e).await),
+            }
+        }
     };
     app.metrics.token_served(from, started.elapsed());
     // Off the hot path: a full queue drops the entry rather than slow the answer.
@@ -455,22 +488,15 @@ async fn token(
         .try_send(AuditEntry {
             at: mailoauth::clock::now(),
             key_id: who.key_id.clone(),
-            mailbox: m.id.clone(),
+            mailbox: id.clone(),
             action: "token".into(),
         })
         .is_err()
     {
-        log::warn!(
-            "audit queue full: a token hand-out of {} was not logged",
-            m.id
-        );
+        log::warn!("audit queue full: a token hand-out of {id} was not logged");
     }
-    let sasl_value = mech.map(|mech| {
-        let account = app.tokens.account(&m);
-        account
-            .map(|a| sasl::initial_response(mech, &a, None, &served.token.token))
-            .unwrap_or_default()
-    });
+    let sasl_value =
+        mech.map(|mech| sasl::initial_response(mech, &served.account, None, &served.token.token));
     let mut body = json!({
         "access_token": served.token.token,
         "expires_at": served.token.expires_at,

@@ -79,6 +79,11 @@ fn wrong_master(stored: &str, given: &str) -> Error {
 /// Serve until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let settings = Arc::new(settings);
+    // Resolved before anything starts: a missing secret is a start-up error.
+    let webhook_secret = match &settings.webhook_secret {
+        Some(s) => Some(Arc::new(s.resolve("[serve] webhook_secret")?)),
+        None => None,
+    };
     let (db, keys) = open(&settings).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(100_000);
     let writer = tokio::spawn(api::audit_writer(db.clone(), rx));
@@ -86,11 +91,25 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         settings: settings.clone(),
         tokens: Tokens::new(db.clone(), Arc::new(keys), settings.clone()),
         keys: KeyTable::load(db.clone()).await?,
-        db,
+        db: db.clone(),
         audit: tx,
         metrics: crate::metrics::Metrics::new(!settings.behind_proxy.is_empty()),
         admin: Default::default(),
+        reconnects: Default::default(),
     });
+    // Background work; each task ends with the runtime.
+    tokio::spawn(crate::refresher::run(app.clone()));
+    if let Some(secret) = webhook_secret {
+        tokio::spawn(
+            crate::events::Deliverer {
+                db,
+                urls: settings.webhooks.clone(),
+                secret,
+                private_ranges: settings.webhook_private_ranges,
+            }
+            .run(),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", settings.listen), e))?;

@@ -46,13 +46,15 @@ pub struct NewLink {
 }
 
 impl NewLink {
-    /// A re-consent link for an existing mailbox (the admin page's button).
-    pub fn reconsent(connector: &str, email: &str) -> NewLink {
+    /// A fresh re-consent link for mailbox `m`, with its reference (the admin
+    /// page's button: made on purpose, shown once, unlike [`reconnect_link`]'s
+    /// shared one).
+    pub fn reconsent(m: &Mailbox) -> NewLink {
         NewLink {
-            connector: connector.to_owned(),
-            email: email.to_owned(),
+            connector: m.connector.clone(),
+            email: m.email.clone(),
             return_url: None,
-            reference: None,
+            reference: m.reference.clone(),
         }
     }
 }
@@ -79,6 +81,14 @@ pub async fn create_link(app: &App, n: NewLink) -> Result<(String, ConnectLink),
             account.flow.as_str()
         )));
     }
+    store_link(app, n, None).await
+}
+
+async fn store_link(
+    app: &App,
+    n: NewLink,
+    mailbox_id: Option<String>,
+) -> Result<(String, ConnectLink), Error> {
     let secret = mailoauth::random::token(32);
     let now = mailoauth::clock::now();
     let link = ConnectLink {
@@ -88,12 +98,41 @@ pub async fn create_link(app: &App, n: NewLink) -> Result<(String, ConnectLink),
         email: n.email,
         return_url: n.return_url,
         reference: n.reference,
-        mailbox_id: None,
+        mailbox_id,
         expires_at: now + LINK_TTL.as_secs() as i64,
         used_at: None,
     };
     app.db.add_link(&link, now).await?;
     Ok((format!("{}/connect/{secret}", app.settings.base_url), link))
+}
+
+/// Re-consent links this node handed out, by mailbox: (URL, expiry). Kept in
+/// memory only (the database has digests), so every failing request of a
+/// mailbox does not make a new link row.
+#[derive(Default)]
+pub struct Reconnects(std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>);
+
+/// A re-consent link for mailbox `m`: this node's earlier one while it has
+/// more than 5 minutes left, else a new one.
+pub async fn reconnect_link(app: &App, m: &Mailbox) -> Result<String, Error> {
+    let now = mailoauth::clock::now();
+    if let Some((url, until)) = app.reconnects.0.lock().unwrap().get(&m.id)
+        && *until > now + 300
+    {
+        return Ok(url.clone());
+    }
+    let n = NewLink {
+        connector: m.connector.clone(),
+        email: m.email.clone(),
+        return_url: None,
+        reference: m.reference.clone(),
+    };
+    let (url, link) = store_link(app, n, Some(m.id.clone())).await?;
+    let mut all = app.reconnects.0.lock().unwrap();
+    // Bounded by the mailboxes; expired entries go when a new one is made.
+    all.retain(|_, (_, until)| *until > now);
+    all.insert(m.id.clone(), (url.clone(), link.expires_at));
+    Ok(url)
 }
 
 /// The link a secret opens, or the page that says why it does not.
@@ -317,17 +356,13 @@ async fn finish(
     {
         Some(m) => (m, false),
         None => {
-            let m = Mailbox {
-                id: format!("mbx_{}", mailoauth::random::token(12)),
-                connector: link.connector.clone(),
-                email: link.email.clone(),
-                kind: "delegated".into(),
-                reference: link.reference.clone(),
-                state: "connecting".into(),
-                last_error: None,
-                created_at: now,
-                updated_at: now,
-            };
+            let m = Mailbox::new(
+                link.connector.clone(),
+                link.email.clone(),
+                "delegated",
+                link.reference.clone(),
+                now,
+            );
             app.db.add_mailbox(&m).await?;
             (m, true)
         }

@@ -55,7 +55,49 @@ pub struct Mailbox {
     pub created_at: i64,
     /// Unix time of the last change.
     pub updated_at: i64,
+    /// Unix time of the last refresh (or sign-in).
+    pub refreshed_at: Option<i64>,
+    /// Unix time the background refresher looks at it next.
+    pub next_refresh: i64,
+    /// Transient failures in a row (the refresher's backoff).
+    pub failures: i64,
 }
+
+impl Mailbox {
+    /// A new mailbox row, `connecting` until its first tokens are stored.
+    pub fn new(
+        connector: String,
+        email: String,
+        kind: &str,
+        reference: Option<String>,
+        now: i64,
+    ) -> Mailbox {
+        Mailbox {
+            id: format!("mbx_{}", mailoauth::random::token(12)),
+            connector,
+            email,
+            kind: kind.into(),
+            reference,
+            state: "connecting".into(),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            refreshed_at: None,
+            next_refresh: 0,
+            failures: 0,
+        }
+    }
+}
+
+/// `SELECT` of the [`mailbox_of`] columns with `tail` (a literal, so the
+/// assembled SQL holds no input; values are bound).
+fn select_mailboxes(tail: &'static str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes {tail}"))
+}
+
+/// The columns [`mailbox_of`] reads, in its order.
+const MAILBOX_COLUMNS: &str = "id, connector, email, kind, reference, state, last_error, created_at, \
+                               updated_at, refreshed_at, next_refresh, failures";
 
 /// A sealed token record as stored.
 pub struct SealedRecord {
@@ -119,6 +161,63 @@ pub struct AuditEntry {
     pub action: String,
 }
 
+/// What a state change does besides setting the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// A sign-in stored new tokens: refreshed now, failures cleared, the
+    /// refresher looks at it at once (it schedules the next refresh).
+    SignedIn,
+    /// A refresh stored a new token: refreshed now, failures cleared.
+    Refreshed,
+    /// A transient failure: one more in a row.
+    Failed,
+    /// Only the state and error.
+    None,
+}
+
+/// A mailbox's new state, its last error and the [`Effect`].
+pub struct StateChange<'a> {
+    /// `ok`, `degraded` or `login_required`.
+    pub state: &'a str,
+    /// The failure's diagnosis text (`None` clears it).
+    pub error: Option<&'a str>,
+    /// What else changes.
+    pub effect: Effect,
+}
+
+/// An outbox row to write with a state change.
+pub struct OutboxEvent {
+    /// Stable event id (the same for every URL and every retry).
+    pub id: String,
+    /// The webhook URL.
+    pub url: String,
+    /// `mailbox.connected`, `mailbox.login_required`, `mailbox.recovered`.
+    pub kind: String,
+    /// The mailbox id.
+    pub mailbox: String,
+    /// The JSON body, as sent.
+    pub body: String,
+}
+
+/// An outbox row waiting for delivery.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Event id.
+    pub id: String,
+    /// Webhook URL.
+    pub url: String,
+    /// Event kind.
+    pub kind: String,
+    /// Mailbox id.
+    pub mailbox: String,
+    /// JSON body.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// When it is due (the claim compares it).
+    pub next_attempt: i64,
+}
+
 fn db_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
     move |e| Error::Unreachable {
         what: format!("the database ({what})"),
@@ -150,6 +249,9 @@ fn mailbox_of(r: &AnyRow) -> Mailbox {
         last_error: r.get(6),
         created_at: r.get(7),
         updated_at: r.get(8),
+        refreshed_at: r.get(9),
+        next_refresh: r.get(10),
+        failures: r.get(11),
     }
 }
 
@@ -302,20 +404,20 @@ impl Db {
 
     /// One mailbox.
     pub async fn mailbox(&self, id: &str) -> Result<Option<Mailbox>, Error> {
-        let row = sqlx::query("SELECT id, connector, email, kind, reference, state, last_error, created_at, updated_at FROM mailboxes WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err("mailboxes"))?;
+        let row = sqlx::query(select_mailboxes("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("mailboxes"))?;
         Ok(row.as_ref().map(mailbox_of))
     }
 
     /// All mailboxes, oldest first.
     pub async fn mailboxes(&self) -> Result<Vec<Mailbox>, Error> {
-        let rows = sqlx::query("SELECT id, connector, email, kind, reference, state, last_error, created_at, updated_at FROM mailboxes ORDER BY created_at, id")
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err("mailboxes"))?;
+        let rows = sqlx::query(select_mailboxes("ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("mailboxes"))?;
         Ok(rows.iter().map(mailbox_of).collect())
     }
 
@@ -390,24 +492,186 @@ impl Db {
         Ok(())
     }
 
-    /// Set the mailbox's state and last error.
-    pub async fn set_state(
+    /// Change the mailbox's state, with what the change does to its refresh
+    /// schedule, and write the outbox rows `events(old)` makes for it — in one
+    /// transaction, so an event is stored exactly when its change is. The
+    /// update is a compare-and-swap on the old state (read in the
+    /// transaction), retried when another node changed it in between, so
+    /// every transition is seen by exactly one writer. `Ok(None)`: no mailbox.
+    pub async fn change_state(
         &self,
         id: &str,
-        state: &str,
-        error: Option<&str>,
+        change: &StateChange<'_>,
         now: i64,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE mailboxes SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(state)
-        .bind(error.map(str::to_owned))
+        events: impl Fn(&Mailbox) -> Vec<OutboxEvent>,
+    ) -> Result<Option<Mailbox>, Error> {
+        let err = db_err("mailboxes");
+        for _ in 0..5 {
+            let mut tx = self.pool.begin().await.map_err(&err)?;
+            let old = sqlx::query(select_mailboxes("WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(&err)?;
+            let Some(old) = old.as_ref().map(mailbox_of) else {
+                return Ok(None);
+            };
+            let (refreshed, failed, reschedule) = match change.effect {
+                Effect::SignedIn => (1i64, 0i64, 1i64),
+                Effect::Refreshed => (1, 0, 0),
+                Effect::Failed => (0, 1, 0),
+                Effect::None => (0, 0, 0),
+            };
+            let r = sqlx::query(
+                "UPDATE mailboxes SET state = $1, last_error = $2, updated_at = $3, \
+                 refreshed_at = CASE WHEN $4 = 1 THEN $3 ELSE refreshed_at END, \
+                 failures = CASE WHEN $5 = 1 THEN failures + 1 WHEN $4 = 1 THEN 0 ELSE failures END, \
+                 next_refresh = CASE WHEN $6 = 1 THEN 0 ELSE next_refresh END \
+                 WHERE id = $7 AND state = $8",
+            )
+            .bind(change.state)
+            .bind(change.error.map(str::to_owned))
+            .bind(now)
+            .bind(refreshed)
+            .bind(failed)
+            .bind(reschedule)
+            .bind(id)
+            .bind(&old.state)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+            if r.rows_affected() != 1 {
+                // Another node changed the state between our read and write.
+                continue;
+            }
+            for e in events(&old) {
+                sqlx::query(
+                    "INSERT INTO events (id, url, kind, mailbox, body, created_at, next_attempt) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(&e.id)
+                .bind(&e.url)
+                .bind(&e.kind)
+                .bind(&e.mailbox)
+                .bind(&e.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("events"))?;
+            }
+            tx.commit().await.map_err(&err)?;
+            return Ok(Some(old));
+        }
+        Err(Error::Unreachable {
+            what: "the database (mailboxes)".into(),
+            detail: format!("the state of mailbox {id} kept changing; try again"),
+        })
+    }
+
+    /// Mailboxes the refresher should look at: due by `now`, holding a record,
+    /// not waiting for their owner to sign in again; the most urgent first.
+    pub async fn due_mailboxes(&self, now: i64, limit: i64) -> Result<Vec<Mailbox>, Error> {
+        let rows = sqlx::query(select_mailboxes(
+            "WHERE next_refresh <= $1 \
+             AND state <> 'login_required' AND record IS NOT NULL ORDER BY next_refresh LIMIT $2",
+        ))
         .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("mailboxes"))?;
+        Ok(rows.iter().map(mailbox_of).collect())
+    }
+
+    /// Move mailbox `id`'s next look from `seen` to `next`, if nobody moved it
+    /// since we read `seen`: a refresher node claims a due mailbox this way
+    /// (claiming it for a while; a node that dies lets the claim run out).
+    pub async fn reschedule(&self, id: &str, seen: i64, next: i64) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE mailboxes SET next_refresh = $1 WHERE id = $2 AND next_refresh = $3",
+        )
+        .bind(next)
         .bind(id)
+        .bind(seen)
         .execute(&self.pool)
         .await
         .map_err(db_err("mailboxes"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Webhook deliveries due by `now` (not yet delivered, under `max_attempts`).
+    pub async fn due_events(
+        &self,
+        now: i64,
+        max_attempts: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, url, kind, mailbox, body, attempts, next_attempt FROM events \
+             WHERE delivered_at IS NULL AND next_attempt <= $1 AND attempts < $2 \
+             ORDER BY next_attempt LIMIT $3",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("events"))?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                id: r.get(0),
+                url: r.get(1),
+                kind: r.get(2),
+                mailbox: r.get(3),
+                body: r.get(4),
+                attempts: r.get(5),
+                next_attempt: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Claim a delivery (compare-and-swap on its `next_attempt`), so one node
+    /// sends it; `until` is when another node may try if this one dies.
+    pub async fn claim_event(&self, e: &EventRow, until: i64) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE events SET next_attempt = $1 WHERE id = $2 AND url = $3 AND next_attempt = $4 \
+             AND delivered_at IS NULL",
+        )
+        .bind(until)
+        .bind(&e.id)
+        .bind(&e.url)
+        .bind(e.next_attempt)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("events"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Record a delivery attempt: delivered at `now`, or failed with `error`
+    /// and next tried at `retry_at`.
+    pub async fn event_attempted(
+        &self,
+        e: &EventRow,
+        now: i64,
+        outcome: Result<(), (&str, i64)>,
+    ) -> Result<(), Error> {
+        let (delivered, error, next) = match outcome {
+            Ok(()) => (Some(now), None, e.next_attempt),
+            Err((error, retry_at)) => (None, Some(error.to_owned()), retry_at),
+        };
+        sqlx::query(
+            "UPDATE events SET attempts = attempts + 1, delivered_at = $1, last_error = $2, \
+             next_attempt = $3 WHERE id = $4 AND url = $5",
+        )
+        .bind(delivered)
+        .bind(error)
+        .bind(next)
+        .bind(&e.id)
+        .bind(&e.url)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("events"))?;
         Ok(())
     }
 
@@ -582,15 +846,12 @@ impl Db {
         connector: &str,
         email: &str,
     ) -> Result<Option<Mailbox>, Error> {
-        let row = sqlx::query(
-            "SELECT id, connector, email, kind, reference, state, last_error, created_at, updated_at \
-             FROM mailboxes WHERE connector = $1 AND email = $2",
-        )
-        .bind(connector)
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err("mailboxes"))?;
+        let row = sqlx::query(select_mailboxes("WHERE connector = $1 AND email = $2"))
+            .bind(connector)
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("mailboxes"))?;
         Ok(row.as_ref().map(mailbox_of))
     }
 

@@ -12,6 +12,9 @@
 //! - [`db`] — SQLite / PostgreSQL, migrations, every query.
 //! - [`ports`] — the broker's store, lease and events over a mailbox row.
 //! - [`tokens`] — memory of fresh tokens, coalescing, the broker on the blocking pool.
+//! - [`refresher`] — background refreshes: schedule, claims between nodes, pacing per provider.
+//! - [`events`] — webhook events: which transitions make them, signed delivery from the outbox.
+//! - [`render`] — the service's words for errors and their fixes.
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
@@ -28,10 +31,13 @@ pub mod app;
 pub mod cli;
 pub mod connect;
 pub mod db;
+pub mod events;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod ports;
+pub mod refresher;
+pub mod render;
 pub mod seal;
 pub mod settings;
 pub mod tokens;

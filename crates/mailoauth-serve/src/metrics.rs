@@ -15,9 +15,10 @@
 //! with `behind_proxy` set a key is always needed). The numbers hold no secret,
 //! but mailbox counts and refresh failures are an organisation's business.
 //!
-//! Refresh outcomes are counted by the broker's event port
-//! ([`crate::ports::SqlEvents`]), which is built per request deep in the token
-//! service without the [`App`]: they go to one process-wide [`REFRESHES`]
+//! Refresh outcomes (of requests and of the background refresher alike) are
+//! counted by the broker's event port ([`crate::ports::SqlEvents`]), which the
+//! token service builds per mailbox without the [`App`]: they go to one
+//! process-wide [`REFRESHES`]
 //! instead of a field, which is the same thing for a process that serves one
 //! `App`. Must not: label anything with a mailbox, a user or a key (unbounded
 //! series, and personal data), or take a lock on the token path.

@@ -18,7 +18,8 @@ use mailoauth::providers::Account;
 use mailoauth::store::TokenRecord;
 use mailoauth::{Error, Result};
 
-use crate::db::Db;
+use crate::db::{Db, Effect, StateChange};
+use crate::events::Outbox;
 use crate::seal::Key;
 
 /// How long a request waits for another node's refresh of the same mailbox
@@ -45,11 +46,37 @@ pub struct Row {
     pub rt: Handle,
     /// The mailbox id.
     pub id: String,
+    /// Where its events go.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Row {
     fn aad(&self) -> Vec<u8> {
         format!("mailoauth-serve mailbox {}", self.id).into_bytes()
+    }
+}
+
+/// Where the crash-safety tests make a node die, as `kill -9` would at that
+/// instant (no lease release, no cleanup): `MAILOAUTH_SERVE_FAULT` =
+/// `abort-before-save` (the provider has answered, its rotated refresh token
+/// is not stored yet) or `abort-after-save` (stored, the lease still held).
+/// Unset, these are one comparison each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    BeforeSave,
+    AfterSave,
+}
+
+fn crash_point(at: Fault) {
+    static ARMED: std::sync::OnceLock<Option<Fault>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| match std::env::var("MAILOAUTH_SERVE_FAULT").as_deref() {
+        Ok("abort-before-save") => Some(Fault::BeforeSave),
+        Ok("abort-after-save") => Some(Fault::AfterSave),
+        _ => None,
+    });
+    if *armed == Some(at) {
+        eprintln!("mailoauth-serve: MAILOAUTH_SERVE_FAULT: dying at {at:?}");
+        std::process::abort();
     }
 }
 
@@ -100,18 +127,16 @@ impl TokenStore for SqlStore {
         let plain = zeroize::Zeroizing::new(rec.to_bytes());
         let sealed = r.keys.current.seal(&r.aad(), &plain);
         let now = mailoauth::clock::now();
-        Ok(
-            match r.rt.block_on(r.db.save_record_if(
-                &r.id,
-                expected,
-                r.keys.current.id(),
-                &sealed,
-                now,
-            ))? {
-                Some(v) => Saved::Saved(Version::from_raw(v as u64)),
-                None => Saved::Conflict,
-            },
-        )
+        crash_point(Fault::BeforeSave);
+        let saved =
+            r.rt.block_on(r.db.save_record_if(&r.id, expected, r.keys.current.id(), &sealed, now))?;
+        Ok(match saved {
+            Some(v) => {
+                crash_point(Fault::AfterSave);
+                Saved::Saved(Version::from_raw(v as u64))
+            }
+            None => Saved::Conflict,
+        })
     }
 
     fn delete(&self) -> Result<()> {
@@ -207,22 +232,40 @@ impl Drop for SqlLease {
     }
 }
 
-/// The mailbox's state (`ok` / `degraded` / `login_required`) and last error.
+/// The mailbox's state (`ok` / `degraded` / `login_required`), last error and
+/// refresh schedule, and the events its transitions make (outbox rows written
+/// in the same transaction).
 pub struct SqlEvents(pub Row);
 
 impl Events for SqlEvents {
     fn record(&self, _account: &Account, event: Event<'_>, at: i64) {
         crate::metrics::REFRESHES.record(&event); // ops: refreshes by outcome in /metrics
-        let (state, error) = match event {
-            Event::LoggedIn | Event::Refreshed => ("ok", None),
-            Event::RefreshFailed { error, .. } => ("degraded", Some(error.to_string())),
-            Event::LoginRequired { error } => ("login_required", Some(error.to_string())),
-            Event::Failed { error } => ("degraded", Some(error.to_string())),
+        let (state, error, effect) = match event {
+            Event::LoggedIn => ("ok", None, Effect::SignedIn),
+            Event::Refreshed => ("ok", None, Effect::Refreshed),
+            Event::RefreshFailed { error, .. } | Event::Failed { error } => (
+                "degraded",
+                Some(crate::render::diagnosis(error)),
+                Effect::Failed,
+            ),
+            Event::LoginRequired { error } => (
+                "login_required",
+                Some(crate::render::diagnosis(error)),
+                Effect::None,
+            ),
         };
+        let signed_in = effect == Effect::SignedIn;
         let r = &self.0;
-        if let Err(e) =
-            r.rt.block_on(r.db.set_state(&r.id, state, error.as_deref(), at))
-        {
+        let change = StateChange {
+            state,
+            error: error.as_deref(),
+            effect,
+        };
+        let made = r.rt.block_on(r.db.change_state(&r.id, &change, at, |old| {
+            let kinds = crate::events::kinds(&old.state, state, signed_in);
+            r.outbox.rows(&kinds, old, state, error.as_deref(), at)
+        }));
+        if let Err(e) = made {
             log::warn!("mailbox {}: state not recorded: {e}", r.id);
         }
     }

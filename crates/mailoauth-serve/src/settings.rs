@@ -32,7 +32,31 @@ struct RawServe {
     behind_proxy: Vec<String>,
     #[serde(default)]
     connectors: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    webhooks: Vec<String>,
+    webhook_secret: Option<SecretSource>,
+    #[serde(default)]
+    webhook_private_ranges: bool,
+    refresh_rate: Option<f64>,
+    refresh_ahead: Option<u64>,
+    keep_alive_days: Option<u64>,
+    keep_fresh: Option<bool>,
+    lease_ttl: Option<u64>,
 }
+
+/// Refreshes per second per provider (token endpoint host) and node, unless
+/// the config says: far below what Microsoft and Google throttle at, and
+/// 36,000 an hour is still ten thousand mailboxes' hourly tokens.
+pub const DEFAULT_REFRESH_RATE: f64 = 10.0;
+/// Seconds before expiry the background refresher renews a token: time
+/// for a whole provider's mailboxes at the rate, well before `min_validity`.
+pub const DEFAULT_REFRESH_AHEAD: u64 = 15 * 60;
+/// Lease lifetime: longer than one token request with its retries, short
+/// enough that a dead node's mailboxes move on within a minute.
+pub const DEFAULT_LEASE_TTL: u64 = 60;
+/// Refresh tokens die of disuse (Microsoft: 90 days, Google: 6 months unused);
+/// renew each at least this often.
+pub const DEFAULT_KEEP_ALIVE_DAYS: u64 = 7;
 
 /// Where the master key comes from.
 #[derive(Debug)]
@@ -61,6 +85,24 @@ pub struct Settings {
     pub behind_proxy: Vec<String>,
     /// Connectors by name, as core account tables without `user`.
     connectors: BTreeMap<String, toml::Table>,
+    /// Webhook URLs for events (HTTPS, or HTTP to loopback).
+    pub webhooks: Vec<String>,
+    /// The webhooks' signing secret (required with `webhooks`).
+    pub webhook_secret: Option<SecretSource>,
+    /// Whether webhook targets may resolve to private address ranges.
+    pub webhook_private_ranges: bool,
+    /// Background refreshes per second per provider, per node.
+    pub refresh_rate: f64,
+    /// Seconds before expiry the background refresher renews.
+    pub refresh_ahead: i64,
+    /// Longest time between two refreshes of a mailbox, in seconds.
+    pub keep_alive: i64,
+    /// Whether the background refresher renews tokens ahead of expiry (else
+    /// only the keep-alive, and requests refresh what they need).
+    pub keep_fresh: bool,
+    /// Seconds a node's refresh lease on a mailbox lasts (renewed while its
+    /// request runs): how long a dead node's refresh blocks the others.
+    pub lease_ttl: u64,
 }
 
 impl Settings {
@@ -79,14 +121,9 @@ impl Settings {
             Err(e) => return Err(e),
         };
         let raw: RawServe = match config.serve.clone() {
-            None => RawServe {
-                listen: None,
-                base_url: None,
-                database: None,
-                master_key: None,
-                behind_proxy: vec![],
-                connectors: BTreeMap::new(),
-            },
+            None => toml::Table::new()
+                .try_into()
+                .expect("an empty [serve] has every default"),
             Some(t) => t.try_into().map_err(|e: toml::de::Error| Error::Config {
                 path: path.to_owned(),
                 line: None,
@@ -154,11 +191,48 @@ impl Settings {
             master_key,
             behind_proxy: raw.behind_proxy,
             connectors: raw.connectors,
+            webhooks: raw.webhooks,
+            webhook_secret: raw.webhook_secret,
+            webhook_private_ranges: raw.webhook_private_ranges,
+            refresh_rate: raw.refresh_rate.unwrap_or(DEFAULT_REFRESH_RATE),
+            refresh_ahead: raw.refresh_ahead.unwrap_or(DEFAULT_REFRESH_AHEAD) as i64,
+            keep_alive: raw.keep_alive_days.unwrap_or(DEFAULT_KEEP_ALIVE_DAYS) as i64 * 86_400,
+            keep_fresh: raw.keep_fresh.unwrap_or(true),
+            lease_ttl: raw.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
         };
+        if !(2..=600).contains(&settings.lease_ttl) {
+            return Err(err("[serve] `lease_ttl` must be 2 to 600 seconds".into()));
+        }
+        for url in &settings.webhooks {
+            crate::events::check_url(url)
+                .map_err(|why| err(format!("[serve] `webhooks`: {why}")))?;
+        }
+        if !settings.webhooks.is_empty() && settings.webhook_secret.is_none() {
+            return Err(err(
+                "[serve] `webhooks` needs `webhook_secret` (like `client_secret`: a literal, \
+                 { env = \"NAME\" } or { command = [...] }): receivers check each event's signature with it"
+                    .into(),
+            ));
+        }
+        if !(settings.refresh_rate > 0.0 && settings.refresh_rate <= 10_000.0) {
+            return Err(err(
+                "[serve] `refresh_rate` is refreshes per second per provider: give a number above 0 and at most 10000".into(),
+            ));
+        }
+        if !(1..=365).contains(&(settings.keep_alive / 86_400)) {
+            return Err(err("[serve] `keep_alive_days` must be 1 to 365".into()));
+        }
         // A connector that cannot make an account is a config error now, not at
         // the first request.
         for name in settings.connectors.keys() {
-            settings.account(name, "check@example.invalid")?;
+            let a = settings.account(name, "check@example.invalid")?;
+            if settings.refresh_ahead <= a.min_validity as i64 {
+                return Err(err(format!(
+                    "[serve] `refresh_ahead` ({} s) must be more than connector `{name}`'s `min_validity` \
+                     ({} s): the refresher renews tokens before requests would have to",
+                    settings.refresh_ahead, a.min_validity
+                )));
+            }
         }
         Ok(settings)
     }

@@ -22,6 +22,7 @@ use mailoauth::store::AccessToken;
 use mailoauth::{Broker, Error, LoginOptions};
 
 use crate::db::{Db, Mailbox};
+use crate::events::Outbox;
 use crate::ports::{DataKeys, Row, SqlEvents, SqlLeases, SqlStore};
 use crate::settings::Settings;
 
@@ -32,11 +33,9 @@ pub struct Served {
     pub token: AccessToken,
     /// The mailbox address (the SASL user).
     pub user: String,
+    /// The mailbox's core account (for SASL strings).
+    pub account: Arc<Account>,
 }
-
-/// Lease lifetime: longer than one token request with its retries, short
-/// enough that a dead node's mailboxes move on quickly.
-const LEASE_TTL: Duration = Duration::from_secs(60);
 
 /// The token side of the service, shared by all requests of a node.
 pub struct Tokens {
@@ -46,8 +45,40 @@ pub struct Tokens {
     /// This node's lease owner prefix (host, pid, start time).
     node: String,
     transport: Arc<dyn Transport>,
-    cache: Mutex<HashMap<(String, String), (AccessToken, u64)>>,
+    outbox: Arc<Outbox>,
+    cache: Mutex<HashMap<(String, String), Remembered>>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Mailboxes whose provider failed transiently: no new attempt before `until`.
+    cooling: Mutex<HashMap<String, Cooldown>>,
+}
+
+/// A token in memory.
+#[derive(Clone)]
+struct Remembered {
+    token: AccessToken,
+    account: Arc<Account>,
+    /// While the provider is failing (degraded): serve this still-valid token
+    /// until then without asking the provider again.
+    serve_until: i64,
+}
+
+impl Remembered {
+    fn servable(&self, now: i64) -> bool {
+        self.token.is_fresh(self.account.min_validity, now)
+            || (self.serve_until > now && self.token.expires_at > now + 5)
+    }
+}
+
+/// Backoff state of a failing mailbox on this node.
+#[derive(Clone, Copy)]
+struct Cooldown {
+    failures: u32,
+    until: i64,
+}
+
+/// Wait after the `n`th transient failure in a row: 5 s doubling, at most 5 min.
+fn cooldown(n: u32) -> i64 {
+    (5i64 << n.saturating_sub(1).min(6)).min(300)
 }
 
 impl Tokens {
@@ -62,11 +93,15 @@ impl Tokens {
         Tokens {
             db,
             keys,
-            settings,
             node,
             transport: Arc::new(HttpTransport::new(Duration::from_secs(30))),
+            outbox: Arc::new(Outbox {
+                urls: settings.webhooks.clone(),
+            }),
+            settings,
             cache: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
+            cooling: Mutex::new(HashMap::new()),
         }
     }
 
@@ -75,22 +110,80 @@ impl Tokens {
         self.settings.account(&m.connector, &m.email)
     }
 
-    /// The fresh token in memory, if there is one: no I/O.
-    pub fn cached(&self, m: &Mailbox, resource: Option<&str>) -> Option<Served> {
-        let key = (m.id.clone(), resource.unwrap_or(MAIL_RESOURCE).to_owned());
-        let (at, min_validity) = self.cache.lock().unwrap().get(&key).cloned()?;
-        at.is_fresh(min_validity, mailoauth::clock::now())
-            .then(|| Served {
-                token: at,
-                user: m.email.clone(),
-            })
+    /// The token of mailbox `id` in memory, if it may be served: no I/O, no
+    /// database (the hot path; the caller checked the key's mailbox limits).
+    pub fn cached(&self, id: &str, resource: Option<&str>) -> Option<Served> {
+        let key = (id.to_owned(), resource.unwrap_or(MAIL_RESOURCE).to_owned());
+        let r = self.cache.lock().unwrap().get(&key).cloned()?;
+        r.servable(mailoauth::clock::now()).then(|| Served {
+            token: r.token,
+            user: r.account.user.clone(),
+            account: r.account,
+        })
+    }
+
+    /// Keep `at` in memory as mailbox `id`'s token for `resource`.
+    pub fn remember(
+        &self,
+        id: &str,
+        account: Arc<Account>,
+        resource: Option<&str>,
+        at: AccessToken,
+        serve_until: i64,
+    ) -> Served {
+        self.cache.lock().unwrap().insert(
+            (id.to_owned(), resource.unwrap_or(MAIL_RESOURCE).to_owned()),
+            Remembered {
+                token: at.clone(),
+                account: account.clone(),
+                serve_until,
+            },
+        );
+        Served {
+            token: at,
+            user: account.user.clone(),
+            account,
+        }
+    }
+
+    /// Seconds until this node asks the provider for `id` again, when it is
+    /// backing off after transient failures.
+    pub fn cooling_for(&self, id: &str) -> Option<i64> {
+        let now = mailoauth::clock::now();
+        let c = self.cooling.lock().unwrap().get(id).copied()?;
+        (c.until > now).then_some(c.until - now)
+    }
+
+    /// One more transient failure of `id`: the end of its cooldown.
+    fn failed(&self, id: &str) -> i64 {
+        let mut all = self.cooling.lock().unwrap();
+        let c = all.entry(id.to_owned()).or_insert(Cooldown {
+            failures: 0,
+            until: 0,
+        });
+        c.failures += 1;
+        c.until = mailoauth::clock::now() + cooldown(c.failures);
+        c.until
     }
 
     /// A fresh token for `m`: from memory, else through the broker (one task
-    /// per mailbox per node; one refresh across nodes).
+    /// per mailbox per node; one refresh across nodes). A mailbox waiting for
+    /// its owner (`login_required`) is answered from its row, without asking
+    /// the provider again; one whose provider failed transiently is not asked
+    /// again before its cooldown ends (a still-valid token is served meanwhile).
     pub async fn token(&self, m: &Mailbox, resource: Option<&str>) -> Result<Served, Error> {
-        if let Some(s) = self.cached(m, resource) {
+        if let Some(s) = self.cached(&m.id, resource) {
             return Ok(s);
+        }
+        if m.state == "login_required" {
+            return Err(Error::LoginRequired {
+                account: m.connector.clone(),
+                reason: m
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "the provider no longer accepts the stored sign-in".into()),
+                remedy: None,
+            });
         }
         let flight = self
             .flights
@@ -101,14 +194,22 @@ impl Tokens {
             .clone();
         let _turn = flight.lock().await;
         // Whoever held the turn before us may have fetched it.
-        if let Some(s) = self.cached(m, resource) {
+        if let Some(s) = self.cached(&m.id, resource) {
             return Ok(s);
         }
-        let account = self.account(m)?;
+        if let Some(left) = self.cooling_for(&m.id) {
+            return Err(Error::Unreachable {
+                what: "the provider".into(),
+                detail: format!(
+                    "its last answers for this mailbox were failures; the next attempt is in {left} s"
+                ),
+            });
+        }
+        let account = Arc::new(self.account(m)?);
         let min_validity = account.min_validity;
-        let broker = self.broker(m, account);
+        let broker = self.broker(m, (*account).clone());
         let res = resource.map(str::to_owned);
-        let at = tokio::task::spawn_blocking(move || -> Result<AccessToken, Error> {
+        let got = tokio::task::spawn_blocking(move || -> Result<AccessToken, Error> {
             let token = broker.token(res.as_deref())?;
             let rec = broker.record()?;
             Ok(rec
@@ -126,15 +227,26 @@ impl Tokens {
                 }))
         })
         .await
-        .map_err(|e| Error::Flow(format!("token task failed: {e}")))??;
-        self.cache.lock().unwrap().insert(
-            (m.id.clone(), resource.unwrap_or(MAIL_RESOURCE).to_owned()),
-            (at.clone(), min_validity),
-        );
-        Ok(Served {
-            token: at,
-            user: m.email.clone(),
-        })
+        .map_err(|e| Error::Flow(format!("token task failed: {e}")))?;
+        let at = match got {
+            Ok(at) => at,
+            Err(e) => {
+                if matches!(e, Error::Unreachable { .. }) {
+                    self.failed(&m.id);
+                }
+                return Err(e);
+            }
+        };
+        let now = mailoauth::clock::now();
+        let serve_until = if at.is_fresh(min_validity, now) {
+            self.cooling.lock().unwrap().remove(&m.id);
+            0
+        } else {
+            // The broker served the still-valid token because the provider
+            // failed: keep serving it through the cooldown.
+            self.failed(&m.id)
+        };
+        Ok(self.remember(&m.id, account, resource, at, serve_until))
     }
 
     /// Sign an app-only mailbox in (client credentials): stores its first token.
@@ -181,14 +293,22 @@ impl Tokens {
     pub fn forget(&self, id: &str) {
         self.cache.lock().unwrap().retain(|(m, _), _| m != id);
         self.flights.lock().unwrap().remove(id);
+        self.cooling.lock().unwrap().remove(id);
     }
 
-    fn broker(&self, m: &Mailbox, account: Account) -> Broker {
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The core broker of `m` over the database ports (run it on the blocking pool).
+    pub fn broker(&self, m: &Mailbox, account: Account) -> Broker {
         let row = Row {
             db: self.db.clone(),
             keys: self.keys.clone(),
             rt: tokio::runtime::Handle::current(),
             id: m.id.clone(),
+            outbox: self.outbox.clone(),
         };
         Broker::with_ports(
             account,
@@ -199,7 +319,7 @@ impl Tokens {
                 clock: Arc::new(SystemClock),
                 transport: self.transport.clone(),
                 owner: format!("{} task {}", self.node, mailoauth::random::token(6)),
-                lease_ttl: LEASE_TTL,
+                lease_ttl: Duration::from_secs(self.settings.lease_ttl),
             },
         )
     }

@@ -27,7 +27,7 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 fn scrape(node: &Node, headers: &[(&str, &str)]) -> (u16, String) {
-    let (st, _, body) = node.raw("GET", "/metrics", headers, "");
+    let (st, _, body) = node.send("GET", "/metrics", headers, "");
     (st, body)
 }
 
@@ -37,6 +37,9 @@ fn metrics_count_tokens_by_source_refreshes_by_outcome_and_mailboxes_by_state() 
         // 8 s tokens are fresh for their first half (see serve.rs): after 5.2 s
         // the next request refreshes at the provider.
         let s = Setup::new(db, &[("ACCESS_TOKEN_TTL", "8")]);
+        // Only requests refresh here (the background refresher would renew
+        // ahead of them and move the counts).
+        s.write_config("keep_fresh = false\n");
         let admin = s.key(&["admin"], &[]);
         let reader = s.key(&["token:read", "accounts:read"], &[]);
         let node = s.start();
@@ -145,6 +148,7 @@ fn metrics_count_tokens_by_source_refreshes_by_outcome_and_mailboxes_by_state() 
 fn a_provider_outage_counts_as_a_degraded_refresh_and_a_degraded_mailbox() {
     both(|db| {
         let s = Setup::new(db, &[("ACCESS_TOKEN_TTL", "20")]);
+        s.write_config("keep_fresh = false\n");
         let admin = s.key(&["admin"], &[]);
         let node = s.start();
         let id = node.add_app_mailbox(&admin, "shared@example.test");
@@ -552,7 +556,7 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
             if let Some(o) = origin {
                 h.push(("Origin", o));
             }
-            node.raw("POST", "/admin/sign-in", &h, &format!("key={key}"))
+            node.send("POST", "/admin/sign-in", &h, &format!("key={key}"))
         };
         // Another site's form, or one that names no origin: refused, nothing set.
         for origin in [Some("https://evil.example"), Some("null"), None] {
@@ -588,7 +592,7 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
         }
         assert!(!cookie.contains(&admin), "{db}: the key in the cookie");
         let pair = cookie.split(';').next().unwrap().to_owned();
-        let (st, head, page) = node.raw("GET", "/admin", &[("Cookie", &pair)], "");
+        let (st, head, page) = node.send("GET", "/admin", &[("Cookie", &pair)], "");
         assert_eq!(st, 200, "{db}");
         assert!(page.contains("<title>Mailboxes</title>"), "{db}: {page}");
         assert!(
@@ -612,7 +616,7 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
             "INSERT INTO mailboxes (id, connector, email, kind, state, created_at, updated_at) VALUES {}",
             rows.join(", ")
         ));
-        let (_, _, first) = node.raw("GET", "/admin", &[("Cookie", &pair)], "");
+        let (_, _, first) = node.send("GET", "/admin", &[("Cookie", &pair)], "");
         assert!(
             first.contains("205 mailboxes, page 1 of 2"),
             "{db}: {first}"
@@ -629,16 +633,16 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
             "{db}"
         );
         assert!(!first.contains("user199@example.test"), "{db}: 200 a page");
-        let (_, _, second) = node.raw("GET", "/admin?page=2", &[("Cookie", &pair)], "");
+        let (_, _, second) = node.send("GET", "/admin?page=2", &[("Cookie", &pair)], "");
         assert!(
             second.contains("user199@example.test") && second.contains("rel=\"prev\""),
             "{db}"
         );
-        let (st, _, _) = node.raw("GET", "/admin?page=x'%20OR%201=1", &[("Cookie", &pair)], "");
+        let (st, _, _) = node.send("GET", "/admin?page=x'%20OR%201=1", &[("Cookie", &pair)], "");
         assert_eq!(st, 200, "{db}: a bad page number shows the first");
         // A forged session: the sign-in page, and the browser told to forget it.
         let forged = "mailoauth_admin=Zm9yZ2VkLXNlc3Npb24taWQtdGhhdC1sb29rcy1yZWFs";
-        let (st, head, page) = node.raw("GET", "/admin", &[("Cookie", forged)], "");
+        let (st, head, page) = node.send("GET", "/admin", &[("Cookie", forged)], "");
         assert_eq!(st, 200, "{db}");
         assert!(
             page.contains("<title>Sign in to the admin page</title>"),
@@ -649,7 +653,7 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
             "{db}: {head}"
         );
         let reconsent = "/admin/mailboxes/mbx_none/reconsent";
-        let (st, _, _) = node.raw(
+        let (st, _, _) = node.send(
             "POST",
             reconsent,
             &[("Origin", &ours), ("Cookie", forged)],
@@ -657,14 +661,14 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
         );
         assert_eq!(st, 401, "{db}: a forged session makes no link");
         // A real session, but the form came from elsewhere.
-        let (st, _, _) = node.raw(
+        let (st, _, _) = node.send(
             "POST",
             reconsent,
             &[("Origin", "https://evil.example"), ("Cookie", &pair)],
             "",
         );
         assert_eq!(st, 403, "{db}");
-        let (st, _, _) = node.raw(
+        let (st, _, _) = node.send(
             "POST",
             reconsent,
             &[("Origin", &ours), ("Cookie", &pair)],
@@ -672,14 +676,14 @@ fn admin_forms_refuse_other_sites_forged_sessions_and_keys_without_the_admin_sco
         );
         assert_eq!(st, 404, "{db}: unknown mailbox");
         // Signed out: the same cookie opens nothing any more.
-        let (st, _, _) = node.raw(
+        let (st, _, _) = node.send(
             "POST",
             "/admin/sign-out",
             &[("Origin", &ours), ("Cookie", &pair)],
             "",
         );
         assert_eq!(st, 200, "{db}");
-        let (_, _, page) = node.raw("GET", "/admin", &[("Cookie", &pair)], "");
+        let (_, _, page) = node.send("GET", "/admin", &[("Cookie", &pair)], "");
         assert!(
             page.contains("<title>Sign in to the admin page</title>"),
             "{db}"

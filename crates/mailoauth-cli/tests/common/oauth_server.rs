@@ -43,6 +43,7 @@ pub struct OAuthServer {
     pub issuer: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl OAuthServer {
@@ -101,6 +102,10 @@ impl OAuthServer {
                 issuer: v["issuer"].as_str().unwrap().to_owned(),
                 log,
                 _dir: dir,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             }),
             Err(_) => {
                 let _ = child.kill();
@@ -111,6 +116,24 @@ impl OAuthServer {
                 ))
             }
         }
+    }
+
+    /// Stop it (a provider outage); [`OAuthServer::restart`] brings it back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port with the same settings. It keeps its
+    /// state in memory only, so every grant it made is forgotten: refresh
+    /// tokens it issued are refused with `invalid_grant` (a revocation).
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.issuer.rsplit(':').next().unwrap().to_owned();
+        let mut env = self.env.clone();
+        env.push(("PORT".into(), port));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        *self = OAuthServer::start(&env);
     }
 
     pub fn stats(&self) -> Value {

@@ -211,8 +211,14 @@ impl Setup {
 
     /// Another node of the same service (same database), on any port.
     pub fn start_another(&self) -> Node {
+        self.start_another_with(&[])
+    }
+
+    /// Another node with extra environment (a crash point).
+    pub fn start_another_with(&self, env: &[(&str, &str)]) -> Node {
         let mut c = self.command();
         c.args(["--listen", "127.0.0.1:0"]);
+        c.envs(env.iter().copied());
         Node::start(c)
     }
 
@@ -347,9 +353,45 @@ impl Node {
         )
     }
 
+    /// `kill -9` it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it ended by itself within `within`.
+    pub fn exited(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// One request without a body: the whole raw response, header names as sent.
+    pub fn raw(&self, method: &str, path: &str, key: Option<&str>) -> String {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    }
+
     /// One HTTP/1.1 request with these header lines and a raw body (forms,
     /// cookies, origins): (status, head, body text).
-    pub fn raw(
+    pub fn send(
         &self,
         method: &str,
         path: &str,
@@ -421,4 +463,169 @@ pub fn connect_link(node: &Node, key: &str, email: &str) -> String {
 pub fn base64_decode(s: &str) -> String {
     use base64::Engine;
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+}
+
+/// One request a [`Webhook`] receiver got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Header names (lower case) and values.
+    pub headers: std::collections::HashMap<String, String>,
+    /// The body.
+    pub body: String,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// A webhook receiver on loopback: answers the first `fail_first` requests
+/// with 500 and the rest with 200, and records each.
+pub struct Webhook {
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+}
+
+impl Webhook {
+    pub fn start(fail_first: usize) -> Webhook {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut headers = std::collections::HashMap::new();
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
+                    }
+                }
+                let n: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; n.min(1 << 20)];
+                let _ = r.read_exact(&mut body);
+                let mut all = g.lock().unwrap();
+                let status = if all.len() < fail_first { 500 } else { 200 };
+                all.push(Delivery {
+                    headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    status,
+                });
+                drop(all);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Webhook { url, got }
+    }
+
+    /// Everything received so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Wait until an accepted (200) delivery of event `kind` arrived; its body as JSON.
+    pub fn wait_for(&self, kind: &str, within: Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(d) = self.deliveries().into_iter().find(|d| {
+                d.status == 200 && d.headers.get("mailoauth-event").is_some_and(|k| k == kind)
+            }) {
+                return serde_json::from_str(&d.body).unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {kind} webhook within {within:?}; got {:?}",
+                self.deliveries()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The private Dovecot of `tests/mail-server` (needs root), validating the
+/// authorization server's JWTs; stopped on drop.
+pub struct Dovecot {
+    dir: tempfile::TempDir,
+    pub ports: Value,
+}
+
+impl Dovecot {
+    pub fn start(issuer: &str) -> Dovecot {
+        crate::oauth_server::need(
+            "dovecot",
+            "bash tests/mail-server/install.sh (or .ci/setup)",
+        );
+        // Dovecot's socket paths must stay short: a directory directly under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("mo")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = crate::oauth_server::repo_root().join("tests/mail-server/start.sh");
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg("bash")
+            .arg(script)
+            .arg(dir.path())
+            .arg(issuer)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the mail server fixture did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ports = serde_json::from_slice(&out.stdout).expect("start.sh JSON");
+        Dovecot { dir, ports }
+    }
+
+    /// Log in to `user`'s mailbox over IMAPS with `token` (curl, a client of
+    /// its own, speaking SASL XOAUTH2) and examine the INBOX; the error
+    /// otherwise. The token goes to curl on stdin, not its command line.
+    pub fn opens(&self, user: &str, token: &str) -> Result<(), String> {
+        let mut c = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-K", "-", "--cacert"])
+            .arg(self.ports["ca"].as_str().unwrap())
+            .arg("--user")
+            .arg(format!("{user}:"))
+            .args(["-X", "EXAMINE INBOX"])
+            .arg(format!("imaps://127.0.0.1:{}/", self.ports["imap_tls"]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(c.stdin.take().unwrap(), "oauth2-bearer = \"{token}\"").unwrap();
+        let out = c.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "curl: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(crate::oauth_server::repo_root().join("tests/mail-server/stop.sh"))
+            .arg(self.dir.path())
+            .output();
+    }
 }

@@ -306,6 +306,20 @@ impl Broker {
                     });
                     return Ok(at.token);
                 }
+                // A refresh token the server no longer takes may just have been
+                // rotated by another writer since we read it (our lease ran out
+                // and was taken over): a lost race is not a revocation. Re-read,
+                // and start over when the stored one has moved on.
+                Err(e)
+                    if e.oauth_code() == Some("invalid_grant")
+                        && matches!(&grant, Grant::RefreshToken(used)
+                            if self.load()?.and_then(|(r, _)| r.refresh_token).is_some_and(|now| &now != used)) =>
+                {
+                    log::warn!(
+                        "the refresh token of `{}` was refused, but another writer has stored a newer one; using that",
+                        self.account.name
+                    );
+                }
                 Err(e) => {
                     let err = diagnose::endpoint_error(
                         e,

@@ -315,6 +315,27 @@ fn invalid_grant_marks_login_required_once() {
 }
 
 #[test]
+fn invalid_grant_after_another_writer_rotated_is_not_a_revocation() {
+    // Our lease ran out during the request; another node rotated rt1 → rt2
+    // and the server refuses rt1 (strict rotation). The broker re-reads, finds
+    // rt2 and its token, and serves that: no login_required.
+    let store_for_script: Arc<std::sync::OnceLock<Arc<MemoryStore>>> = Arc::default();
+    let s2 = store_for_script.clone();
+    let w = World::new(
+        Some(record("rt1", "old", 0)),
+        ScriptedTransport::from_fn(move |_, _, _| {
+            s2.get().unwrap().put(record("rt2", "theirs", 3600));
+            Err(oauth_error("invalid_grant"))
+        }),
+    );
+    store_for_script.set(w.store.clone()).ok();
+    assert_eq!(w.broker().token(None).unwrap(), "theirs");
+    assert_eq!(w.transport.calls(), 1);
+    assert!(w.events.status("a").login_required.is_none());
+    assert_eq!(w.store.get().unwrap().refresh_token.as_deref(), Some("rt2"));
+}
+
+#[test]
 fn empty_store_is_login_required_without_a_request() {
     let w = World::new(None, ScriptedTransport::replies(vec![]));
     let e = w.broker().token(None).unwrap_err();
