@@ -35,6 +35,11 @@ pub struct ErrorBody {
     /// What to do about it, when there is something to do (else `null`).
     #[schema(required = true)]
     pub fix: Option<String>,
+    /// With `login_required` on a delegated mailbox: a re-consent link for its
+    /// owner (single use, 30 minutes; the same one for a while, so repeated
+    /// failures do not make new links).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect_url: Option<String>,
 }
 
 /// `GET /v1/mailboxes/{id}/token`.

@@ -260,11 +260,22 @@ fn the_openapi_document_describes_every_v1_route_the_router_serves() {
             (Some("http"), Some("bearer")),
             "{scheme}"
         );
-        let error_shape = keys_of(&doc["components"]["schemas"]["ErrorBody"]["properties"]);
+        // `{error, message, fix}` always; `reconnect_url` with `login_required`.
+        let error_body = &doc["components"]["schemas"]["ErrorBody"];
+        let error_shape: BTreeSet<String> = error_body["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(
             error_shape,
             ["error", "fix", "message"].map(String::from).into(),
             "{db}"
+        );
+        assert!(
+            error_body["properties"]["reconnect_url"].is_object(),
+            "{error_body}"
         );
 
         // Served → documented, with its key requirement and path parameters.
