@@ -37,6 +37,10 @@ enum Command {
     Keys(KeysCommand),
     /// Print a new random master key (for `[serve] master_key`).
     Keygen,
+    /// Import mailboxes with tokens obtained elsewhere: JSON lines on stdin,
+    /// `{"connector","email","refresh_token","access_token","expires_at"}`
+    /// (and an optional `reference`); prints `id<TAB>email` for each.
+    Import,
 }
 
 #[derive(Subcommand)]
@@ -92,6 +96,18 @@ fn run(cli: Cli) -> Result<(), Error> {
         match cli.command {
             None | Some(Command::Run) => crate::app::run(settings).await,
             Some(Command::Keys(k)) => keys(&settings, k).await,
+            Some(Command::Import) => {
+                let (db, keys) = crate::app::open(&settings).await?;
+                let n = crate::import::run(
+                    std::sync::Arc::new(settings),
+                    db,
+                    keys,
+                    std::io::stdin().lock(),
+                )
+                .await?;
+                eprintln!("mailoauth-serve: imported {n} mailbox(es)");
+                Ok(())
+            }
             Some(Command::Keygen) => unreachable!("handled above"),
         }
     })

@@ -599,6 +599,17 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Set when the refresher looks at mailbox `id` next (after a sign-in).
+    pub async fn set_next_refresh(&self, id: &str, next: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE mailboxes SET next_refresh = $1 WHERE id = $2")
+            .bind(next)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("mailboxes"))?;
+        Ok(())
+    }
+
     /// Webhook deliveries due by `now` (not yet delivered, under `max_attempts`).
     pub async fn due_events(
         &self,

@@ -18,6 +18,7 @@
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
+//! - [`import`] — mailboxes with tokens obtained elsewhere (JSON lines on stdin).
 //! - [`metrics`] — `/metrics`: counters, latency histogram, mailboxes by state.
 //! - [`openapi`] — `/v1/openapi.json`, generated from the handlers.
 //! - [`admin`] — the admin page: sign-in by admin key, mailboxes, re-consent links, admin steps.
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod connect;
 pub mod db;
 pub mod events;
+pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;

@@ -13,16 +13,17 @@
 //! mailbox that waits for its owner (`login_required`), or hold a database
 //! transaction across the provider's request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mailoauth::Error;
 use mailoauth::providers::{Account, MAIL_RESOURCE};
-use mailoauth::store::AccessToken;
+use mailoauth::store::{AccessToken, TokenRecord};
 
 use crate::api::App;
 use crate::db::Mailbox;
+use crate::settings::Settings;
 
 /// How long a claimed mailbox is left to its node (longer than a refresh with
 /// its retries and lease wait).
@@ -33,35 +34,56 @@ const PARALLEL: usize = 32;
 /// Due mailboxes read per round.
 const BATCH: i64 = 500;
 
-/// A token bucket of capacity one: requests at most `rate` per second, evenly
-/// spaced (a larger capacity would let a burst double the rate in a second).
+/// Pacing of one provider: starts evenly spaced at `rate` per second, and
+/// never more than `rate` starts within any [`WINDOW`] (a sliding window over
+/// the actual start times, so a late wake-up cannot bunch two requests into
+/// one second). The window is a little over a second so that the provider,
+/// counting by its own clock with a few milliseconds of jitter, never sees
+/// more than `rate` in a second either.
 struct Bucket {
     rate: f64,
     next: Instant,
+    recent: VecDeque<Instant>,
 }
 
+/// See [`Bucket`].
+const WINDOW: Duration = Duration::from_millis(1025);
+
 impl Bucket {
-    /// Wait for this bucket's next slot.
-    async fn take(bucket: &Mutex<Bucket>) {
-        let at = {
-            let mut b = bucket.lock().unwrap();
-            let now = Instant::now();
-            let at = b.next.max(now);
-            b.next = at + Duration::from_secs_f64(1.0 / b.rate);
-            at
-        };
-        tokio::time::sleep_until(at.into()).await;
+    fn new(rate: f64) -> Bucket {
+        Bucket {
+            rate,
+            next: Instant::now(),
+            recent: VecDeque::new(),
+        }
     }
 
-    /// Give back a slot that was not used (the claim was lost).
-    fn give_back(bucket: &Mutex<Bucket>) {
-        let mut b = bucket.lock().unwrap();
-        let step = Duration::from_secs_f64(1.0 / b.rate);
-        b.next = b
-            .next
-            .checked_sub(step)
-            .unwrap_or(b.next)
-            .max(Instant::now());
+    /// Wait for this bucket's next slot.
+    async fn take(bucket: &Mutex<Bucket>) {
+        loop {
+            let at = {
+                let mut b = bucket.lock().unwrap();
+                let now = Instant::now();
+                while b
+                    .recent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                {
+                    b.recent.pop_front();
+                }
+                let mut at = b.next.max(now);
+                if b.recent.len() >= (b.rate.ceil() as usize).max(1) {
+                    at = at.max(b.recent[0] + WINDOW);
+                }
+                if at <= now {
+                    b.recent.push_back(now);
+                    b.next = now + Duration::from_secs_f64(1.0 / b.rate);
+                    return;
+                }
+                at
+            };
+            tokio::time::sleep_until(at.into()).await;
+        }
     }
 }
 
@@ -103,30 +125,21 @@ pub async fn run(app: Arc<App>) {
             };
             let bucket = buckets
                 .entry(provider_of(&account))
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(Bucket {
-                        rate: app.settings.refresh_rate,
-                        next: Instant::now(),
-                    }))
-                })
+                .or_insert_with(|| Arc::new(Mutex::new(Bucket::new(app.settings.refresh_rate))))
                 .clone();
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            Bucket::take(&bucket).await;
             let claim = mailoauth::clock::now() + CLAIM;
             match app.db.reschedule(&m.id, m.next_refresh, claim).await {
                 Ok(true) => {}
                 // Another node claimed it (or refreshed it) since we read it.
-                _ => {
-                    Bucket::give_back(&bucket);
-                    continue;
-                }
+                _ => continue,
             }
             let app = app.clone();
             tokio::spawn(async move {
                 let id = m.id.clone();
-                let next = refresh(&app, m, account).await;
+                let next = refresh(&app, m, account, &bucket).await;
                 if let Err(e) = app.db.reschedule(&id, claim, next).await {
                     // The claim runs out and the mailbox is due again: nothing lost.
                     log::warn!("refresher: mailbox {id}: schedule not saved: {e}");
@@ -137,41 +150,82 @@ pub async fn run(app: Arc<App>) {
     }
 }
 
-/// Refresh what is due of `m`; when to look at it next.
-async fn refresh(app: &App, m: Mailbox, account: Account) -> i64 {
+/// What of a record needs the provider now.
+struct Plan {
+    /// The keep-alive refresh is due (the refresh token wants exercise).
+    keep_alive: bool,
+    /// Resources whose tokens are within their refresh-ahead time.
+    low: Vec<String>,
+}
+
+impl Plan {
+    fn of(rec: &TokenRecord, settings: &Settings, last: i64, now: i64) -> Plan {
+        let low = rec
+            .access
+            .iter()
+            .filter(|(_, at)| {
+                settings.keep_fresh && at.expires_at - now <= ahead_of(settings.refresh_ahead, at)
+            })
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>();
+        let low = if rec.access.is_empty() && settings.keep_fresh {
+            vec![MAIL_RESOURCE.to_owned()]
+        } else {
+            low
+        };
+        Plan {
+            keep_alive: now - last >= settings.keep_alive && rec.refresh_token.is_some(),
+            low,
+        }
+    }
+}
+
+/// Look at `m` and refresh what is due — pacing on `bucket` only when the
+/// provider will be asked; when to look at it next.
+async fn refresh(app: &App, m: Mailbox, account: Account, bucket: &Mutex<Bucket>) -> i64 {
     let settings = app.tokens.settings();
-    let (ahead, keep_alive, keep_fresh) = (
-        settings.refresh_ahead,
-        settings.keep_alive,
-        settings.keep_fresh,
-    );
+    let (ahead, keep_alive) = (settings.refresh_ahead, settings.keep_alive);
     let account = Arc::new(account);
     let broker = app.tokens.broker(&m, (*account).clone());
     let last = m.refreshed_at.unwrap_or(m.created_at);
-    let done = tokio::task::spawn_blocking(move || -> Result<Vec<(String, AccessToken)>, Error> {
-        let Some(rec) = broker.record()? else {
+    let done = async {
+        // Reading the record asks nobody: a mailbox with nothing due costs the
+        // provider nothing and takes no slot of its bucket.
+        let (broker, rec) = tokio::task::spawn_blocking(move || {
+            let rec = broker.record();
+            (broker, rec)
+        })
+        .await
+        .map_err(|e| Error::Flow(format!("refresh task failed: {e}")))?;
+        let Some(rec) = rec? else {
             return Ok(Vec::new());
         };
-        let now = mailoauth::clock::now();
-        let mut keys: Vec<String> = rec.access.keys().cloned().collect();
-        if keys.is_empty() {
-            keys.push(MAIL_RESOURCE.to_owned());
+        let plan = Plan::of(&rec, settings, last, mailoauth::clock::now());
+        if !plan.keep_alive && plan.low.is_empty() {
+            return Ok(rec.access.into_iter().collect());
         }
-        // The keep-alive: one refresh with the refresh token renews its life.
-        let keep_alive_due = now - last >= keep_alive && rec.refresh_token.is_some();
-        for (i, key) in keys.iter().enumerate() {
-            let resource = (key != MAIL_RESOURCE).then_some(key.as_str());
-            if i == 0 && keep_alive_due {
-                broker.renew(resource, true)?;
-            } else if keep_fresh && let Some(at) = rec.access.get(key) {
-                broker.refresh_ahead(resource, ahead_of(ahead, at))?;
+        Bucket::take(bucket).await;
+        tokio::task::spawn_blocking(move || -> Result<Vec<(String, AccessToken)>, Error> {
+            let resource = |key: &str| (key != MAIL_RESOURCE).then_some(key.to_owned());
+            if plan.keep_alive {
+                // One refresh with the refresh token renews its life.
+                let key = plan.low.first().map_or(MAIL_RESOURCE, String::as_str);
+                broker.renew(resource(key).as_deref(), true)?;
             }
-        }
-        let rec = broker.record()?.unwrap_or(rec);
-        Ok(rec.access.into_iter().collect())
-    })
-    .await
-    .unwrap_or_else(|e| Err(Error::Flow(format!("refresh task failed: {e}"))));
+            for key in &plan.low {
+                if let Some(at) = rec.access.get(key) {
+                    broker.refresh_ahead(resource(key).as_deref(), ahead_of(ahead, at))?;
+                } else {
+                    broker.token(resource(key).as_deref())?;
+                }
+            }
+            let rec = broker.record()?.unwrap_or(rec);
+            Ok(rec.access.into_iter().collect())
+        })
+        .await
+        .map_err(|e| Error::Flow(format!("refresh task failed: {e}")))?
+    };
+    let done: Result<Vec<(String, AccessToken)>, Error> = done.await;
     let now = mailoauth::clock::now();
     let tokens = match done {
         Ok(t) => t,
@@ -188,25 +242,39 @@ async fn refresh(app: &App, m: Mailbox, account: Account) -> i64 {
             return now + retry_in(failures);
         }
     };
-    // Serve what it got from memory on this node.
-    let mut next = i64::MAX;
-    for (key, at) in tokens {
-        if keep_fresh {
-            next = next.min(at.expires_at - ahead_of(ahead, &at));
-        }
+    // Serve what it has from memory on this node.
+    for (key, at) in &tokens {
         let resource = (key != MAIL_RESOURCE).then_some(key.as_str());
         if at.is_fresh(account.min_validity, now) {
-            app.tokens.remember(&m.id, account.clone(), resource, at, 0);
+            app.tokens
+                .remember(&m.id, account.clone(), resource, at.clone(), 0);
         }
     }
     let row = app.db.mailbox(&m.id).await.ok().flatten();
     let last = row.as_ref().and_then(|r| r.refreshed_at).unwrap_or(now);
     let failures = row.map_or(0, |r| r.failures);
+    let next = next_look(tokens.iter().map(|(_, at)| at), settings, last);
     if next <= now {
         // Still due: the provider failed and a still-valid token was kept.
         return now + retry_in(failures.max(1));
     }
-    next.min(last + keep_alive)
+    next
+}
+
+/// When to look at a mailbox next: its earliest token's refresh-ahead time
+/// (with `keep_fresh`), and the keep-alive after its last refresh at `last`.
+pub fn next_look<'a>(
+    tokens: impl Iterator<Item = &'a AccessToken>,
+    settings: &Settings,
+    last: i64,
+) -> i64 {
+    let mut next = last + settings.keep_alive;
+    if settings.keep_fresh {
+        for at in tokens {
+            next = next.min(at.expires_at - ahead_of(settings.refresh_ahead, at));
+        }
+    }
+    next
 }
 
 /// Seconds before `at` expires that it is renewed: `refresh_ahead`, or half
@@ -238,18 +306,24 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let b = Mutex::new(Bucket {
-                rate: 50.0,
-                next: Instant::now(),
-            });
+            let b = Mutex::new(Bucket::new(50.0));
             let t = Instant::now();
-            for _ in 0..26 {
+            let mut starts = Vec::new();
+            for _ in 0..120 {
                 Bucket::take(&b).await;
+                starts.push(t.elapsed());
+            }
+            // Never more than 50 starts within any second.
+            for (i, s) in starts.iter().enumerate() {
+                let within = starts[i..]
+                    .iter()
+                    .take_while(|x| **x - *s < Duration::from_secs(1))
+                    .count();
+                assert!(within <= 50, "{within} starts within a second from {s:?}");
             }
             let took = t.elapsed();
-            // 25 gaps of 20 ms.
-            assert!(took >= Duration::from_millis(500), "{took:?}");
-            assert!(took < Duration::from_millis(900), "{took:?}");
+            assert!(took >= Duration::from_millis(2050), "{took:?}");
+            assert!(took < Duration::from_millis(3500), "{took:?}");
         });
     }
 

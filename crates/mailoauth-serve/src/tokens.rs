@@ -262,7 +262,24 @@ impl Tokens {
             broker.login(&opts).map(|_| ())
         })
         .await
-        .map_err(|e| Error::Flow(format!("login task failed: {e}")))?
+        .map_err(|e| Error::Flow(format!("login task failed: {e}")))??;
+        self.schedule(m).await
+    }
+
+    /// Put `m` in the refresher's schedule from its stored record: the most
+    /// urgent mailboxes come first (a mailbox left at "look at once" would
+    /// queue behind thousands of others after an import).
+    pub async fn schedule(&self, m: &Mailbox) -> Result<(), Error> {
+        let broker = self.broker(m, self.account(m)?);
+        let rec = tokio::task::spawn_blocking(move || broker.record())
+            .await
+            .map_err(|e| Error::Flow(format!("schedule task failed: {e}")))??;
+        if let Some(rec) = rec {
+            let now = mailoauth::clock::now();
+            let next = crate::refresher::next_look(rec.access.values(), &self.settings, now);
+            self.db.set_next_refresh(&m.id, next).await?;
+        }
+        Ok(())
     }
 
     /// The data keys (connect flows seal their pending sign-ins with them).
@@ -286,7 +303,8 @@ impl Tokens {
         let broker = self.broker(m, account);
         tokio::task::spawn_blocking(move || broker.store_login(resp).map(|_| ()))
             .await
-            .map_err(|e| Error::Flow(format!("store task failed: {e}")))?
+            .map_err(|e| Error::Flow(format!("store task failed: {e}")))??;
+        self.schedule(m).await
     }
 
     /// Forget what memory holds for mailbox `id` (deleted or re-consented).
