@@ -383,15 +383,15 @@ async fn dashboard(app: &App, page_no: usize) -> Response {
         let _ = write!(
             rows,
             "<tr><th scope=\"row\"><code>{id}</code></th><td>{email}</td><td>{connector}</td><td>{kind}</td>\
-             <td>{state}</td><td><time datetime=\"{iso}\">{human}</time></td><td class=\"error\">{error}</td>\
+             <td>{state}</td><td>{refreshed}</td><td>{changed}</td><td class=\"error\">{error}</td>\
              <td>{action}</td></tr>",
             id = esc(&m.id),
             email = esc(&m.email),
             connector = esc(&m.connector),
             kind = esc(&m.kind),
             state = esc(&m.state),
-            iso = utc(m.updated_at),
-            human = utc(m.updated_at).replace('T', " ").replace('Z', " UTC"),
+            refreshed = m.refreshed_at.map_or("never".to_owned(), time),
+            changed = time(m.updated_at),
         );
     }
     let table = if all.is_empty() {
@@ -402,7 +402,8 @@ async fn dashboard(app: &App, page_no: usize) -> Response {
              <table><caption id=\"mailboxes\">{n} mailbox{es}{of}: those that need someone first, \
              then oldest first</caption><thead><tr>\
              <th scope=\"col\">Id</th><th scope=\"col\">Email</th><th scope=\"col\">Connector</th>\
-             <th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last change</th>\
+             <th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last refresh</th>\
+             <th scope=\"col\">Last change</th>\
              <th scope=\"col\">Last error</th><th scope=\"col\">Re-consent</th></tr></thead>\
              <tbody>{rows}</tbody></table></div>{nav}",
             n = all.len(),
@@ -598,6 +599,15 @@ fn page(status: StatusCode, title: &str, body: &str, signed_in: bool) -> Respons
         ),
     );
     r
+}
+
+/// A `<time>` element for unix time `t`.
+fn time(t: i64) -> String {
+    let iso = utc(t);
+    format!(
+        "<time datetime=\"{iso}\">{}</time>",
+        iso.replace('T', " ").replace('Z', " UTC")
+    )
 }
 
 /// Unix time as ISO 8601 UTC (`2026-12-03T16:46:15Z`).

@@ -450,6 +450,8 @@ fn an_admin_signs_in_sees_the_mailboxes_makes_a_re_consent_link_and_signs_out_in
             "delegated",
             "login_required",
             "2026-12-03 16:46:15 UTC",
+            "Last refresh",
+            "never",
             // The diagnosis, as text: escaped, not run.
             "<script>alert(1)</script> AADSTS7000215: Invalid client secret provided",
             // Admin steps from the core's catalog, filled in.
