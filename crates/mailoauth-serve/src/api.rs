@@ -5,6 +5,7 @@
 //! (`{error, message, fix}` with 401/403/404/424/503). Must not: hold tokens
 //! itself or put a token or key into a log line or an error.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -490,6 +491,7 @@ async fn token(
             key_id: who.key_id.clone(),
             mailbox: id.clone(),
             action: "token".into(),
+            count: 1,
         })
         .is_err()
     {
@@ -576,31 +578,46 @@ async fn audit(
         .await?;
     let out: Vec<_> = entries
         .iter()
-        .map(|e| json!({"at": e.at, "key": e.key_id, "mailbox": e.mailbox, "action": e.action}))
+        .map(|e| json!({"at": e.at, "key": e.key_id, "mailbox": e.mailbox, "action": e.action, "count": e.count}))
         .collect();
     Ok(Json(json!({ "entries": out })))
 }
 
 /// Write audit entries in batches: at most one second after the hand-out (a
-/// crash loses at most that second's entries).
+/// crash loses at most that second's entries). Hand-outs of the same key,
+/// mailbox and action in the same second become one row with their count.
 pub async fn audit_writer(db: Db, mut rx: mpsc::Receiver<AuditEntry>) {
-    let mut batch = Vec::new();
+    let mut batch: Vec<AuditEntry> = Vec::new();
+    let mut index: HashMap<(i64, String, String, String), usize> = HashMap::new();
     loop {
         let first = match rx.recv().await {
             Some(e) => e,
             None => return,
         };
-        batch.push(first);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while batch.len() < 1000 {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => batch.push(e),
-                Ok(None) | Err(_) => break,
+        let mut next = Some(first);
+        while let Some(e) = next.take() {
+            let k = (e.at, e.key_id.clone(), e.mailbox.clone(), e.action.clone());
+            match index.get(&k) {
+                Some(&i) => batch[i].count += e.count,
+                None => {
+                    index.insert(k, batch.len());
+                    batch.push(e);
+                }
             }
+            if batch.len() >= 1000 {
+                break;
+            }
+            next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e)) => Some(e),
+                Ok(None) | Err(_) => None,
+            };
         }
         if let Err(e) = db.add_audit(&batch).await {
-            log::warn!("{} audit entries not written: {e}", batch.len());
+            let lost: i64 = batch.iter().map(|e| e.count).sum();
+            log::warn!("{lost} audit entries not written: {e}");
         }
         batch.clear();
+        index.clear();
     }
 }

@@ -159,6 +159,8 @@ pub struct AuditEntry {
     pub mailbox: String,
     /// What was done (`token`).
     pub action: String,
+    /// How many times within that second.
+    pub count: i64,
 }
 
 /// What a state change does besides setting the state.
@@ -882,11 +884,14 @@ impl Db {
     pub async fn add_audit(&self, entries: &[AuditEntry]) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(db_err("audit"))?;
         for e in entries {
-            sqlx::query("INSERT INTO audit (at, key_id, mailbox, action) VALUES ($1, $2, $3, $4)")
-                .bind(e.at)
-                .bind(&e.key_id)
-                .bind(&e.mailbox)
-                .bind(&e.action)
+            sqlx::query(
+                "INSERT INTO audit (at, key_id, mailbox, action, count) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(e.at)
+            .bind(&e.key_id)
+            .bind(&e.mailbox)
+            .bind(&e.action)
+            .bind(e.count)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err("audit"))?;
@@ -897,12 +902,13 @@ impl Db {
 
     /// The newest `limit` audit entries, newest first.
     pub async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, Error> {
-        let rows =
-            sqlx::query("SELECT at, key_id, mailbox, action FROM audit ORDER BY id DESC LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err("audit"))?;
+        let rows = sqlx::query(
+            "SELECT at, key_id, mailbox, action, count FROM audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("audit"))?;
         Ok(rows
             .iter()
             .map(|r| AuditEntry {
@@ -910,6 +916,7 @@ impl Db {
                 key_id: r.get(1),
                 mailbox: r.get(2),
                 action: r.get(3),
+                count: r.get(4),
             })
             .collect())
     }
