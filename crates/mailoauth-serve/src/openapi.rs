@@ -84,6 +84,9 @@ pub struct AuditItem {
     pub mailbox: String,
     /// What was done (`token`).
     pub action: String,
+    /// How many times in that second (hand-outs of one key, mailbox and
+    /// action in the same second are one entry).
+    pub count: i64,
 }
 
 /// `GET /v1/audit`.

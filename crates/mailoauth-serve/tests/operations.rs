@@ -349,6 +349,15 @@ fn the_openapi_document_describes_every_v1_route_the_router_serves() {
         assert_eq!(keys_of(&m), schema("Mailbox"), "{db}: {m}");
         let (_, list) = node.call("GET", "/v1/mailboxes", Some(&admin), None);
         assert_eq!(keys_of(&list), schema("MailboxList"), "{db}");
+        // The audit entry of that hand-out, written within a second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (_, audit) = node.call("GET", "/v1/audit", Some(&admin), None);
+        assert_eq!(keys_of(&audit), schema("AuditList"), "{db}: {audit}");
+        assert_eq!(
+            keys_of(&audit["entries"][0]),
+            schema("AuditItem"),
+            "{db}: {audit}"
+        );
         let (st, bad) = node.call(
             "GET",
             &format!("/v1/mailboxes/{id}/token?resource=x"),
