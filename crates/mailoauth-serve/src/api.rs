@@ -39,6 +39,10 @@ pub struct App {
     pub keys: KeyTable,
     /// Audit entries on their way to the database (written in batches).
     pub audit: mpsc::Sender<AuditEntry>,
+    /// The node's counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// The admin page's signed-in sessions (this node's memory).
+    pub admin: crate::admin::Sessions,
     /// Re-consent links this node handed out.
     pub reconnects: crate::connect::Reconnects,
 }
@@ -60,6 +64,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::connect::show).post(crate::connect::start),
         )
         .route("/oauth/callback", get(crate::connect::callback))
+        .route("/metrics", get(crate::metrics::metrics))
+        .route("/v1/openapi.json", get(crate::openapi::document))
+        .merge(crate::admin::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -220,11 +227,33 @@ async fn mailbox(app: &App, who: &Caller, id: &str) -> ApiResult<Mailbox> {
     app.db.mailbox(id).await?.ok_or_else(not_found)
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "The node and its database answer", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn healthz(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
     app.db.ping().await?;
     Ok("ok\n")
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/mailboxes",
+    tag = "mailboxes",
+    security(("api_key" = ["accounts:read"])),
+    responses(
+        (status = 200, description = "The mailboxes the key may see", body = crate::openapi::MailboxList),
+        (status = 401, description = "No API key, or an unknown one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the scope, or is limited to other mailboxes", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn list_mailboxes(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -240,6 +269,20 @@ async fn list_mailboxes(
     Ok(Json(json!({ "mailboxes": all })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/mailboxes/{id}",
+    tag = "mailboxes",
+    security(("api_key" = ["accounts:read"])),
+    params(("id" = String, Path, description = "The mailbox id (`mbx_…`)")),
+    responses(
+        (status = 200, description = "The mailbox", body = crate::db::Mailbox),
+        (status = 401, description = "No API key, or an unknown one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the scope, or is limited to other mailboxes", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such mailbox (or the key may not see it)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn get_mailbox(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -250,14 +293,33 @@ async fn get_mailbox(
 }
 
 /// `POST /v1/mailboxes`: an app-only mailbox (client credentials).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewMailbox {
+    /// The connector (a `[serve.connectors.NAME]` with the client-credentials flow).
     connector: String,
+    /// The mailbox address.
     email: String,
+    /// The application's own reference (at most 256 bytes).
     reference: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/mailboxes",
+    tag = "mailboxes",
+    security(("api_key" = ["accounts:write"])),
+    request_body = NewMailbox,
+    responses(
+        (status = 201, description = "Added and signed in: its first token is stored", body = crate::db::Mailbox),
+        (status = 400, description = "Bad input: the message names the parameter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the scope, or is limited to other mailboxes", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 424, description = "The provider refused: `login_required` needs a re-consent link", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn add_mailbox(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -306,6 +368,20 @@ async fn add_mailbox(
     Ok((StatusCode::CREATED, Json(m)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/mailboxes/{id}",
+    tag = "mailboxes",
+    security(("api_key" = ["accounts:write"])),
+    params(("id" = String, Path, description = "The mailbox id (`mbx_…`)")),
+    responses(
+        (status = 204, description = "Deleted with its tokens"),
+        (status = 401, description = "No API key, or an unknown one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the scope, or is limited to other mailboxes", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such mailbox (or the key may not see it)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn delete_mailbox(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -318,19 +394,39 @@ async fn delete_mailbox(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TokenQuery {
+    /// `mail` (IMAP, POP, SMTP; the default) or `graph`.
     resource: Option<String>,
+    /// Also return the SASL initial response: `xoauth2` or `oauthbearer`.
     sasl: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/mailboxes/{id}/token",
+    tag = "tokens",
+    security(("api_key" = ["token:read"])),
+    params(("id" = String, Path, description = "The mailbox id (`mbx_…`)"), TokenQuery),
+    responses(
+        (status = 200, description = "A fresh access token (from memory when it is; else refreshed once across all nodes)", body = crate::openapi::TokenAnswer),
+        (status = 400, description = "Bad input: the message names the parameter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the scope, or is limited to other mailboxes", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such mailbox (or the key may not see it)", body = crate::openapi::ErrorBody),
+        (status = 424, description = "The provider refused: `login_required` needs a re-consent link", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn token(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
+    let started = std::time::Instant::now();
     let who = caller(&app, &headers, "token:read").await?;
     let Query(q) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
@@ -367,8 +463,9 @@ async fn token(
     } else {
         None
     };
-    let served = match cached {
-        Some(s) => s,
+    use crate::metrics::TokenSource;
+    let (served, from) = match cached {
+        Some(s) => (s, TokenSource::Memory),
         None => {
             let m = mailbox(&app, &who, &id).await?;
             let got = tokio::time::timeout(Duration::from_secs(60), app.tokens.token(&m, resource))
@@ -380,11 +477,12 @@ async fn token(
                     })
                 });
             match got {
-                Ok(s) => s,
+                Ok(s) => (s, TokenSource::Refresh),
                 Err(e) => return Err(token_error(&app, &m, e).await),
             }
         }
     };
+    app.metrics.token_served(from, started.elapsed());
     // Off the hot path: a full queue drops the entry rather than slow the answer.
     if app
         .audit
@@ -415,6 +513,21 @@ async fn token(
     Ok(r)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/connect-links",
+    tag = "mailboxes",
+    security(("api_key" = ["accounts:write"])),
+    request_body = crate::connect::NewLink,
+    responses(
+        (status = 201, description = "A single-use connect link, valid for 30 minutes", body = crate::openapi::CreatedLink),
+        (status = 400, description = "Bad input: the message names the parameter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the scope, or is limited to other mailboxes", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn connect_link(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -429,12 +542,28 @@ async fn connect_link(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
+    /// How many of the newest entries (1 to 10000; default 100).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "operations",
+    security(("api_key" = ["admin"])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Token hand-outs, newest first (written within a second of each)", body = crate::openapi::AuditList),
+        (status = 400, description = "Bad input: the message names the parameter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the scope, or is limited to other mailboxes", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or the provider does not answer (see Retry-After)", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn audit(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

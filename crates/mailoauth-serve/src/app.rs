@@ -46,6 +46,8 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         keys: KeyTable::load(db.clone()).await?,
         db: db.clone(),
         audit: tx,
+        metrics: crate::metrics::Metrics::new(!settings.behind_proxy.is_empty()),
+        admin: Default::default(),
         reconnects: Default::default(),
     });
     // Background work; each task ends with the runtime.

@@ -32,13 +32,31 @@ pub const LINK_TTL: Duration = Duration::from_secs(30 * 60);
 const SIGN_IN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// `POST /v1/connect-links`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLink {
+    /// The connector (a `[serve.connectors.NAME]` with the auth-code flow).
     connector: String,
+    /// The address that must sign in (another account is refused).
     email: String,
+    /// Where the success page sends the person back to (http or https, at most 2048 bytes).
     return_url: Option<String>,
+    /// The application's own reference for the mailbox (at most 256 bytes).
     reference: Option<String>,
+}
+
+impl NewLink {
+    /// A fresh re-consent link for mailbox `m`, with its reference (the admin
+    /// page's button: made on purpose, shown once, unlike [`reconnect_link`]'s
+    /// shared one).
+    pub fn reconsent(m: &Mailbox) -> NewLink {
+        NewLink {
+            connector: m.connector.clone(),
+            email: m.email.clone(),
+            return_url: None,
+            reference: m.reference.clone(),
+        }
+    }
 }
 
 /// Make a connect link: (its URL, the stored link).
@@ -433,7 +451,7 @@ fn printable(s: &str) -> String {
 }
 
 /// HTML-escape text.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -34,7 +34,8 @@ pub struct Db {
 }
 
 /// A mailbox row without its sealed record.
-#[derive(Debug, Clone, serde::Serialize)]
+// ops: `ToSchema` documents the row in /v1/openapi.json (src/openapi.rs).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Mailbox {
     /// Stable id (random, URL-safe).
     pub id: String,
@@ -1075,5 +1076,15 @@ impl Db {
             .await
             .map_err(db_err("data keys"))?;
         Ok(r.rows_affected())
+    }
+
+    // ops: the mailboxes-by-state gauge of /metrics (src/metrics.rs).
+    /// How many mailboxes are in each state: (state, count).
+    pub async fn mailbox_states(&self) -> Result<Vec<(String, i64)>, Error> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM mailboxes GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("mailboxes"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -21,10 +21,14 @@
 //! - [`api`] — HTTP routes and errors.
 //! - [`edge`] — accepting connections: TLS, limits, timeouts, the client address.
 //! - [`import`] — mailboxes with tokens obtained elsewhere (JSON lines on stdin).
+//! - [`metrics`] — `/metrics`: counters, latency histogram, mailboxes by state.
+//! - [`openapi`] — `/v1/openapi.json`, generated from the handlers.
+//! - [`admin`] — the admin page: sign-in by admin key, mailboxes, re-consent links, admin steps.
 //! - [`app`] — start-up and shutdown.
 //! - [`cli`] — the command line.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;
@@ -35,6 +39,8 @@ pub mod events;
 pub mod import;
 pub mod keyops;
 pub mod keys;
+pub mod metrics;
+pub mod openapi;
 pub mod ports;
 pub mod refresher;
 pub mod render;

@@ -234,6 +234,7 @@ pub struct SqlEvents(pub Row);
 
 impl Events for SqlEvents {
     fn record(&self, _account: &Account, event: Event<'_>, at: i64) {
+        crate::metrics::REFRESHES.record(&event); // ops: refreshes by outcome in /metrics
         let (state, error, effect) = match event {
             Event::LoggedIn => ("ok", None, Effect::SignedIn),
             Event::Refreshed => ("ok", None, Effect::Refreshed),

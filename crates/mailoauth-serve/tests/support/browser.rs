@@ -172,6 +172,56 @@ impl Browser {
         );
     }
 
+    /// Resize the window (a wide screen, or a phone's width).
+    pub fn set_window(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
+    /// The page's HTML as the browser holds it.
+    pub fn source(&self) -> String {
+        self.cmd("GET", "/source", None)["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// An attribute (or property) of the first element matching `css`.
+    pub fn attr(&self, css: &str, name: &str) -> Option<String> {
+        let el = self.find(css);
+        self.cmd("GET", &format!("/element/{el}/property/{name}"), None)["value"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The cookies of the current page, HttpOnly ones included (name, value,
+    /// path, httpOnly, sameSite, …).
+    pub fn cookies(&self) -> Vec<Value> {
+        self.cmd("GET", "/cookie", None)["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Set a cookie for the current page's site (a forged session, say).
+    pub fn add_cookie(&self, name: &str, value: &str, path: &str) {
+        self.cmd(
+            "POST",
+            "/cookie",
+            Some(json!({"cookie": {"name": name, "value": value, "path": path}})),
+        );
+    }
+
+    /// Type `text` into the input matching `css`, then press Enter (a form
+    /// sent with the keyboard alone).
+    pub fn type_and_submit(&self, css: &str, text: &str) {
+        self.keys(css, text);
+        self.keys(css, "\u{E007}");
+    }
+
     pub fn click(&self, css: &str) {
         let el = self.find(css);
         self.cmd("POST", &format!("/element/{el}/click"), Some(json!({})));

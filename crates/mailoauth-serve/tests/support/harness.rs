@@ -425,6 +425,35 @@ impl Node {
         raw
     }
 
+    /// One HTTP/1.1 request with these header lines and a raw body (forms,
+    /// cookies, origins): (status, head, body text).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let (head, text) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        (status, head.to_owned(), text.to_owned())
+    }
+
     /// `GET /v1/mailboxes/{id}/token` with `key`.
     pub fn token(&self, key: &str, id: &str) -> (u16, Value) {
         self.call("GET", &format!("/v1/mailboxes/{id}/token"), Some(key), None)
