@@ -439,6 +439,31 @@ impl Db {
         Ok(rows.iter().map(mailbox_of).collect())
     }
 
+    /// Every mailbox id (the sweep of other nodes' deletions from memory).
+    pub async fn mailbox_ids(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let rows = sqlx::query("SELECT id FROM mailboxes")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("mailboxes"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Delete sign-ins that ran out and links expired over a week ago (until
+    /// then an old link still says "expired" or "used" rather than "unknown").
+    pub async fn purge_expired(&self, now: i64) -> Result<(), Error> {
+        sqlx::query("DELETE FROM sign_ins WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("sign-ins"))?;
+        sqlx::query("DELETE FROM connect_links WHERE expires_at < $1")
+            .bind(now - 7 * 86_400)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("connect links"))?;
+        Ok(())
+    }
+
     /// Delete a mailbox; false when there was none.
     pub async fn delete_mailbox(&self, id: &str) -> Result<bool, Error> {
         let r = sqlx::query("DELETE FROM mailboxes WHERE id = $1")

@@ -31,6 +31,10 @@ const CLAIM: i64 = 120;
 /// Refreshes in flight at once per node (each holds a blocking thread while
 /// the provider answers).
 const PARALLEL: usize = 32;
+/// How often memory is checked against the mailboxes that still exist.
+const SWEEP: Duration = Duration::from_secs(10);
+/// How often expired sign-ins and links are deleted.
+const PURGE: Duration = Duration::from_secs(600);
 /// Due mailboxes read per round.
 const BATCH: i64 = 500;
 
@@ -99,7 +103,24 @@ fn provider_of(account: &Account) -> String {
 pub async fn run(app: Arc<App>) {
     let mut buckets: HashMap<String, Arc<Mutex<Bucket>>> = HashMap::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let mut swept = Instant::now();
+    let mut purged = Instant::now();
     loop {
+        // A mailbox deleted through another node leaves this node's memory
+        // within SWEEP; rows that ran out go every PURGE.
+        if swept.elapsed() >= SWEEP {
+            swept = Instant::now();
+            match app.db.mailbox_ids().await {
+                Ok(ids) => app.tokens.retain_only(&ids),
+                Err(e) => log::warn!("refresher: cannot list mailboxes: {e}"),
+            }
+        }
+        if purged.elapsed() >= PURGE {
+            purged = Instant::now();
+            if let Err(e) = app.db.purge_expired(mailoauth::clock::now()).await {
+                log::warn!("refresher: expired links and sign-ins not purged: {e}");
+            }
+        }
         let due = match app.db.due_mailboxes(mailoauth::clock::now(), BATCH).await {
             Ok(d) => d,
             Err(e) => {

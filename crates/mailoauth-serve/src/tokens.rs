@@ -307,6 +307,16 @@ impl Tokens {
         self.schedule(m).await
     }
 
+    /// Forget every mailbox not in `ids` (deleted through another node).
+    pub fn retain_only(&self, ids: &std::collections::HashSet<String>) {
+        self.cache
+            .lock()
+            .unwrap()
+            .retain(|(m, _), _| ids.contains(m));
+        self.flights.lock().unwrap().retain(|m, _| ids.contains(m));
+        self.cooling.lock().unwrap().retain(|m, _| ids.contains(m));
+    }
+
     /// Forget what memory holds for mailbox `id` (deleted or re-consented).
     pub fn forget(&self, id: &str) {
         self.cache.lock().unwrap().retain(|(m, _), _| m != id);

@@ -275,3 +275,25 @@ fn webhook_targets_must_be_https_or_loopback() {
     assert!(!out.status.success());
     assert!(err.contains("webhook_secret"), "{err}");
 }
+
+#[test]
+fn a_mailbox_deleted_through_one_node_is_no_longer_served_by_another() {
+    both(|db| {
+        let s = Setup::new(db, &[]);
+        let key = s.key(&["admin"], &[]);
+        let n1 = s.start();
+        let n2 = s.start_another();
+        let id = n1.add_app_mailbox(&key, "gone@example.test");
+        assert_eq!(n2.token(&key, &id).0, 200, "{db}: n2 holds it in memory");
+        let (st, _) = n1.call("DELETE", &format!("/v1/mailboxes/{id}"), Some(&key), None);
+        assert_eq!(st, 204, "{db}");
+        assert_eq!(n1.token(&key, &id).0, 404, "{db}");
+        // The other node notices within its 10 s sweep.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while n2.token(&key, &id).0 == 200 {
+            assert!(Instant::now() < deadline, "{db}: still served after 15 s");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(n2.token(&key, &id).0, 404, "{db}");
+    });
+}
