@@ -51,16 +51,7 @@ fn step(r: &Remedy) -> String {
 
 /// The remedy's steps in one line; steps after the first read "then …".
 pub fn fix_of(r: &Remedy) -> String {
-    r.clone()
-        .into_list()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let text = step(s);
-            if i == 0 { text } else { format!("then {text}") }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    r.lines(step).join("; ")
 }
 
 /// The fix for `e`, when the library knows one.

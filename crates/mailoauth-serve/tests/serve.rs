@@ -235,22 +235,8 @@ fn two_nodes_and_many_callers_refresh_a_low_token_once() {
         );
         std::thread::sleep(Duration::from_millis(5200));
         let before = s.oauth.grant_requests("client_credentials");
-        let path = format!("/v1/mailboxes/{id}/token");
         let t = Instant::now();
-        let tokens: Vec<String> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..100)
-                .map(|i| {
-                    let node = if i % 2 == 0 { &n1 } else { &n2 };
-                    let (key, path) = (&key, &path);
-                    sc.spawn(move || {
-                        let (st, v) = node.call("GET", path, Some(key), None);
-                        assert_eq!(st, 200, "{v}");
-                        v["access_token"].as_str().unwrap().to_owned()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let tokens = concurrent_tokens(&[&n1, &n2], 100, &key, &id);
         let after = s.oauth.grant_requests("client_credentials");
         assert_eq!(
             after - before,

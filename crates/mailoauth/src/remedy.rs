@@ -107,6 +107,20 @@ impl Remedy {
         }
     }
 
+    /// The steps as `step` words them, one per line; steps after the first
+    /// read "then …" (each front end has its words: a CLI command, a link).
+    pub fn lines(&self, step: impl Fn(&Remedy) -> String) -> Vec<String> {
+        self.clone()
+            .into_list()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let text = step(s);
+                if i == 0 { text } else { format!("then {text}") }
+            })
+            .collect()
+    }
+
     /// The account a step is about, when it names one.
     pub fn account(&self) -> Option<&str> {
         match self {

@@ -50,15 +50,7 @@ fn step(r: &Remedy) -> String {
 
 /// The remedy's steps, one per line; steps after the first read "then …".
 pub fn lines(r: &Remedy) -> Vec<String> {
-    r.clone()
-        .into_list()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let text = step(s);
-            if i == 0 { text } else { format!("then {text}") }
-        })
-        .collect()
+    r.lines(step)
 }
 
 /// The remedy as one line (protocol replies, JSON fields).

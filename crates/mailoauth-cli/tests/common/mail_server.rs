@@ -20,15 +20,6 @@ pub fn mail_world(edit: impl FnOnce(String) -> String) -> (OAuthServer, MailServ
     (srv, mail, sb)
 }
 
-/// A free loopback port (for proxy listeners).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub struct MailServer {
     pub dir: tempfile::TempDir,
     pub ports: Value,

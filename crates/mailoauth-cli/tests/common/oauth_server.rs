@@ -37,6 +37,15 @@ pub fn need(program: &str, install: &str) {
     );
 }
 
+/// A free loopback port (for listeners a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running oidc-provider; killed on drop.
 pub struct OAuthServer {
     child: Child,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::oauth_server::OAuthServer;
+pub use crate::oauth_server::free_port;
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -129,14 +130,6 @@ pub fn stdout_of(c: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Where the service keeps its data: the embedded SQLite file or a cluster.
@@ -365,24 +358,13 @@ impl Node {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = key
-            .map(|k| format!("Authorization: Bearer {k}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let text = raw.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        let (status, _, text) = self.send(method, path, &headers, &body);
         (
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -405,24 +387,6 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
-    }
-
-    /// One request without a body: the whole raw response, header names as sent.
-    pub fn raw(&self, method: &str, path: &str, key: Option<&str>) -> String {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
-        let auth = key
-            .map(|k| format!("Authorization: Bearer {k}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
-            self.addr
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw
     }
 
     /// One HTTP/1.1 request with these header lines and a raw body (forms,
@@ -499,6 +463,42 @@ pub fn connect_link(node: &Node, key: &str, email: &str) -> String {
 pub fn base64_decode(s: &str) -> String {
     use base64::Engine;
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+}
+
+/// `n` concurrent token requests for mailbox `id` with `key`, spread over
+/// `nodes` in turn; each must be answered 200: the access tokens.
+pub fn concurrent_tokens(nodes: &[&Node], n: usize, key: &str, id: &str) -> Vec<String> {
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let node = nodes[i % nodes.len()];
+                sc.spawn(move || {
+                    let (st, v) = node.token(key, id);
+                    assert_eq!(st, 200, "{v}");
+                    v["access_token"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The answer `v` (with status `st`) is a `login_required` 424 whose message
+/// names the provider's refusal (`invalid_grant`): its re-consent link.
+pub fn login_required_link(st: u16, v: &Value, ctx: &str) -> String {
+    assert_eq!(st, 424, "{ctx}: {v}");
+    assert_eq!(v["error"], "login_required", "{ctx}: {v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("invalid_grant"),
+        "{ctx}: {v}"
+    );
+    assert!(
+        v["fix"].as_str().unwrap().contains("re-consent"),
+        "{ctx}: {v}"
+    );
+    let url = v["reconnect_url"].as_str().unwrap().to_owned();
+    assert!(url.contains("/connect/"), "{ctx}: {v}");
+    url
 }
 
 /// One request a [`Webhook`] receiver got.
