@@ -6,6 +6,8 @@
 #   bench/token-cached.sh [RUNS]        (needs hyperfine: apt-get install hyperfine)
 #   PLAIN=0 bench/token-cached.sh       skips the plain `cargo build --release` row
 #                                       (a second fat-LTO build, ~7 min here)
+#   CALLGRIND=1 bench/token-cached.sh   instead: the instructions of one `mailoauth token`
+#                                       (valgrind; noise-free, comparable across machines' moods)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3000}
@@ -15,7 +17,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 ./install.sh --root "$tmp/inst" --quiet
 bin=$tmp/inst/bin/mailoauth
 plain_row=()
-if [ "${PLAIN:-1}" != 0 ]; then
+if [ "${PLAIN:-1}" != 0 ] && [ "${CALLGRIND:-0}" != 1 ]; then
   cargo build --release --quiet
   plain_row=(-n 'mailoauth token work (plain cargo build)' "$PWD/target/release/mailoauth token work")
 fi
@@ -38,6 +40,13 @@ printf '{"version":1,"refresh_token":"%s","login_at":%d,"refresh_token_at":%d,"a
   "$tok" "$now" "$now" "$tok" $((now + 86400)) "$now" > "$XDG_STATE_HOME/mailoauth/tokens/work.json"
 chmod 600 "$XDG_STATE_HOME/mailoauth/tokens/work.json"
 "$bin" token work >/dev/null
+
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install -y valgrind" >&2; exit 1; }
+  valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" token work >/dev/null 2>"$tmp/cg.err"
+  awk '/^summary:/ {printf "instructions of one `mailoauth token work`: %d\n", $2}' "$tmp/cg.out"
+  exit 0
+fi
 
 py_helper=$tmp/helper.py
 cat > "$py_helper" <<'PY'

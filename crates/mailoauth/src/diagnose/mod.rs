@@ -138,11 +138,23 @@ fn remedy(account: &Account, fix: &[Fix]) -> Remedy {
 /// Online, filled in with this account's app id and mailbox: the source of most
 /// "NO AUTHENTICATE failed" support threads.
 pub fn app_only_checklist(account: &Account) -> Remedy {
+    // The tenant's admin consent page: the token endpoint's authority with
+    // `/adminconsent` (a Global or Privileged Role Administrator opens it once).
+    let consent = account
+        .token_url
+        .strip_suffix("/oauth2/v2.0/token")
+        .map(|authority| {
+            format!(
+                " (or, as an administrator, open {authority}/adminconsent?client_id={})",
+                account.client_id
+            )
+        })
+        .unwrap_or_default();
     let steps = format!(
         "App-only access (client credentials) needs all of these:\n\
          1. Entra app {id}: API permissions → APIs my organization uses → Office 365 Exchange Online → \
          Application permissions → IMAP.AccessAsApp / POP.AccessAsApp / SMTP.SendAsApp, then \
-         'Grant admin consent'.\n\
+         'Grant admin consent'{consent}.\n\
          2. Exchange Online PowerShell (Connect-ExchangeOnline), with the Object ID of the *Enterprise \
          application* (not of the App registration — that one silently fails):\n\
          \x20  New-ServicePrincipal -AppId {id} -ObjectId <enterprise application object id>\n\
@@ -429,5 +441,11 @@ mod tests {
             "protocol-specific entries stay in their protocol"
         );
         assert!(words(&app_only_checklist(&a)).contains("New-ServicePrincipal -AppId cid-1"));
+        let steps = words(&app_only_checklist(&a));
+        assert!(
+            steps.contains("https://login.microsoftonline.com/")
+                && steps.contains("/adminconsent?client_id=cid-1"),
+            "{steps}"
+        );
     }
 }
