@@ -583,41 +583,107 @@ async fn audit(
     Ok(Json(json!({ "entries": out })))
 }
 
+/// Most distinct entries a batch holds while the database is down (one per
+/// key, mailbox and second: about 10 MB); beyond it the oldest are dropped,
+/// counted in the log.
+const MAX_PENDING_AUDIT: usize = 100_000;
+
+/// Audit entries not yet written, one per key, mailbox, action and second.
+#[derive(Default)]
+struct PendingAudit {
+    entries: Vec<AuditEntry>,
+    index: HashMap<(i64, String, String, String), usize>,
+}
+
+impl PendingAudit {
+    fn add(&mut self, e: AuditEntry) {
+        let k = (e.at, e.key_id.clone(), e.mailbox.clone(), e.action.clone());
+        match self.index.get(&k) {
+            Some(&i) => self.entries[i].count += e.count,
+            None => {
+                self.index.insert(k, self.entries.len());
+                self.entries.push(e);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.index.clear();
+    }
+
+    /// Keep the newest `keep` entries; the hand-outs dropped.
+    fn keep_newest(&mut self, keep: usize) -> i64 {
+        let over = self.entries.len().saturating_sub(keep);
+        let lost = self.entries.drain(..over).map(|e| e.count).sum();
+        let rest = std::mem::take(&mut self.entries);
+        self.index.clear();
+        for e in rest {
+            self.add(e);
+        }
+        lost
+    }
+
+    fn hand_outs(&self) -> i64 {
+        self.entries.iter().map(|e| e.count).sum()
+    }
+}
+
 /// Write audit entries in batches: at most one second after the hand-out (a
 /// crash loses at most that second's entries). Hand-outs of the same key,
 /// mailbox and action in the same second become one row with their count.
+/// While the database is down the batch is kept and written again every
+/// second or so, so an outage loses no entry (up to [`MAX_PENDING_AUDIT`]).
 pub async fn audit_writer(db: Db, mut rx: mpsc::Receiver<AuditEntry>) {
-    let mut batch: Vec<AuditEntry> = Vec::new();
-    let mut index: HashMap<(i64, String, String, String), usize> = HashMap::new();
+    let mut batch = PendingAudit::default();
+    let mut closed = false;
+    let mut failing = false;
     loop {
-        let first = match rx.recv().await {
-            Some(e) => e,
-            None => return,
-        };
+        if batch.entries.is_empty() {
+            match rx.recv().await {
+                Some(e) => batch.add(e),
+                None => return,
+            }
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        let mut next = Some(first);
-        while let Some(e) = next.take() {
-            let k = (e.at, e.key_id.clone(), e.mailbox.clone(), e.action.clone());
-            match index.get(&k) {
-                Some(&i) => batch[i].count += e.count,
-                None => {
-                    index.insert(k, batch.len());
-                    batch.push(e);
+        while !closed && (failing || batch.entries.len() < 1000) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e)) => batch.add(e),
+                Ok(None) => closed = true,
+                Err(_) => break,
+            }
+        }
+        match db.add_audit(&batch.entries).await {
+            Ok(()) => {
+                if failing {
+                    log::info!("audit: {} pending hand-outs written", batch.hand_outs());
                 }
+                failing = false;
+                batch.clear();
             }
-            if batch.len() >= 1000 {
-                break;
+            Err(e) => {
+                if !failing {
+                    log::warn!("audit entries not written ({e}); keeping them and retrying");
+                }
+                failing = true;
+                let lost = batch.keep_newest(MAX_PENDING_AUDIT);
+                if lost > 0 {
+                    log::warn!(
+                        "audit: {lost} hand-outs dropped, over {MAX_PENDING_AUDIT} entries pending"
+                    );
+                }
+                if closed {
+                    log::warn!(
+                        "audit: stopping with {} hand-outs not written",
+                        batch.hand_outs()
+                    );
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            next = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => Some(e),
-                Ok(None) | Err(_) => None,
-            };
         }
-        if let Err(e) = db.add_audit(&batch).await {
-            let lost: i64 = batch.iter().map(|e| e.count).sum();
-            log::warn!("{lost} audit entries not written: {e}");
+        if closed && batch.entries.is_empty() {
+            return;
         }
-        batch.clear();
-        index.clear();
     }
 }

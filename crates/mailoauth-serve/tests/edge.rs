@@ -437,6 +437,18 @@ fn with_postgresql_down_tokens_in_memory_are_served_others_get_503_and_it_recove
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(status(&get(&node.addr, "/healthz", None)), 200);
+    // The hand-outs of the outage were kept and written once it was over:
+    // the warm mailbox's token was handed out once before and twice during it.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, audit) = node.call("GET", "/v1/audit", Some(&key), None);
+    let warm_count: i64 = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mailbox"] == warm.as_str())
+        .map(|e| e["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(warm_count, 3, "{audit}");
     assert!(node.child.try_wait_alive(), "{}", node.log());
     assert!(!node.log().contains(&key), "the key is in the log");
 }
