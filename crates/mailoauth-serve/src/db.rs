@@ -352,20 +352,6 @@ impl Db {
         Ok(())
     }
 
-    /// Active data keys: (id, wrapped, master key id).
-    pub async fn data_keys(&self) -> Result<Vec<(String, Vec<u8>, String)>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, wrapped, master_id FROM data_keys WHERE active = 1 ORDER BY created_at",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err("data keys"))?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
-    }
-
     /// How many data keys exist at all (any master key).
     pub async fn data_key_count(&self) -> Result<i64, Error> {
         let r = sqlx::query("SELECT COUNT(*) FROM data_keys")
