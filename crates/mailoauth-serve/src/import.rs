@@ -29,9 +29,11 @@ struct Line {
     connector: String,
     email: String,
     refresh_token: String,
-    access_token: String,
+    /// Without it (and `expires_at`), the refresh token is redeemed at the
+    /// provider during the import, paced at `refresh_rate`.
+    access_token: Option<String>,
     /// Unix time the access token expires.
-    expires_at: i64,
+    expires_at: Option<i64>,
     /// Unix time it was issued (default: now); with it, the refresher knows
     /// the token's real lifetime.
     obtained_at: Option<i64>,
@@ -48,6 +50,8 @@ pub async fn run(
 ) -> Result<usize, Error> {
     let tokens = Tokens::new(db.clone(), Arc::new(keys), settings.clone());
     let mut n = 0;
+    let pace = std::time::Duration::from_secs_f64(1.0 / settings.refresh_rate);
+    let mut last_redeem = None;
     for (i, line) in input.split(b'\n').enumerate() {
         let line = line.map_err(|e| Error::io("cannot read the import", e))?;
         let bad = |why: String| {
@@ -75,8 +79,30 @@ pub async fn run(
         let account = settings
             .account(&l.connector, &l.email)
             .map_err(|e| bad(e.to_string()))?;
+        let access = match (l.access_token, l.expires_at) {
+            (Some(t), Some(at)) => Some((t, at)),
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    "give `access_token` and `expires_at` together, or neither (the refresh \
+                     token is then redeemed)"
+                        .into(),
+                ));
+            }
+        };
+        if access.is_none() {
+            // One provider request per such line: keep to the configured rate.
+            if let Some(wait) =
+                last_redeem.and_then(|t: std::time::Instant| pace.checked_sub(t.elapsed()))
+            {
+                tokio::time::sleep(wait).await;
+            }
+            last_redeem = Some(std::time::Instant::now());
+        }
         let now = mailoauth::clock::now();
-        let m = match db.mailbox_by_email(&l.connector, &l.email).await? {
+        let existing = db.mailbox_by_email(&l.connector, &l.email).await?;
+        let created = existing.is_none();
+        let m = match existing {
             Some(m) => m,
             None => {
                 let kind = if account.has_refresh_tokens() {
@@ -95,9 +121,22 @@ pub async fn run(
                 m
             }
         };
+        let Some((access_token, expires_at)) = access else {
+            let rt = zeroize::Zeroizing::new(l.refresh_token);
+            if let Err(e) = tokens.adopt(&m, account, rt).await {
+                if created {
+                    // A mailbox that never held a token is not left behind.
+                    let _ = db.delete_mailbox(&m.id).await;
+                }
+                return Err(bad(format!("the refresh token was not accepted: {e}")));
+            }
+            println!("{}\t{}", m.id, m.email);
+            n += 1;
+            continue;
+        };
         let resp = TokenResponse {
-            access_token: l.access_token,
-            expires_in: Some((l.expires_at - now).max(1)),
+            access_token,
+            expires_in: Some((expires_at - now).max(1)),
             refresh_token: Some(l.refresh_token),
             scope: None,
             id_token: None,

@@ -105,6 +105,11 @@ impl Tokens {
         }
     }
 
+    /// This node's id (host, pid, start time): its lease owner prefix.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The core account of `m`.
     pub fn account(&self, m: &Mailbox) -> Result<Account, Error> {
         self.settings.account(&m.connector, &m.email)
@@ -302,6 +307,21 @@ impl Tokens {
     ) -> Result<(), Error> {
         let broker = self.broker(m, account);
         tokio::task::spawn_blocking(move || broker.store_login(resp).map(|_| ()))
+            .await
+            .map_err(|e| Error::Flow(format!("store task failed: {e}")))??;
+        self.schedule(m).await
+    }
+
+    /// Store a refresh token obtained elsewhere for `m`: redeemed once at the
+    /// provider (which proves it works), then stored as a sign-in.
+    pub async fn adopt(
+        &self,
+        m: &Mailbox,
+        account: Account,
+        refresh_token: zeroize::Zeroizing<String>,
+    ) -> Result<(), Error> {
+        let broker = self.broker(m, account);
+        tokio::task::spawn_blocking(move || broker.adopt_refresh_token(&refresh_token).map(|_| ()))
             .await
             .map_err(|e| Error::Flow(format!("store task failed: {e}")))??;
         self.schedule(m).await

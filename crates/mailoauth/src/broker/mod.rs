@@ -386,6 +386,31 @@ impl Broker {
         self.store_login(resp)
     }
 
+    /// Adopt a refresh token obtained elsewhere (a move from another system):
+    /// redeem it once, which proves it works and may rotate it, then store the
+    /// answer as a login would. A refused token is the provider's diagnosis
+    /// ([`Error::LoginRequired`] for `invalid_grant`), and nothing is stored.
+    pub fn adopt_refresh_token(&self, refresh_token: &str) -> Result<LoginOutcome> {
+        let scopes = self.account.scopes(None)?.join(" ");
+        let mut resp = oauth::token_request(
+            self.ports.transport.as_ref(),
+            &self.account,
+            vec![
+                ("grant_type", v("refresh_token")),
+                ("refresh_token", v(refresh_token)),
+                ("scope", v(scopes)),
+            ],
+        )
+        .map_err(|e| {
+            diagnose::endpoint_error(e, &self.account, "token endpoint", &self.account.token_url)
+        })?;
+        // A provider that does not rotate keeps the one we gave it working.
+        if resp.refresh_token.is_none() {
+            resp.refresh_token = Some(refresh_token.to_owned());
+        }
+        self.store_login(resp)
+    }
+
     /// Verify and store the result of a flow.
     pub fn store_login(&self, resp: TokenResponse) -> Result<LoginOutcome> {
         let (user, unverified) = if self.account.has_refresh_tokens() {

@@ -427,3 +427,37 @@ fn login_replaces_the_record_and_clears_login_required() {
     assert_eq!(w.events.status("a").login_required, None);
     assert_eq!(b.token(None).unwrap(), "fresh");
 }
+
+#[test]
+fn an_adopted_refresh_token_is_redeemed_once_and_its_rotation_kept() {
+    let w = World::new(
+        None,
+        ScriptedTransport::from_fn(|_, _, form| {
+            let rt = form.iter().find(|(k, _)| *k == "refresh_token").unwrap();
+            assert_eq!(rt.1.as_str(), "imported");
+            Ok(token_json("at1", 3600, Some("rotated")))
+        }),
+    );
+    let b = w.broker();
+    b.adopt_refresh_token("imported").unwrap();
+    let rec = w.store.get().expect("stored");
+    assert_eq!(rec.refresh_token.as_deref(), Some("rotated"));
+    assert_eq!(rec.access[MAIL_RESOURCE].token, "at1");
+    assert_eq!(
+        b.token(None).unwrap(),
+        "at1",
+        "served without a second request"
+    );
+    assert_eq!(w.transport.calls(), 1);
+}
+
+#[test]
+fn a_refused_adopted_refresh_token_stores_nothing() {
+    let w = World::new(
+        None,
+        ScriptedTransport::from_fn(|_, _, _| Err(oauth_error("invalid_grant"))),
+    );
+    let e = w.broker().adopt_refresh_token("dead").unwrap_err();
+    assert!(matches!(e, Error::LoginRequired { .. }), "{e:?}");
+    assert!(w.store.get().is_none());
+}
