@@ -5,22 +5,20 @@
 //! Owns: signing in with an API key of the `admin` scope (unlimited to
 //! mailboxes), the page sessions, and the pages under `/admin`. The key is
 //! checked once and dropped: the browser holds only a random 256-bit session
-//! id in an `HttpOnly; SameSite=Strict; Path=/admin` cookie, the node keeps
-//! its digest in memory for [`SESSION_TTL`] (sessions are per node and end
-//! with it: behind a load balancer, pin `/admin` to one node). Every POST must
-//! come from the service's own origin (`Origin`, else `Sec-Fetch-Site`), on
-//! top of the SameSite cookie. A key revoked in the database keeps its
-//! sessions until they expire or the node restarts. Pages are plain semantic
+//! id in an `HttpOnly; SameSite=Strict; Path=/admin` cookie, the database
+//! keeps its digest for [`SESSION_TTL`] (so any node behind a load balancer
+//! serves it), and every page checks that the session's key is not revoked.
+//! Every POST must come from the service's own origin (`Origin`, else
+//! `Sec-Fetch-Site`), on top of the SameSite cookie. Pages are plain semantic
 //! HTML (headings, labels, a table with a caption and header scopes) that work
 //! without JavaScript, under a CSP that allows no script at all. Admin steps
 //! come from the core's catalog ([`mailoauth::diagnose::app_only_checklist`]),
 //! filled in with each mailbox. Must not: show or log an API key or a token,
 //! or store the key.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -42,8 +40,8 @@ use crate::keys::digest;
 
 /// How long a sign-in lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions one node keeps at most (each needs an admin key; a bound anyway).
-const MAX_SESSIONS: usize = 1000;
+/// Sessions the service keeps at most (each needs an admin key; a bound anyway).
+const MAX_SESSIONS: i64 = 1000;
 /// Mailboxes per page of the table.
 const PER_PAGE: usize = 200;
 /// App-only mailboxes whose steps are shown per connector.
@@ -53,46 +51,46 @@ const COOKIE: &str = "mailoauth_admin";
 /// Where a connector's steps name the mailbox before any is added.
 const SOME_MAILBOX: &str = "<mailbox address>";
 
-/// The signed-in sessions of this node: digest of the session id → session.
-#[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
+/// Admin sessions in the database: any node serves them, and a key revoked
+/// anywhere ends its sessions on its next request (the lookup joins the key).
+mod sessions {
+    use super::*;
 
-struct Session {
-    key_id: String,
-    until: Instant,
-}
-
-impl Sessions {
     /// A new session for the key `key_id`: its id (for the cookie), or `None`
-    /// when the node holds too many.
-    fn open(&self, key_id: &str) -> Option<String> {
-        let mut all = self.0.lock().unwrap();
-        let now = Instant::now();
-        all.retain(|_, s| s.until > now);
-        if all.len() >= MAX_SESSIONS {
-            return None;
+    /// when the service holds too many.
+    pub async fn open(app: &App, key_id: &str) -> Result<Option<String>, mailoauth::Error> {
+        let now = mailoauth::clock::now();
+        if app.db.admin_session_count(now).await? >= MAX_SESSIONS {
+            return Ok(None);
         }
         let id = mailoauth::random::token(32);
-        all.insert(
-            digest(&id),
-            Session {
-                key_id: key_id.to_owned(),
-                until: now + SESSION_TTL,
-            },
-        );
-        Some(id)
+        let until = now + SESSION_TTL.as_secs() as i64;
+        app.db
+            .add_admin_session(&digest(&id), key_id, until)
+            .await?;
+        Ok(Some(id))
     }
 
-    /// The key id of the live session `id`.
-    fn get(&self, id: &str) -> Option<String> {
-        let all = self.0.lock().unwrap();
-        all.get(&digest(id))
-            .filter(|s| s.until > Instant::now())
-            .map(|s| s.key_id.clone())
+    /// The key id of the live session `id` whose key is still live.
+    pub async fn get(app: &App, id: &str) -> Option<String> {
+        match app
+            .db
+            .admin_session(&digest(id), mailoauth::clock::now())
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                log::warn!("admin: session not checked: {e}");
+                None
+            }
+        }
     }
 
-    fn close(&self, id: &str) {
-        self.0.lock().unwrap().remove(&digest(id));
+    /// End the session `id`.
+    pub async fn close(app: &App, id: &str) {
+        if let Err(e) = app.db.end_admin_session(&digest(id)).await {
+            log::warn!("admin: session not ended: {e}");
+        }
     }
 }
 
@@ -118,8 +116,8 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The signed-in key's id, if the cookie names a live session.
-fn session(app: &App, headers: &HeaderMap) -> Option<String> {
-    cookie(headers).and_then(|id| app.admin.get(id))
+async fn session(app: &App, headers: &HeaderMap) -> Option<String> {
+    sessions::get(app, cookie(headers)?).await
 }
 
 /// Whether a POST comes from the service's own pages.
@@ -160,13 +158,13 @@ async fn show(
     headers: HeaderMap,
     q: Result<Query<Show>, QueryRejection>,
 ) -> Response {
-    if session(&app, &headers).is_some() {
+    if session(&app, &headers).await.is_some() {
         let page = q.ok().and_then(|Query(q)| q.page).unwrap_or(1).max(1);
         return dashboard(&app, page).await;
     }
     let mut r = sign_in_page(StatusCode::OK, "Sign in to the admin page", "");
     if cookie(&headers).is_some() {
-        // A forged, expired or other node's session: forget it in the browser too.
+        // A forged or expired session, or its key was revoked: forget it in the browser too.
         r.headers_mut()
             .insert(header::SET_COOKIE, set_cookie(&app, "", 0));
     }
@@ -225,13 +223,25 @@ async fn sign_in(
     }
     // A new sign-in replaces the browser's old session (no fixation, no pile-up).
     if let Some(old) = cookie(&headers) {
-        app.admin.close(old);
+        sessions::close(&app, old).await;
     }
-    let Some(id) = app.admin.open(&who.key_id) else {
+    let id = match sessions::open(&app, &who.key_id).await {
+        Ok(id) => id,
+        Err(e) => {
+            log::warn!("admin: sign-in of key {} not stored: {e}", who.key_id);
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The admin page cannot sign you in now",
+                "<p>The service's database did not answer. Nothing was set. Try again in a minute.</p>",
+                false,
+            );
+        }
+    };
+    let Some(id) = id else {
         return page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many admin sessions",
-            "<p>This node holds the most admin sessions it keeps. Sign out elsewhere, or wait for \
+            "<p>The service holds the most admin sessions it keeps. Sign out elsewhere, or wait for \
              sessions to expire, then sign in again.</p>",
             false,
         );
@@ -253,12 +263,12 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         return cross_origin();
     }
     if let Some(id) = cookie(&headers) {
-        app.admin.close(id);
+        sessions::close(&app, id).await;
     }
     let mut r = page(
         StatusCode::OK,
         "Signed out",
-        "<p>The session has ended on this node.</p><p><a href=\"/admin\">Sign in again</a></p>",
+        "<p>The session has ended.</p><p><a href=\"/admin\">Sign in again</a></p>",
         false,
     );
     r.headers_mut()
@@ -276,7 +286,7 @@ async fn reconsent(
     if !same_origin(&app, &headers) {
         return cross_origin();
     }
-    let Some(key_id) = session(&app, &headers) else {
+    let Some(key_id) = session(&app, &headers).await else {
         return sign_in_page(
             StatusCode::UNAUTHORIZED,
             "Sign in to the admin page",
@@ -650,15 +660,5 @@ mod tests {
             HeaderValue::from_static("a=1; mailoauth_adminx=2; mailoauth_admin=abc"),
         );
         assert_eq!(cookie(&h), Some("abc"));
-    }
-
-    #[test]
-    fn sessions_expire_and_close() {
-        let s = Sessions::default();
-        let id = s.open("key_1").unwrap();
-        assert_eq!(s.get(&id).as_deref(), Some("key_1"));
-        assert_eq!(s.get("forged"), None);
-        s.close(&id);
-        assert_eq!(s.get(&id), None);
     }
 }

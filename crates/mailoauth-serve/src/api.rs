@@ -41,8 +41,10 @@ pub struct App {
     pub audit: mpsc::Sender<AuditEntry>,
     /// The node's counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
-    /// The admin page's signed-in sessions (this node's memory).
-    pub admin: crate::admin::Sessions,
+    /// This node among its peers (live-node count, heartbeat).
+    pub cluster: crate::cluster::Cluster,
+    /// Clients turned away after too many refused credentials.
+    pub guard: crate::guard::Guard,
     /// Re-consent links this node handed out.
     pub reconnects: crate::connect::Reconnects,
 }
@@ -68,6 +70,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/openapi.json", get(crate::openapi::document))
         .merge(crate::admin::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::guard::layer,
+        ))
         .with_state(app)
 }
 

@@ -40,17 +40,22 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let (db, keys) = open(&settings).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(100_000);
     let writer = tokio::spawn(api::audit_writer(db.clone(), rx));
+    let tokens = Tokens::new(db.clone(), Arc::new(keys), settings.clone());
     let app = Arc::new(App {
         settings: settings.clone(),
-        tokens: Tokens::new(db.clone(), Arc::new(keys), settings.clone()),
+        cluster: crate::cluster::Cluster::new(tokens.node().to_owned()),
+        tokens,
         keys: KeyTable::load(db.clone()).await?,
         db: db.clone(),
         audit: tx,
         metrics: crate::metrics::Metrics::new(!settings.behind_proxy.is_empty()),
-        admin: Default::default(),
         reconnects: Default::default(),
+        guard: Default::default(),
     });
-    // Background work; each task ends with the runtime.
+    // Background work; each task ends with the runtime. The first heartbeat
+    // comes before the refresher starts, so it begins with its right share.
+    app.cluster.beat(&app).await;
+    tokio::spawn(crate::cluster::run(app.clone()));
     let refresher = tokio::spawn(crate::refresher::run(app.clone()));
     if let Some(secret) = webhook_secret {
         tokio::spawn(

@@ -39,7 +39,9 @@ enum Command {
     Keygen,
     /// Import mailboxes with tokens obtained elsewhere: JSON lines on stdin,
     /// `{"connector","email","refresh_token","access_token","expires_at"}`
-    /// (and an optional `reference`); prints `id<TAB>email` for each.
+    /// (and optional `obtained_at`, `reference`); without `access_token` and
+    /// `expires_at` the refresh token is redeemed once at the provider (paced
+    /// at `refresh_rate`). Prints `id<TAB>email` for each.
     Import,
     /// Re-wrap the data keys under a new master key (the rows are not touched);
     /// prints what to change in the config.
@@ -75,6 +77,12 @@ enum KeysCommand {
     },
     /// List keys (never their secrets).
     List,
+    /// Revoke a key: every node refuses it within seconds, and its admin page
+    /// sessions end.
+    Revoke {
+        /// The key's id (`keys list`), e.g. `key_AbC123`.
+        id: String,
+    },
 }
 
 /// Run the command line; the exit code.
@@ -181,6 +189,21 @@ async fn keys(settings: &Settings, k: KeysCommand) -> Result<(), Error> {
                     k.mailboxes
                 };
                 println!("{}\t{}\t{}\t{}\t{}", k.id, k.name, k.scopes, limit, state);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if db.revoke_api_key(&id, mailoauth::clock::now()).await? {
+                eprintln!(
+                    "mailoauth-serve: revoked {id}; running nodes refuse it within {} s",
+                    crate::cluster::HEARTBEAT.as_secs()
+                );
+            } else if db.api_keys().await?.iter().any(|k| k.id == id) {
+                eprintln!("mailoauth-serve: {id} was already revoked");
+            } else {
+                return Err(Error::Usage(format!(
+                    "no API key `{}`; `mailoauth-serve keys list` shows the ids",
+                    mailoauth::text::printable(&id)
+                )));
             }
         }
     }

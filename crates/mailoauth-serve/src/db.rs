@@ -671,6 +671,17 @@ impl Db {
             .collect())
     }
 
+    /// Deliveries not yet made and not given up (for `/metrics`).
+    pub async fn pending_events(&self, max_attempts: i64) -> Result<i64, Error> {
+        let r =
+            sqlx::query("SELECT COUNT(*) FROM events WHERE delivered_at IS NULL AND attempts < $1")
+                .bind(max_attempts)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err("events"))?;
+        Ok(r.get::<i64, _>(0))
+    }
+
     /// Claim a delivery (compare-and-swap on its `next_attempt`), so one node
     /// sends it; `until` is when another node may try if this one dies.
     pub async fn claim_event(&self, e: &EventRow, until: i64) -> Result<bool, Error> {
@@ -905,6 +916,105 @@ impl Db {
         .await
         .map_err(db_err("api keys"))?;
         Ok(row.as_ref().map(key_of))
+    }
+
+    /// Revoke the key `id` at `now` and end its admin sessions; whether a
+    /// live key was revoked.
+    pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, Error> {
+        let r =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err("api keys"))?;
+        sqlx::query("DELETE FROM admin_sessions WHERE key_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("admin sessions"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Write this node's heartbeat at `now`, and count the nodes that beat
+    /// since `since` (this one included).
+    pub async fn heartbeat(&self, node: &str, now: i64, since: i64) -> Result<i64, Error> {
+        sqlx::query(
+            "INSERT INTO nodes (id, started_at, seen_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+        )
+        .bind(node)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("nodes"))?;
+        // Nodes gone for an hour are history.
+        sqlx::query("DELETE FROM nodes WHERE seen_at < $1")
+            .bind(now - 3600)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("nodes"))?;
+        let r = sqlx::query("SELECT COUNT(*) FROM nodes WHERE seen_at >= $1")
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("nodes"))?;
+        Ok(r.get::<i64, _>(0))
+    }
+
+    /// Store an admin session (by the digest of its id) for key `key_id`.
+    pub async fn add_admin_session(
+        &self,
+        digest: &str,
+        key_id: &str,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        sqlx::query("INSERT INTO admin_sessions (digest, key_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(digest)
+            .bind(key_id)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("admin sessions"))?;
+        Ok(())
+    }
+
+    /// The key id of the live session with this digest, if its key is live too.
+    pub async fn admin_session(&self, digest: &str, now: i64) -> Result<Option<String>, Error> {
+        let row = sqlx::query(
+            "SELECT s.key_id FROM admin_sessions s JOIN api_keys k ON k.id = s.key_id \
+             WHERE s.digest = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL",
+        )
+        .bind(digest)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("admin sessions"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// End the session with this digest.
+    pub async fn end_admin_session(&self, digest: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM admin_sessions WHERE digest = $1")
+            .bind(digest)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("admin sessions"))?;
+        Ok(())
+    }
+
+    /// How many admin sessions are live at `now` (expired ones are deleted).
+    pub async fn admin_session_count(&self, now: i64) -> Result<i64, Error> {
+        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("admin sessions"))?;
+        let r = sqlx::query("SELECT COUNT(*) FROM admin_sessions")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("admin sessions"))?;
+        Ok(r.get::<i64, _>(0))
     }
 
     /// Write a batch of audit entries in one transaction.

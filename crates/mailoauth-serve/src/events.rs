@@ -25,6 +25,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use zeroize::Zeroizing;
 
 use crate::db::{Db, EventRow, Mailbox, OutboxEvent};
+use crate::metrics::{DELIVERIES, Delivery};
 
 /// A delivery that failed this many times is given up (the backoff makes that
 /// about a day and a half); its row stays, with the last error, for an admin.
@@ -272,9 +273,17 @@ impl Deliverer {
         };
         let now = mailoauth::clock::now();
         let outcome = match &result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                DELIVERIES.record(Delivery::Delivered);
+                Ok(())
+            }
             Err(why) => {
                 let last = e.attempts + 1 >= MAX_ATTEMPTS;
+                DELIVERIES.record(if last {
+                    Delivery::GivenUp
+                } else {
+                    Delivery::Retrying
+                });
                 log::warn!(
                     "webhook {} of event {} ({}) to {}: {why}{}",
                     e.attempts + 1,

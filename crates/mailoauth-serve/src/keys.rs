@@ -3,7 +3,8 @@
 //! Owns: the key format, the scopes, creating keys (the secret is returned once)
 //! and answering "may this request do that?". A digest, not a password hash:
 //! the secret has 256 bits of entropy, so a slow KDF would only slow every
-//! request. Must not: store or log a secret.
+//! request. The table is read again every heartbeat (`cluster`), so a
+//! revocation reaches every node within seconds. Must not: store or log a secret.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -119,6 +120,20 @@ impl KeyTable {
             keys: Mutex::new(map),
             lookups: Mutex::new((Instant::now(), 0)),
         })
+    }
+
+    /// Read the table again: a key revoked (or made) through another node or
+    /// the command line takes effect here.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let map = self
+            .db
+            .api_keys()
+            .await?
+            .into_iter()
+            .map(|k| (k.digest.clone(), k))
+            .collect();
+        *self.keys.lock().unwrap() = map;
+        Ok(())
     }
 
     /// The caller presenting `secret`, or `None` for an unknown or revoked key.

@@ -13,12 +13,14 @@
 //! - [`db`] — SQLite / PostgreSQL, migrations, every query.
 //! - [`ports`] — the broker's store, lease and events over a mailbox row.
 //! - [`tokens`] — memory of fresh tokens, coalescing, the broker on the blocking pool.
+//! - [`cluster`] — the node among its peers: heartbeat, live-node count, key reloads.
 //! - [`refresher`] — background refreshes: schedule, claims between nodes, pacing per provider.
 //! - [`events`] — webhook events: which transitions make them, signed delivery from the outbox.
 //! - [`render`] — the service's words for errors and their fixes.
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`api`] — HTTP routes and errors.
+//! - [`guard`] — clients with too many refused credentials are turned away (429).
 //! - [`edge`] — accepting connections: TLS, limits, timeouts, the client address.
 //! - [`import`] — mailboxes with tokens obtained elsewhere (JSON lines on stdin).
 //! - [`metrics`] — `/metrics`: counters, latency histogram, mailboxes by state.
@@ -32,10 +34,12 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod connect;
 pub mod db;
 pub mod edge;
 pub mod events;
+pub mod guard;
 pub mod import;
 pub mod keyops;
 pub mod keys;

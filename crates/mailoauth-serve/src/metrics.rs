@@ -1,8 +1,9 @@
 //! `/metrics`: the node's counters in the Prometheus text format.
 //!
-//! Owns: the counters (tokens served by where they came from, refreshes by
-//! outcome), the token request latency histogram, the mailboxes-by-state
-//! gauge and its exposition. Counters are plain atomics written on the hot
+//! Owns: the counters (tokens served by where they came from, refreshes and
+//! webhook deliveries by outcome), the token request latency histogram, the
+//! gauges (mailboxes by state, pending webhook deliveries, live nodes) and
+//! their exposition. Counters are plain atomics written on the hot
 //! path with one relaxed add each (no lock, no allocation); the exposition is
 //! hand-written (a dozen lines of format, not worth a dependency). The state
 //! gauge is read from the database at scrape time, at most once per
@@ -51,8 +52,42 @@ pub const LATENCY_BUCKETS: [f64; 18] = [
 /// disappears at zero breaks alerts and rates).
 const STATES: [&str; 4] = ["connecting", "ok", "degraded", "login_required"];
 
-/// Mailboxes per state, as the database counted them.
-type StateCounts = Vec<(String, i64)>;
+/// What a scrape reads from the database (at most once per [`STATE_CACHE`]).
+#[derive(Clone, Default)]
+pub struct Reading {
+    /// Mailboxes per state.
+    pub states: Vec<(String, i64)>,
+    /// Webhook deliveries not yet made (and not given up).
+    pub webhooks_pending: i64,
+}
+
+/// Webhook delivery outcomes, in the order of [`Deliveries`].
+const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retrying", "given_up"];
+
+/// How a webhook delivery attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// It failed; another attempt follows.
+    Retrying,
+    /// It failed for the last time.
+    GivenUp,
+}
+
+/// Webhook delivery attempts of this process by outcome (a static for the
+/// reason [`REFRESHES`] is one: the deliverer runs without the [`App`]).
+pub struct Deliveries([AtomicU64; 3]);
+
+/// The process's webhook delivery counters.
+pub static DELIVERIES: Deliveries = Deliveries([const { AtomicU64::new(0) }; 3]);
+
+impl Deliveries {
+    /// Count one attempt.
+    pub fn record(&self, d: Delivery) {
+        self.0[d as usize].fetch_add(1, Relaxed);
+    }
+}
 
 /// Refresh outcomes, in the order of [`Refreshes`].
 const OUTCOMES: [&str; 4] = ["ok", "degraded", "login_required", "failed"];
@@ -94,7 +129,7 @@ pub struct Metrics {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_micros: AtomicU64,
     /// The last reading of the states: when, and (state, count) pairs.
-    states: tokio::sync::Mutex<Option<(Instant, StateCounts)>>,
+    states: tokio::sync::Mutex<Option<(Instant, Reading)>>,
     /// Whether a key-less loopback scrape is allowed (no reverse proxy).
     local_without_key: bool,
     /// Scrapes refused, so a misconfigured scraper is visible in the log once.
@@ -136,10 +171,10 @@ impl Metrics {
     /// The exposition, with the mailbox states from `read` (called at most once
     /// per [`STATE_CACHE`]; on failure the last reading is shown again, and none
     /// at all before the first success).
-    async fn render<F, Fut>(&self, read: F) -> String
+    async fn render<F, Fut>(&self, nodes: i64, read: F) -> String
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<StateCounts, mailoauth::Error>>,
+        Fut: Future<Output = Result<Reading, mailoauth::Error>>,
     {
         let mut out = String::new();
         let _ = writeln!(
@@ -186,7 +221,24 @@ impl Metrics {
              mailoauth_token_request_duration_seconds_count {cumulative}",
             self.latency_micros.load(Relaxed) as f64 / 1e6
         );
-        let states = {
+        let _ = writeln!(
+            out,
+            "# HELP mailoauth_webhook_deliveries_total Webhook delivery attempts of this node by outcome.\n\
+             # TYPE mailoauth_webhook_deliveries_total counter"
+        );
+        for (name, n) in DELIVERY_OUTCOMES.iter().zip(&DELIVERIES.0) {
+            let _ = writeln!(
+                out,
+                "mailoauth_webhook_deliveries_total{{outcome=\"{name}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mailoauth_cluster_nodes Live nodes as this node counts them (shared limits are divided by it).\n\
+             # TYPE mailoauth_cluster_nodes gauge\nmailoauth_cluster_nodes {nodes}"
+        );
+        let reading = {
             // One reader at a time: concurrent scrapes wait for its answer.
             let mut cached = self.states.lock().await;
             let stale = cached
@@ -206,7 +258,17 @@ impl Metrics {
             }
             cached.as_ref().map(|(_, v)| v.clone())
         };
-        if let Some(states) = states {
+        if let Some(Reading {
+            states,
+            webhooks_pending,
+        }) = reading
+        {
+            let _ = writeln!(
+                out,
+                "# HELP mailoauth_webhooks_pending Webhook deliveries not yet made (all nodes; read at \
+                 most every {} s).\n# TYPE mailoauth_webhooks_pending gauge\nmailoauth_webhooks_pending {webhooks_pending}",
+                STATE_CACHE.as_secs()
+            );
             let _ = writeln!(
                 out,
                 "# HELP mailoauth_mailboxes Mailboxes by state (all nodes; read at most every {} s).\n\
@@ -260,7 +322,12 @@ pub async fn metrics(State(app): State<Arc<App>>, parts: Parts) -> Response {
     let db = app.db.clone();
     let text = app
         .metrics
-        .render(|| async move { db.mailbox_states().await })
+        .render(app.cluster.nodes(), || async move {
+            Ok(Reading {
+                states: db.mailbox_states().await?,
+                webhooks_pending: db.pending_events(crate::events::MAX_ATTEMPTS).await?,
+            })
+        })
         .await;
     let mut r = text.into_response();
     let h = r.headers_mut();
@@ -337,9 +404,16 @@ mod tests {
         let reads = std::sync::atomic::AtomicU32::new(0);
         let read = || async {
             reads.fetch_add(1, Relaxed);
-            Ok(vec![("ok".to_owned(), 3), ("odd\"state".to_owned(), 1)])
+            Ok(Reading {
+                states: vec![("ok".to_owned(), 3), ("odd\"state".to_owned(), 1)],
+                webhooks_pending: 7,
+            })
         };
-        let text = m.render(read).await;
+        DELIVERIES.record(Delivery::GivenUp);
+        let text = m.render(2, read).await;
+        assert!(text.contains("mailoauth_webhooks_pending 7"));
+        assert!(text.contains("mailoauth_cluster_nodes 2"));
+        assert!(!text.contains("mailoauth_webhook_deliveries_total{outcome=\"given_up\"} 0"));
         assert!(text.contains("mailoauth_tokens_served_total{from=\"memory\"} 1"));
         assert!(text.contains("mailoauth_tokens_served_total{from=\"refresh\"} 1"));
         assert!(text.contains("mailoauth_token_request_duration_seconds_bucket{le=\"0.0001\"} 1"));
@@ -350,7 +424,7 @@ mod tests {
         assert!(text.contains("mailoauth_mailboxes{state=\"ok\"} 3"));
         assert!(text.contains("mailoauth_mailboxes{state=\"degraded\"} 0"));
         assert!(text.contains("mailoauth_mailboxes{state=\"odd\\\"state\"} 1"));
-        m.render(read).await;
+        m.render(2, read).await;
         assert_eq!(
             reads.load(Relaxed),
             1,

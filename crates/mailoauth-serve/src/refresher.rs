@@ -7,8 +7,10 @@
 //! failures), sharing it between nodes (a node claims a due mailbox by
 //! compare-and-swap on `next_refresh`; the claim runs out if the node dies,
 //! so its share moves on), and pacing: one token bucket per provider (token
-//! endpoint host) per node, so ten thousand mailboxes due at once reach the
-//! provider at `refresh_rate` per second, never in a stampede. The refresh
+//! endpoint host) per node at its share of `refresh_rate` (divided by the
+//! live nodes, `cluster`), so ten thousand mailboxes due at once reach the
+//! provider at `refresh_rate` per second across the cluster, never in a
+//! stampede. The refresh
 //! itself is the core broker's, under the row's lease. Must not: refresh a
 //! mailbox that waits for its owner (`login_required`), or hold a database
 //! transaction across the provider's request.
@@ -62,11 +64,13 @@ impl Bucket {
         }
     }
 
-    /// Wait for this bucket's next slot.
-    async fn take(bucket: &Mutex<Bucket>) {
+    /// Wait for this bucket's next slot at `rate` per second (this node's
+    /// share of the cluster's rate, which changes as nodes come and go).
+    async fn take(bucket: &Mutex<Bucket>, rate: impl Fn() -> f64) {
         loop {
             let at = {
                 let mut b = bucket.lock().unwrap();
+                b.rate = rate();
                 let now = Instant::now();
                 while b
                     .recent
@@ -76,7 +80,9 @@ impl Bucket {
                     b.recent.pop_front();
                 }
                 let mut at = b.next.max(now);
-                if b.recent.len() >= (b.rate.ceil() as usize).max(1) {
+                // Whole starts per window, rounded down: shares of 10/s over
+                // three nodes (3.3 each) must not add up to 12.
+                if b.recent.len() >= (b.rate.floor() as usize).max(1) {
                     at = at.max(b.recent[0] + WINDOW);
                 }
                 if at <= now {
@@ -225,7 +231,7 @@ async fn refresh(app: &App, m: Mailbox, account: Account, bucket: &Mutex<Bucket>
         if !plan.keep_alive && plan.low.is_empty() {
             return Ok(rec.access.into_iter().collect());
         }
-        Bucket::take(bucket).await;
+        Bucket::take(bucket, || app.cluster.share(settings.refresh_rate)).await;
         tokio::task::spawn_blocking(move || -> Result<Vec<(String, AccessToken)>, Error> {
             let resource = |key: &str| (key != MAIL_RESOURCE).then_some(key.to_owned());
             if plan.keep_alive {
@@ -331,7 +337,7 @@ mod tests {
             let t = Instant::now();
             let mut starts = Vec::new();
             for _ in 0..120 {
-                Bucket::take(&b).await;
+                Bucket::take(&b, || 50.0).await;
                 starts.push(t.elapsed());
             }
             // Never more than 50 starts within any second.

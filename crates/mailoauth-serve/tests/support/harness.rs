@@ -169,6 +169,12 @@ impl Setup {
     }
 
     pub fn write_config(&self, extra_serve: &str) {
+        self.write_config_with(extra_serve, "");
+    }
+
+    /// The config with `extra_serve` in `[serve]` and `extra_tables` (more
+    /// connectors) after the standard ones.
+    pub fn write_config_with(&self, extra_serve: &str, extra_tables: &str) {
         let database = match &self.db {
             Database::Sqlite => String::new(),
             Database::Postgres(pg) => format!("database = \"{}\"\n", pg.url()),
@@ -181,7 +187,8 @@ impl Setup {
              [serve.connectors.people]\nprovider = \"custom\"\nclient_id = \"web-service\"\n\
              client_secret = \"web-service-secret\"\nauthorize_url = \"{issuer}/auth\"\n\
              token_url = \"{issuer}/token\"\nredirect_uri = \"http://127.0.0.1:{port}/oauth/callback\"\n\
-             scopes = [\"https://outlook.test/IMAP.AccessAsUser.All\", \"openid\", \"email\", \"offline_access\"]\n",
+             scopes = [\"https://outlook.test/IMAP.AccessAsUser.All\", \"openid\", \"email\", \"offline_access\"]\n\n\
+             {extra_tables}",
             issuer = self.oauth.issuer,
             port = self.port,
         );
@@ -664,4 +671,105 @@ impl Drop for Dovecot {
             .arg(self.dir.path())
             .output();
     }
+}
+
+/// The scale benchmarks' scripted token endpoint (`bench/scripted_provider.py`):
+/// mints sign-ins for `import`, rotates strictly, and counts every refresh.
+pub struct ScriptedProvider {
+    child: Child,
+    pub port: u16,
+}
+
+impl ScriptedProvider {
+    pub fn start() -> ScriptedProvider {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/scripted_provider.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "python3 {} did not start ({e}): install python3",
+                    script.display()
+                )
+            });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("scripted provider said {line:?}"));
+        ScriptedProvider {
+            port: v["port"].as_u64().unwrap() as u16,
+            child,
+        }
+    }
+
+    /// A connector table `name` whose token endpoint is this provider.
+    pub fn connector(&self, name: &str) -> String {
+        format!(
+            "[serve.connectors.{name}]\nprovider = \"custom\"\nclient_id = \"bench\"\n\
+             authorize_url = \"http://127.0.0.1:{p}/auth\"\ntoken_url = \"http://127.0.0.1:{p}/token\"\n\
+             scopes = [\"https://outlook.test/IMAP.AccessAsUser.All\", \"offline_access\"]\n",
+            p = self.port
+        )
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// JSON lines for `import`: `n` sign-ins of `connector` whose tokens
+    /// expire from `first` s on, over `window` s.
+    pub fn mint(&self, n: usize, first: i64, window: i64, connector: &str) -> String {
+        self.get(&format!(
+            "/mint?n={n}&first={first}&window={window}&connector={connector}"
+        ))
+    }
+
+    /// The judge's figures (`refreshes`, `max_per_second`, `refreshed_twice`, …).
+    pub fn stats(&self) -> Value {
+        serde_json::from_str(&self.get("/stats")).unwrap()
+    }
+}
+
+impl Drop for ScriptedProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `import` with `lines` on stdin: its (exit success, stdout, stderr).
+pub fn import(setup: &Setup, lines: &str) -> (bool, String, String) {
+    let mut c = setup.command();
+    c.arg("import")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
