@@ -488,6 +488,24 @@ fn the_older_snippets_work_with_an_awkward_name_and_path() {
         sh_quote(rc.to_str().unwrap())
     );
     screen_shows(&w, "neomutt", &cmd, "seed 00001");
+
+    // aerc: its cred commands run through the shell, its accounts.conf is INI.
+    need("aerc", "apt-get install -y aerc");
+    let cfg = w.home.join("aerc-config/aerc");
+    std::fs::create_dir_all(&cfg).unwrap();
+    w.write("aerc-config/aerc/accounts.conf", &w.snippet("aerc"));
+    std::fs::write(
+        cfg.join("aerc.conf"),
+        "[general]\nunsafe-accounts-conf = true\n",
+    )
+    .unwrap();
+    // aerc (Go) has no CA option: SSL_CERT_FILE makes it trust the test CA.
+    let cmd = format!(
+        "env XDG_CONFIG_HOME={} SSL_CERT_FILE={} TERM=xterm aerc",
+        sh_quote(cfg.parent().unwrap().to_str().unwrap()),
+        sh_quote(w.mail.ca().to_str().unwrap())
+    );
+    screen_shows(&w, "aerc", &cmd, "seed 00001");
 }
 
 #[test]
