@@ -15,7 +15,8 @@
 #    "pids":[dovecot_master,postfix_master]}
 # Stop with: bash tests/mail-server/stop.sh RUNDIR
 # Environment: MAILSERVER_UID_USER (default mailoauth; created if missing), MAILSERVER_DEBUG=1 (auth_debug),
-#              START_TIMEOUT (seconds, default 30), MAILSERVER_CERT + MAILSERVER_KEY (PEM files: Dovecot
+#              START_TIMEOUT (seconds, default 30), MAILSERVER_MAIL_LAYOUT=fs (folders as plain
+#              directories, so a folder name may hold a dot), MAILSERVER_CERT + MAILSERVER_KEY (PEM files: Dovecot
 #              serves this certificate (chain) and key instead of the generated leaf; "ca" stays the
 #              generated CA, which then vouches for nothing).
 set -euo pipefail
@@ -170,7 +171,7 @@ auth_debug = $AUTH_DEBUG
 auth_failure_delay = 0
 mail_max_userip_connections = 1000
 
-mail_location = maildir:$RUN/mail/%u
+mail_location = maildir:$RUN/mail/%u${MAILSERVER_MAIL_LAYOUT:+:LAYOUT=$MAILSERVER_MAIL_LAYOUT}
 mail_uid = $MUID
 mail_gid = $MGID
 first_valid_uid = 1

@@ -642,6 +642,8 @@ server.listen(PORT, '127.0.0.1', () => {
       await next();
       if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object' && ctx.body.device_code) {
         ctx.body.interval = DEVICE_INTERVAL;
+        // Like Microsoft's endpoint: no verification_uri_complete.
+        if (process.env.DEVICE_NO_COMPLETE_URI) delete ctx.body.verification_uri_complete;
         gcDeviceState();
         deviceState.set(ctx.body.device_code, {
           interval: DEVICE_INTERVAL,

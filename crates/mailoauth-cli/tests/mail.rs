@@ -187,7 +187,7 @@ fn snippets_work_in_the_real_clients() {
     // curl, as printed.
     let line = snippet("curl")
         .lines()
-        .find(|l| l.starts_with("curl"))
+        .find(|l| !l.starts_with('#'))
         .unwrap()
         .to_owned();
     let mut c = sb.program("sh");

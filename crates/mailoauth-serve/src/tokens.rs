@@ -263,6 +263,7 @@ impl Tokens {
                 paste: false,
                 timeout: Duration::from_secs(60),
                 port: None,
+                on_device_code: None,
             };
             broker.login(&opts).map(|_| ())
         })

@@ -35,7 +35,7 @@
 //!   certificate) and why a handshake failed, typed for the diagnosis.
 //! - [`mail`]: IMAP, POP3 and SMTP clients that authenticate with a token (`check`, `send`, `fetch`);
 //!   [`mail::plan`] decides protocol, server and Maildir for every front end.
-//! - [`snippet`]: ready configuration for mbsync, msmtp, offlineimap, neomutt, aerc, curl, python.
+//! - [`snippet`]: ready configuration for the mail clients people run (mbsync, offlineimap, getmail, fetchmail, msmtp, neomutt, mutt, aerc, s-nail, git send-email, curl, python), quoted for shell and client.
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
 //! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
 //!   MX/SRV/TXT for onboarding.

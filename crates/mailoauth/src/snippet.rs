@@ -3,23 +3,259 @@
 //! Owns: one template per client, each making the client ask `mailoauth token`
 //! for a fresh access token on every connection (never the refresh token: a
 //! client that stores rotated refresh tokens itself — or, like offlineimap3,
-//! fails to — would fight the store). Must not: print secrets.
+//! fails to — would fight the store), or, for a client without OAuth, pointing it
+//! at the account's proxy; the catalog of clients with their common spellings and
+//! the reason to pick each; quoting every value for the shell and for the client's
+//! own file syntax. Must not: print secrets, or put a token on a command line
+//! (where `ps` shows it).
 
 use std::fmt::Write as _;
 
-use crate::config::TlsMode;
+use crate::config::{ProviderKind, ProxyConfig, TlsMode};
 use crate::providers::{Account, Server};
 
-/// Clients we have a snippet for.
+/// One client we have a snippet for.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientEntry {
+    /// The name `snippet NAME CLIENT` prints it under.
+    pub name: &'static str,
+    /// Other spellings people type for it.
+    pub aliases: &'static [&'static str],
+    /// One line: why someone would pick it.
+    pub why: &'static str,
+}
+
+/// Every client, in the order `snippet NAME` lists them.
+pub const CATALOG: &[ClientEntry] = &[
+    ClientEntry {
+        name: "mbsync",
+        aliases: &["isync"],
+        why: "two-way IMAP ⇄ Maildir sync, fast; Exchange's non-mail folders left out",
+    },
+    ClientEntry {
+        name: "offlineimap",
+        aliases: &["offlineimap3"],
+        why: "two-way IMAP ⇄ Maildir sync in Python; Exchange's non-mail folders left out",
+    },
+    ClientEntry {
+        name: "getmail",
+        aliases: &["getmail6"],
+        why: "one-way download of new IMAPS mail into a Maildir (cron-friendly)",
+    },
+    ClientEntry {
+        name: "fetchmail",
+        aliases: &[],
+        why: "classic POP3/IMAP downloader handing mail to a local MTA; through the proxy (no OAuth of its own)",
+    },
+    ClientEntry {
+        name: "msmtp",
+        aliases: &[],
+        why: "sendmail-compatible SMTP client for scripts, cron and mail readers",
+    },
+    ClientEntry {
+        name: "neomutt",
+        aliases: &[],
+        why: "terminal mail reader (IMAP and SMTP), the actively extended mutt",
+    },
+    ClientEntry {
+        name: "mutt",
+        aliases: &[],
+        why: "terminal mail reader (IMAP and SMTP), OAUTHBEARER and XOAUTH2",
+    },
+    ClientEntry {
+        name: "aerc",
+        aliases: &[],
+        why: "terminal mail reader with tabs and an embedded terminal",
+    },
+    ClientEntry {
+        name: "s-nail",
+        aliases: &["snail", "mailx", "s-nail-mailx"],
+        why: "POSIX mailx: read IMAP and send from shell scripts",
+    },
+    ClientEntry {
+        name: "git-send-email",
+        aliases: &[
+            "git",
+            "git-email",
+            "send-email",
+            "sendemail",
+            "git-sendemail",
+        ],
+        why: "send patches with `git send-email` through `mailoauth send`",
+    },
+    ClientEntry {
+        name: "curl",
+        aliases: &[],
+        why: "one command to list an IMAP folder, e.g. in a health check",
+    },
+    ClientEntry {
+        name: "python",
+        aliases: &["python3", "imaplib"],
+        why: "a Python imaplib script to start your own automation from",
+    },
+];
+
+/// Names of the clients we have a snippet for (without aliases).
 pub const CLIENTS: &[&str] = &[
     "mbsync",
-    "msmtp",
     "offlineimap",
+    "getmail",
+    "fetchmail",
+    "msmtp",
     "neomutt",
+    "mutt",
     "aerc",
+    "s-nail",
+    "git-send-email",
     "curl",
     "python",
 ];
+
+/// The catalog entry `client` names (its name or any alias, any case).
+pub fn lookup(client: &str) -> Option<&'static ClientEntry> {
+    let c = client.trim().to_ascii_lowercase();
+    CATALOG
+        .iter()
+        .find(|e| e.name == c || e.aliases.contains(&c.as_str()))
+}
+
+/// The clients and the reason to pick each, one per line (for `snippet NAME`).
+pub fn listing(account: &str) -> String {
+    let mut out = format!("clients with a snippet (`mailoauth snippet {account} CLIENT`):\n");
+    let width = CATALOG.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    for e in CATALOG {
+        let _ = write!(out, "  {:width$}  {}", e.name, e.why);
+        if !e.aliases.is_empty() {
+            let _ = write!(out, " (also: {})", e.aliases.join(", "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Folders Exchange Online lists over IMAP that hold no mail (calendar items,
+/// contacts, tasks … as IMAP messages a mail client cannot use). Each is left out
+/// with its subfolders for Microsoft accounts.
+pub const EXCHANGE_NON_MAIL: &[&str] = &[
+    "Calendar",
+    "Contacts",
+    "Tasks",
+    "Journal",
+    "Notes",
+    "Sync Issues",
+    "Conversation History",
+    "Conversation Action Settings",
+    "Quick Step Settings",
+    "RSS Feeds",
+    "RSS Subscriptions",
+    "Social Activity Notifications",
+    "Suggested Contacts",
+    "Yammer Root",
+    "Files",
+    "ExternalContacts",
+    "PersonMetadata",
+    "Outbox",
+];
+
+/// True when `folder` (with `/` as separator) is one of [`EXCHANGE_NON_MAIL`] or inside one.
+pub fn is_exchange_non_mail(folder: &str) -> bool {
+    EXCHANGE_NON_MAIL.iter().any(|n| {
+        folder == *n
+            || folder
+                .strip_prefix(n)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// Quoting for each syntax a snippet writes in. Every function leaves a value
+/// that needs no quoting as it is, so ordinary snippets stay readable.
+mod quote {
+    fn plain(s: &str) -> bool {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._@-/:+,=~%".contains(c))
+    }
+
+    /// POSIX shell (also s-nail's shell-style quoting): single quotes, `'\''` for a quote.
+    pub fn sh(s: &str) -> String {
+        if plain(s) && !s.starts_with('~') {
+            s.to_owned()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    }
+
+    /// s-nail file names (`tls-ca-file`, a file `mta`): s-nail expands them as if in
+    /// double quotes (`$VAR`), so those metacharacters get a backslash, and the
+    /// result is quoted for its `set` command.
+    pub fn snail_file(s: &str) -> String {
+        let mut e = String::new();
+        for c in s.chars() {
+            if "\\$`\"".contains(c) {
+                e.push('\\');
+            }
+            e.push(c);
+        }
+        sh(&e)
+    }
+
+    /// A double-quoted string with `\` and `"` escaped: mbsync, msmtp, fetchmail, gitconfig.
+    pub fn dq(s: &str) -> String {
+        format!("\"{}\"", s.replace('\\', r"\\").replace('"', "\\\""))
+    }
+
+    /// msmtp: the value is the rest of the line, taken as it is (no escapes);
+    /// double quotes only keep blanks at its ends.
+    pub fn msmtp(s: &str) -> String {
+        let blank_end = s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace);
+        let quoted = s.len() >= 2 && s.starts_with('"') && s.ends_with('"');
+        if blank_end || quoted || s.is_empty() {
+            format!("\"{s}\"")
+        } else {
+            s.to_owned()
+        }
+    }
+
+    /// [`dq`] only where needed (mbsync takes bare words).
+    pub fn word(s: &str) -> String {
+        if plain(s) { s.to_owned() } else { dq(s) }
+    }
+
+    /// muttrc: single quotes (no `$` or backtick expansion inside), `'\''` for a quote.
+    pub fn mutt(s: &str) -> String {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+
+    /// A Python string literal.
+    pub fn py(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str(r"\\"),
+                '"' => out.push_str("\\\""),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// The user part of a URL (`alice%40example.com`).
+    pub fn url_user(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+}
 
 fn need<'a>(s: Option<&'a Server>, what: &str, account: &Account) -> Result<&'a Server, String> {
     s.ok_or_else(|| {
@@ -34,25 +270,47 @@ fn implicit(s: &Server) -> bool {
     s.tls == TlsMode::Implicit
 }
 
-/// The snippet for `client`, or why there is none.
-pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, String> {
+/// The snippet for `client` (a name or alias from [`CATALOG`]), or why there is
+/// none. `proxy` is the account's proxy table, for clients that go through it;
+/// `exe` the path of the `mailoauth` binary the snippet runs.
+pub fn render(
+    account: &Account,
+    proxy: Option<&ProxyConfig>,
+    client: &str,
+    exe: &str,
+) -> Result<String, String> {
+    let entry = lookup(client).ok_or_else(|| {
+        format!(
+            "no snippet for `{client}`; known: {} (run `mailoauth snippet {}` for what each is for)",
+            CLIENTS.join(", "),
+            account.name
+        )
+    })?;
     let a = account;
-    let cmd = format!("{exe} token {}", a.name);
+    // The command every client runs: quoted for the shell that runs it.
+    let cmd = format!("{} token {}", quote::sh(exe), quote::sh(&a.name));
     let ca = a.ca_file.as_ref().map(|p| p.display().to_string());
+    let microsoft = a.provider == ProviderKind::Microsoft;
     let mut out = String::new();
-    match client {
+    match entry.name {
         "mbsync" => {
             let i = need(a.imap.as_ref(), "imap", a)?;
+            let q = quote::word;
             let _ = writeln!(
                 out,
-                "# ~/.mbsyncrc — needs a Cyrus SASL XOAUTH2 plugin (Debian: libsasl2-modules-kdexoauth2)"
+                "# ~/.mbsyncrc — needs a Cyrus SASL XOAUTH2 plugin (Debian: libsasl2-modules-kdexoauth2);\n\
+                 # create the Maildir first: mkdir -p ~/Mail/{}",
+                a.name
             );
             let _ = writeln!(
                 out,
                 "IMAPAccount {}\nHost {}\nPort {}\nUser {}",
-                a.name, i.host, i.port, a.user
+                q(&a.name),
+                q(&i.host),
+                i.port,
+                q(&a.user)
             );
-            let _ = writeln!(out, "PassCmd \"{cmd}\"\nAuthMechs XOAUTH2");
+            let _ = writeln!(out, "PassCmd {}\nAuthMechs XOAUTH2", quote::dq(&cmd));
             let _ = writeln!(out, "# isync 1.4 spells it SSLType, 1.5 TLSType");
             let _ = writeln!(
                 out,
@@ -60,21 +318,46 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
                 if implicit(i) { "IMAPS" } else { "STARTTLS" }
             );
             if let Some(ca) = &ca {
-                let _ = writeln!(out, "CertificateFile {ca}");
+                let _ = writeln!(out, "CertificateFile {}", q(ca));
             }
+            let n = &a.name;
             let _ = writeln!(
                 out,
-                "\nIMAPStore {n}-remote\nAccount {n}\n\nMaildirStore {n}-local\nPath ~/Mail/{n}/\nInbox ~/Mail/{n}/INBOX\nSubFolders Verbatim\n\n\
-                 Channel {n}\nFar :{n}-remote:\nNear :{n}-local:\nPatterns *\nCreate Near\nSyncState *",
-                n = a.name
+                "\nIMAPStore {r}\nAccount {acct}\n\nMaildirStore {l}\nPath {path}\nInbox {inbox}\n\
+                 # Verbatim: server folder a/b is the directory a/b and a.b stays a.b, so names\n\
+                 # with / and . keep their hierarchy and cannot collide.\nSubFolders Verbatim\n\n\
+                 Channel {c}\nFar :{r}:\nNear :{l}:",
+                r = q(&format!("{n}-remote")),
+                l = q(&format!("{n}-local")),
+                acct = q(n),
+                c = q(n),
+                path = q(&format!("~/Mail/{n}/")),
+                inbox = q(&format!("~/Mail/{n}/INBOX")),
             );
+            if microsoft {
+                let _ = writeln!(
+                    out,
+                    "# Exchange lists calendars, contacts, tasks … as IMAP folders: leave them out."
+                );
+                let mut p = String::from("Patterns *");
+                for f in EXCHANGE_NON_MAIL {
+                    let _ = write!(p, " !{} !{}", q(f), q(&format!("{f}/*")));
+                }
+                let _ = writeln!(out, "{p}");
+            } else {
+                let _ = writeln!(out, "Patterns *");
+            }
+            let _ = writeln!(out, "Create Near\nSyncState *");
         }
         "msmtp" => {
             let s = need(a.smtp.as_ref(), "smtp", a)?;
+            let q = quote::msmtp;
             let _ = writeln!(
                 out,
                 "# ~/.config/msmtp/config\naccount {}\nhost {}\nport {}",
-                a.name, s.host, s.port
+                q(&a.name),
+                q(&s.host),
+                s.port
             );
             let _ = writeln!(
                 out,
@@ -82,26 +365,29 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
                 if implicit(s) { "off" } else { "on" }
             );
             if let Some(ca) = &ca {
-                let _ = writeln!(out, "tls_trust_file {ca}");
+                let _ = writeln!(out, "tls_trust_file {}", q(ca));
             }
             let _ = writeln!(
                 out,
-                "auth xoauth2\nuser {}\nfrom {}\npasswordeval \"{cmd}\"",
-                a.user, a.user
+                "auth xoauth2\nuser {u}\nfrom {u}\npasswordeval {}",
+                q(&cmd),
+                u = q(&a.user),
             );
         }
         "offlineimap" => {
             let i = need(a.imap.as_ref(), "imap", a)?;
+            let n = &a.name;
             let _ = writeln!(
                 out,
                 "# ~/.offlineimaprc — offlineimap3 asks mailoauth for an access token on every connection;\n\
                  # it never sees the refresh token, so provider-side rotation cannot break it.\n\
                  [general]\naccounts = {n}\n\n[Account {n}]\nlocalrepository = {n}-local\nremoterepository = {n}-remote\n\n\
-                 [Repository {n}-local]\ntype = Maildir\nlocalfolders = ~/Mail/{n}\n\n\
+                 [Repository {n}-local]\ntype = Maildir\nlocalfolders = ~/Mail/{n}\n\
+                 # / keeps server folder a/b as the directory a/b (a.b stays a.b); offlineimap still names its\n\
+                 # own state files with . for /, so folders a/b and a.b side by side are beyond it\nsep = /\n\n\
                  [Repository {n}-remote]\ntype = IMAP\nremotehost = {h}\nremoteport = {p}\nremoteuser = {u}\n\
                  ssl = {ssl}\nstarttls = {st}\nsslcacertfile = {ca}\nauth_mechanisms = XOAUTH2\n\
-                 oauth2_access_token_eval = __import__(\"subprocess\").check_output([\"{exe}\", \"token\", \"{n}\"]).decode().strip()",
-                n = a.name,
+                 oauth2_access_token_eval = __import__(\"subprocess\").check_output([{exe}, \"token\", {name}]).decode().strip()",
                 h = i.host,
                 p = i.port,
                 u = a.user,
@@ -110,45 +396,92 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
                 ca = ca
                     .as_deref()
                     .unwrap_or("/etc/ssl/certs/ca-certificates.crt"),
+                exe = quote::py(exe),
+                name = quote::py(n),
             );
+            if microsoft {
+                let list: Vec<String> = EXCHANGE_NON_MAIL.iter().map(|f| quote::py(f)).collect();
+                let _ = writeln!(
+                    out,
+                    "# Exchange lists calendars, contacts, tasks … as IMAP folders: leave them out.\n\
+                     folderfilter = lambda f, skip=[{l}]: not any(f == s or f.startswith(s + \"/\") for s in skip)",
+                    l = list.join(", ")
+                );
+            }
         }
-        "neomutt" => {
+        "neomutt" | "mutt" => {
             let i = need(a.imap.as_ref(), "imap", a)?;
-            let _ = writeln!(out, "# neomuttrc\nset imap_user = \"{}\"", a.user);
+            let q = quote::mutt;
+            let mutt = entry.name == "mutt";
             let _ = writeln!(
                 out,
-                "set folder = \"{}://{}:{}/\"",
-                if implicit(i) { "imaps" } else { "imap" },
-                i.host,
-                i.port
+                "# {} — {} runs mailoauth for a fresh token at every login\nset imap_user = {}",
+                if mutt {
+                    "~/.muttrc (mutt 2.2)"
+                } else {
+                    "neomuttrc"
+                },
+                entry.name,
+                q(&a.user)
             );
             let _ = writeln!(
                 out,
-                "set spoolfile = \"+INBOX\"\nset imap_authenticators = \"xoauth2\""
+                "set folder = {}",
+                q(&format!(
+                    "{}://{}:{}/",
+                    if implicit(i) { "imaps" } else { "imap" },
+                    i.host,
+                    i.port
+                ))
             );
-            let _ = writeln!(out, "set imap_oauth_refresh_command = \"{cmd}\"");
+            let _ = writeln!(out, "set spoolfile = '+INBOX'");
+            if mutt {
+                let _ = writeln!(
+                    out,
+                    "# mutt uses the first of these the server offers (Exchange Online offers only XOAUTH2)\n\
+                     set imap_authenticators = 'oauthbearer:xoauth2'"
+                );
+            } else {
+                let _ = writeln!(out, "set imap_authenticators = 'xoauth2'");
+            }
+            let _ = writeln!(out, "set imap_oauth_refresh_command = {}", q(&cmd));
             if let Some(s) = &a.smtp {
                 let _ = writeln!(
                     out,
-                    "set smtp_url = \"{}://{}@{}:{}/\"",
-                    if implicit(s) { "smtps" } else { "smtp" },
-                    a.user,
-                    s.host,
-                    s.port
+                    "set smtp_url = {}",
+                    q(&format!(
+                        "{}://{}@{}:{}/",
+                        if implicit(s) { "smtps" } else { "smtp" },
+                        quote::url_user(&a.user),
+                        s.host,
+                        s.port
+                    ))
                 );
-                let _ = writeln!(
-                    out,
-                    "set smtp_authenticators = \"xoauth2\"\nset smtp_oauth_refresh_command = \"{cmd}\""
-                );
-                let _ = writeln!(out, "set from = \"{}\"", a.user);
+                if mutt {
+                    let _ = writeln!(
+                        out,
+                        "# xoauth2 first: mutt puts OAUTHBEARER's long initial response on the AUTH line\n\
+                         # itself, which servers with a line limit (Dovecot, Gmail) refuse\n\
+                         set smtp_authenticators = 'xoauth2:oauthbearer'"
+                    );
+                } else {
+                    let _ = writeln!(out, "set smtp_authenticators = 'xoauth2'");
+                }
+                let _ = writeln!(out, "set smtp_oauth_refresh_command = {}", q(&cmd));
+                let _ = writeln!(out, "set from = {}", q(&a.user));
             }
             let _ = writeln!(out, "set ssl_starttls = yes\nset ssl_force_tls = yes");
             if let Some(ca) = &ca {
-                // GnuTLS builds (Debian's) read trusted CAs from the first, OpenSSL builds from the second.
-                let _ = writeln!(
-                    out,
-                    "set ssl_ca_certificates_file = \"{ca}\"\nset certificate_file = \"{ca}\""
-                );
+                if mutt {
+                    let _ = writeln!(out, "set ssl_ca_certificates_file = {}", q(ca));
+                } else {
+                    // GnuTLS builds (Debian's) read trusted CAs from the first, OpenSSL builds from the second.
+                    let _ = writeln!(
+                        out,
+                        "set ssl_ca_certificates_file = {c}\nset certificate_file = {c}",
+                        c = q(ca)
+                    );
+                }
             }
         }
         "aerc" => {
@@ -158,7 +491,7 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
             let _ = writeln!(
                 out,
                 "source = {scheme}+xoauth2://{}@{}:{}",
-                a.user.replace('@', "%40"),
+                quote::url_user(&a.user),
                 i.host,
                 i.port
             );
@@ -168,7 +501,7 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
                 let _ = writeln!(
                     out,
                     "outgoing = {scheme}+xoauth2://{}@{}:{}",
-                    a.user.replace('@', "%40"),
+                    quote::url_user(&a.user),
                     s.host,
                     s.port
                 );
@@ -176,11 +509,183 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
             }
             let _ = writeln!(out, "from = {}", a.user);
         }
+        "getmail" => {
+            let i = need(a.imap.as_ref(), "imap", a)?;
+            if !implicit(i) {
+                return Err(format!(
+                    "getmail6 speaks IMAP over TLS from the first byte only (no STARTTLS), and account `{}`'s \
+                     IMAP server uses STARTTLS; set `imap = {{ host = \"{}\", port = 993, tls = \"implicit\" }}` \
+                     if the server offers it, or use the `fetchmail` snippet, which goes through the proxy",
+                    a.name, i.host
+                ));
+            }
+            let n = &a.name;
+            let dir = format!("~/Mail/{n}/");
+            let _ = writeln!(
+                out,
+                "# ~/.config/getmail/getmailrc (getmail6): new IMAPS mail into a Maildir; getmail runs\n\
+                 # mailoauth for a fresh access token each time. Create the Maildir first:\n\
+                 #   mkdir -p {d}cur {d}new {d}tmp\n\
+                 # then run: getmail --rcfile getmailrc\n\
+                 # POP3: getmail's OAuth (use_xoauth2) works with IMAP retrievers only. To fetch over POP3,\n\
+                 # use SimplePOP3Retriever against mailoauth's proxy (`pop = \"127.0.0.1:1110\"` in\n\
+                 # [accounts.{n}.proxy], `mailoauth daemon` running) with the proxy's password.",
+                d = dir,
+            );
+            let _ = writeln!(
+                out,
+                "[retriever]\ntype = SimpleIMAPSSLRetriever\nserver = {}\nport = {}\nusername = {}\n\
+                 use_xoauth2 = True\npassword_command = ({}, \"token\", {})",
+                i.host,
+                i.port,
+                a.user,
+                quote::py(exe),
+                quote::py(n)
+            );
+            if let Some(ca) = &ca {
+                let _ = writeln!(out, "ca_certs = {ca}");
+            }
+            let _ = writeln!(
+                out,
+                "mailboxes = (\"INBOX\",)\n\n[destination]\ntype = Maildir\npath = {dir}\n\n\
+                 [options]\n# only messages not fetched before; leave them on the server\nread_all = false\ndelete = false"
+            );
+        }
+        "fetchmail" => {
+            let listener = proxy.and_then(|p| {
+                p.imap
+                    .as_deref()
+                    .map(|l| ("IMAP", l))
+                    .or(p.pop.as_deref().map(|l| ("POP3", l)))
+            });
+            let _ = writeln!(
+                out,
+                "# ~/.fetchmailrc (chmod 600) — fetchmail 6.4 has no OAuth of its own, so it logs in to\n\
+                 # mailoauth's proxy (`mailoauth daemon` must run) with the proxy's local password, and the\n\
+                 # proxy logs in to the real server with XOAUTH2. fetchmail never sees a token."
+            );
+            let (proto, addr) = match listener {
+                Some(l) => l,
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "# Account `{n}` has no proxy yet: add this to config.toml, then (re)start `mailoauth daemon`:\n\
+                         #   [accounts.{n}.proxy]\n\
+                         #   imap = \"127.0.0.1:1143\"\n\
+                         #   pop = \"127.0.0.1:1110\"\n\
+                         #   password = {{ env = \"MAILOAUTH_PROXY_PASSWORD\" }}",
+                        n = a.name
+                    );
+                    ("IMAP", "127.0.0.1:1143")
+                }
+            };
+            let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "143"));
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let tls = proxy.and_then(|p| p.tls).unwrap_or(TlsMode::None);
+            let _ = writeln!(
+                out,
+                "poll {} service {port} protocol {proto}\n  user {} password \"PROXY-PASSWORD\"  # the proxy's `password`, not a token",
+                quote::dq(host),
+                quote::dq(&a.user)
+            );
+            match tls {
+                TlsMode::Implicit => {
+                    let _ = writeln!(
+                        out,
+                        "  ssl sslcertck sslcertfile \"THE-PROXY-CERTIFICATE.pem\""
+                    );
+                }
+                TlsMode::Starttls => {
+                    let _ = writeln!(
+                        out,
+                        "  sslproto tls1.2+ sslcertck sslcertfile \"THE-PROXY-CERTIFICATE.pem\""
+                    );
+                }
+                TlsMode::None => {
+                    let _ = writeln!(
+                        out,
+                        "  # loopback, no TLS to the proxy (the proxy uses TLS upstream)\n  sslproto ''"
+                    );
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  keep\n  # delivers to the local MTA on port 25; without one, add e.g.\n  # mda \"/usr/bin/procmail -d %T\""
+            );
+        }
+        "s-nail" => {
+            let i = need(a.imap.as_ref(), "imap", a)?;
+            let n = &a.name;
+            let sh = quote::sh;
+            let hook = format!("mailoauth-token-{n}");
+            let _ = writeln!(
+                out,
+                "# ~/.mailrc (s-nail 14.9): reads IMAP with s-nail's OAuth login, the token fresh from\n\
+                 # mailoauth on start and before each command; sends through `mailoauth send`, because\n\
+                 # s-nail puts the token on the SMTP AUTH line itself, which Dovecot and Gmail refuse as\n\
+                 # too long. Use: s-nail -A {n}\n\
+                 set v15-compat\n\
+                 define {h} {{\n  vput ! password {cmd}\n  vput csop password trim \"$password\"\n}}\n\
+                 account {an} {{",
+                h = sh(&hook),
+                an = sh(n),
+                cmd = cmd,
+            );
+            let _ = writeln!(
+                out,
+                "  set folder={} inbox=+INBOX",
+                sh(&format!(
+                    "{}://{}@{}:{}/",
+                    if implicit(i) { "imaps" } else { "imap" },
+                    quote::url_user(&a.user),
+                    i.host,
+                    i.port
+                ))
+            );
+            let _ = writeln!(
+                out,
+                "  # s-nail's `oauthbearer` for IMAP is the XOAUTH2 exchange\n  set imap-auth=oauthbearer{}",
+                if implicit(i) {
+                    ""
+                } else {
+                    " imap-use-starttls"
+                }
+            );
+            if let Some(ca) = &ca {
+                let _ = writeln!(out, "  set tls-ca-file={}", quote::snail_file(ca));
+            }
+            let _ = writeln!(
+                out,
+                "  set mta={} mta-arguments={} mta-no-default-arguments",
+                quote::snail_file(exe),
+                sh(&format!("send {}", sh(n)))
+            );
+            let _ = writeln!(
+                out,
+                "  set from={}\n  set on-main-loop-tick={h} on-compose-enter={h}\n  call {h}\n}}",
+                sh(&a.user),
+                h = sh(&hook)
+            );
+        }
+        "git-send-email" => {
+            let send = format!("{} send {}", quote::sh(exe), quote::sh(&a.name));
+            let _ = writeln!(
+                out,
+                "# ~/.gitconfig — git send-email hands each message to `mailoauth send`, which is\n\
+                 # sendmail-compatible and logs in with a fresh token. (git's own --smtp-auth=XOAUTH2\n\
+                 # needs the Perl module Authen::SASL::XOAUTH2, which Debian does not ship.)\n\
+                 # The same from a shell: git config --global sendemail.sendmailcmd {}\n\
+                 [sendemail]\n\tsendmailcmd = {}\n\tfrom = {}",
+                quote::sh(&send),
+                quote::dq(&send),
+                quote::dq(&a.user)
+            );
+        }
         "curl" => {
             let i = need(a.imap.as_ref(), "imap", a)?;
             let cacert = ca
                 .as_ref()
-                .map(|c| format!(" --cacert {c}"))
+                .map(|c| format!(" --cacert {}", quote::sh(c)))
                 .unwrap_or_default();
             let (scheme, tls) = if implicit(i) {
                 ("imaps", "")
@@ -189,49 +694,97 @@ pub fn render(account: &Account, client: &str, exe: &str) -> Result<String, Stri
             };
             let _ = writeln!(
                 out,
-                "# list INBOX with curl (it picks XOAUTH2 or OAUTHBEARER itself)"
+                "# list INBOX with curl (it picks XOAUTH2 or OAUTHBEARER itself); the token goes to curl's\n\
+                 # stdin as a config line (-K -), never onto a command line where ps would show it"
             );
             let _ = writeln!(
                 out,
-                "curl{tls}{cacert} --user '{}' --oauth2-bearer \"$({cmd})\" '{scheme}://{}:{}/INBOX'",
-                a.user, i.host, i.port
+                "{{ printf 'oauth2-bearer = '; {cmd}; }} | curl -K -{tls}{cacert} --user {} {}",
+                quote::sh(&a.user),
+                quote::sh(&format!("{scheme}://{}:{}/INBOX", i.host, i.port))
             );
         }
         "python" => {
             let i = need(a.imap.as_ref(), "imap", a)?;
             let ctx = match &ca {
-                Some(c) => format!("ssl.create_default_context(cafile={c:?})"),
+                Some(c) => format!("ssl.create_default_context(cafile={})", quote::py(c)),
                 None => "ssl.create_default_context()".to_owned(),
             };
             let connect = if implicit(i) {
                 format!(
-                    "imap = imaplib.IMAP4_SSL({:?}, {}, ssl_context=ctx)",
-                    i.host, i.port
+                    "imap = imaplib.IMAP4_SSL({}, {}, ssl_context=ctx)",
+                    quote::py(&i.host),
+                    i.port
                 )
             } else {
                 format!(
-                    "imap = imaplib.IMAP4({:?}, {})\nimap.starttls(ssl_context=ctx)",
-                    i.host, i.port
+                    "imap = imaplib.IMAP4({}, {})\nimap.starttls(ssl_context=ctx)",
+                    quote::py(&i.host),
+                    i.port
                 )
             };
             let _ = writeln!(
                 out,
                 "# Python imaplib with XOAUTH2; the token comes fresh from mailoauth on every run.\n\
                  import imaplib, ssl, subprocess\n\n\
-                 token = subprocess.check_output([{exe:?}, \"token\", {n:?}], text=True).strip()\n\
+                 token = subprocess.check_output([{exe}, \"token\", {n}], text=True).strip()\n\
+                 user = {u}\n\
                  ctx = {ctx}\n{connect}\n\
-                 imap.authenticate(\"XOAUTH2\", lambda _: f\"user={u}\\x01auth=Bearer {{token}}\\x01\\x01\".encode())\n\
+                 imap.authenticate(\"XOAUTH2\", lambda _: f\"user={{user}}\\x01auth=Bearer {{token}}\\x01\\x01\".encode())\n\
                  status, data = imap.select(\"INBOX\")\nprint(status, data[0].decode(), \"messages in INBOX\")\nimap.logout()",
-                n = a.name,
-                u = a.user,
+                exe = quote::py(exe),
+                n = quote::py(&a.name),
+                u = quote::py(&a.user),
             );
         }
-        other => {
-            return Err(format!(
-                "no snippet for `{other}`; known: {}",
-                CLIENTS.join(", ")
-            ));
-        }
+        other => unreachable!("catalog entry {other} without a template"),
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalog_entry_is_a_client_and_aliases_are_unique() {
+        assert_eq!(
+            CATALOG.iter().map(|e| e.name).collect::<Vec<_>>(),
+            CLIENTS.to_vec()
+        );
+        let mut all: Vec<&str> = CATALOG
+            .iter()
+            .flat_map(|e| std::iter::once(e.name).chain(e.aliases.iter().copied()))
+            .collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "a spelling names two clients");
+        for (spelling, name) in [
+            ("getmail6", "getmail"),
+            ("GIT", "git-send-email"),
+            ("git-email", "git-send-email"),
+            ("isync", "mbsync"),
+        ] {
+            assert_eq!(lookup(spelling).unwrap().name, name);
+        }
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes_and_dollars() {
+        assert_eq!(quote::sh("/usr/bin/mailoauth"), "/usr/bin/mailoauth");
+        assert_eq!(quote::sh("/o'k $x"), r"'/o'\''k $x'");
+        assert_eq!(quote::dq(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+        assert_eq!(quote::py("a\"b\\"), r#""a\"b\\""#);
+        assert_eq!(quote::url_user("a@b c"), "a%40b%20c");
+    }
+
+    #[test]
+    fn exchange_non_mail_folders_and_their_children_are_recognised() {
+        assert!(is_exchange_non_mail("Calendar"));
+        assert!(is_exchange_non_mail("Calendar/Birthdays"));
+        assert!(is_exchange_non_mail("Sync Issues/Conflicts"));
+        assert!(!is_exchange_non_mail("Calendars of events"));
+        assert!(!is_exchange_non_mail("INBOX"));
+    }
 }

@@ -58,7 +58,7 @@ pub enum Command {
     Send(SendArgs),
     /// Download new messages of an IMAP folder into a Maildir, incrementally and resumably
     Fetch(FetchArgs),
-    /// Print ready configuration for a mail client: mbsync, msmtp, offlineimap, neomutt, aerc, curl, python
+    /// Print ready configuration for a mail client (mbsync, offlineimap, getmail, fetchmail, msmtp, neomutt, mutt, aerc, s-nail, git send-email, curl, python); without a client, list them
     Snippet(SnippetArgs),
     /// Delete the stored tokens (and revoke the refresh token where the provider supports it)
     Logout(LogoutArgs),
@@ -212,9 +212,8 @@ pub struct FetchArgs {
 pub struct SnippetArgs {
     /// Account name
     pub name: String,
-    /// Client
-    #[arg(value_parser = clap::builder::PossibleValuesParser::new(mailoauth::snippet::CLIENTS))]
-    pub client: String,
+    /// Client (or a common spelling of it, e.g. getmail6, git); leave it out for the list of clients
+    pub client: Option<String>,
 }
 
 /// Arguments of `logout`.

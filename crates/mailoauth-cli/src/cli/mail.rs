@@ -124,12 +124,17 @@ pub fn fetch(cli: &Cli, a: &FetchArgs) -> Result<(), Error> {
 /// `snippet`: a client's configuration, naming this very binary (so it works
 /// without PATH tweaks).
 pub fn snippet(cli: &Cli, a: &SnippetArgs) -> Result<(), Error> {
-    let account = client(cli)?.account(&a.name)?;
+    let c = client(cli)?;
+    let account = c.account(&a.name)?;
+    let Some(which) = &a.client else {
+        return print_stdout(mailoauth::snippet::listing(&a.name).trim_end());
+    };
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| p.to_str().map(str::to_owned))
         .unwrap_or_else(|| "mailoauth".into());
-    let text = mailoauth::snippet::render(&account, &a.client, &exe).map_err(Error::Usage)?;
+    let proxy = c.config().account(&a.name)?.proxy.as_ref();
+    let text = mailoauth::snippet::render(&account, proxy, which, &exe).map_err(Error::Usage)?;
     print_stdout(text.trim_end())
 }
 

@@ -9,6 +9,7 @@
 mod add;
 pub mod args;
 mod mail;
+mod qr;
 pub mod render;
 mod report;
 mod serve;

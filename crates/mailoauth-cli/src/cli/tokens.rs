@@ -30,6 +30,7 @@ pub fn login(cli: &Cli, a: &LoginArgs) -> Result<(), Error> {
         paste: true,
         timeout: Duration::from_secs(a.timeout),
         port: a.port,
+        on_device_code: Some(super::qr::show),
     };
     let out = broker.login(&opts)?;
     ipc::daemon_forget(&config_path(cli), &a.name);

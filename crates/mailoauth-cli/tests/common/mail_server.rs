@@ -42,6 +42,11 @@ impl MailServer {
         )
     }
 
+    /// The same, with start.sh's environment options (e.g. `MAILSERVER_MAIL_LAYOUT`).
+    pub fn start_with(issuer: &str, env: &[(&str, &str)]) -> MailServer {
+        MailServer::start_env(issuer, env)
+    }
+
     fn start_env(issuer: &str, env: &[(&str, &str)]) -> MailServer {
         // SAFETY: getuid cannot fail.
         assert_eq!(

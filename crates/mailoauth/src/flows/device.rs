@@ -50,6 +50,14 @@ impl fmt::Debug for DeviceAuthorization {
 }
 
 impl DeviceAuthorization {
+    /// The page a phone should open: the complete URI (code filled in) when the
+    /// server gives one, else the verification URI (Microsoft gives no complete one).
+    pub fn scan_uri(&self) -> &str {
+        self.verification_uri_complete
+            .as_deref()
+            .unwrap_or(&self.verification_uri)
+    }
+
     /// Obey `slow_down`: RFC 8628 §3.5 adds 5 seconds to the interval from now on.
     pub fn slow_down(&mut self) {
         self.interval += 5;
@@ -168,6 +176,9 @@ pub fn run(account: &Account, http: &dyn Transport, opts: &LoginOptions) -> Resu
     eprintln!("{}", auth.user_code);
     if let Some(complete) = &auth.verification_uri_complete {
         log::info!("or open directly: {complete}");
+    }
+    if let Some(show) = opts.on_device_code {
+        show(&auth);
     }
 
     let deadline = Instant::now() + Duration::from_secs(expires_in).min(opts.timeout);

@@ -33,6 +33,10 @@ pub struct LoginOptions {
     pub timeout: Duration,
     /// Force the redirect listener's port (overrides the redirect URI's).
     pub port: Option<u16>,
+    /// More ways to show a device code, called once the URI and code lines are
+    /// printed (the CLI draws a QR code of [`device::DeviceAuthorization::scan_uri`]
+    /// on a terminal); the library itself draws nothing.
+    pub on_device_code: Option<fn(&device::DeviceAuthorization)>,
 }
 
 impl Default for LoginOptions {
@@ -42,6 +46,7 @@ impl Default for LoginOptions {
             paste: false,
             timeout: Duration::from_secs(300),
             port: None,
+            on_device_code: None,
         }
     }
 }
