@@ -9,6 +9,7 @@
 mod add;
 pub mod args;
 mod mail;
+mod onboard;
 pub mod render;
 mod report;
 mod serve;
@@ -115,7 +116,7 @@ pub fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Send(a) => mail::send(cli, a),
         Command::Fetch(a) => mail::fetch(cli, a),
         Command::Snippet(a) => mail::snippet(cli, a),
-        Command::Add(a) => add::run(&config_path(cli), a),
+        Command::Add(a) => add::run(&config_path(cli), a, cli.json),
         Command::Daemon(a) => {
             if a.debug {
                 crate::proxy::trace::enable();

@@ -206,7 +206,7 @@ pub fn lookups(
             ));
         }
     }
-    out.sort_by_key(|s| s.kind);
+    out.sort_by(|a, b| (a.kind, &a.asked).cmp(&(b.kind, &b.asked)));
     Ok((out, jobs.len()))
 }
 
