@@ -61,6 +61,16 @@ pub fn run(path: &Path, args: &AddArgs, json: bool) -> Result<(), Error> {
             Verdict::Conflict => format!("the signals for {} conflict", d.email),
             _ => format!("not enough was found to write an account for {}", d.email),
         };
+        // The error alone (e.g. with --json) still says what was found.
+        for sig in d.signals.iter().filter(|s| {
+            s.kind == discover::SignalKind::Mx
+                || !matches!(s.finding, Finding::Nothing | Finding::Failed)
+        }) {
+            msg.push_str(&format!("\n  found: {}: {}", sig.kind.label(), sig.why));
+        }
+        for c in &d.conflicts {
+            msg.push_str(&format!("\n  conflict: {c}"));
+        }
         for f in &d.fix {
             msg.push_str(&format!("\n  {f}"));
         }
@@ -101,12 +111,7 @@ pub fn run(path: &Path, args: &AddArgs, json: bool) -> Result<(), Error> {
         && let Some(reg) = d.auth.as_ref().and_then(|a| a.registration_url.clone())
     {
         let http = mailoauth::http::Http::new(std::time::Duration::from_secs(10));
-        let scopes = d
-            .auth
-            .as_ref()
-            .map(|a| a.scopes.clone())
-            .unwrap_or_default();
-        match discover::register::register(&http, &reg, "http://127.0.0.1/", &scopes) {
+        match discover::register::register(&http, &reg, "http://127.0.0.1/") {
             Ok(r) => {
                 eprintln!(
                     "mailoauth: registered a client at {reg} (RFC 7591): client id {}",

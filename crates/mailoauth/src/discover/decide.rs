@@ -406,6 +406,7 @@ pub fn decide(email: &str, domain: &str, signals: Vec<Signal>, o: &Options) -> D
                 ("authorize_url", &a.authorize_url),
                 ("token_url", &a.token_url),
                 ("device_url", &a.device_url),
+                ("revoke_url", &a.revoke_url),
             ] {
                 if v.is_some() {
                     d.sources.insert(k, a_source(&metadata, &documents, k));
@@ -458,6 +459,7 @@ fn a_source(
         "authorize_url" => a.authorize_url.is_some(),
         "token_url" => a.token_url.is_some(),
         "device_url" => a.device_url.is_some(),
+        "revoke_url" => a.revoke_url.is_some(),
         _ => !a.scopes.is_empty(),
     };
     if key == "scopes" {
@@ -520,10 +522,20 @@ fn merge_auth(
             .scopes
             .iter()
             .filter(|s| {
+                // Scopes naming a mail protocol; not OIDC's own (`email` is the address claim).
                 let l = s.to_ascii_lowercase();
-                ["imap", "pop", "smtp", "mail"]
-                    .iter()
-                    .any(|m| l.contains(m))
+                let oidc = [
+                    "openid",
+                    "email",
+                    "profile",
+                    "address",
+                    "phone",
+                    "offline_access",
+                ];
+                !oidc.contains(&l.as_str())
+                    && ["imap", "pop", "smtp", "mail"]
+                        .iter()
+                        .any(|m| l.contains(m))
             })
             .cloned()
             .collect();

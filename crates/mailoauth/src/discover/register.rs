@@ -30,13 +30,10 @@ impl std::fmt::Debug for Registered {
     }
 }
 
-/// Register mailoauth at `endpoint` for `redirect_uri` and `scopes`.
-pub fn register(
-    http: &Http,
-    endpoint: &str,
-    redirect_uri: &str,
-    scopes: &[String],
-) -> Result<Registered, String> {
+/// Register mailoauth at `endpoint` for `redirect_uri`. No `scope` is sent
+/// (it is optional): servers refuse resource scopes missing from their
+/// `scopes_supported`, yet grant them at the authorization request.
+pub fn register(http: &Http, endpoint: &str, redirect_uri: &str) -> Result<Registered, String> {
     crate::providers::check_url(endpoint)?;
     let body = serde_json::json!({
         "client_name": "mailoauth",
@@ -46,7 +43,6 @@ pub fn register(
         "response_types": ["code"],
         // A public client: PKCE protects the code, nothing to keep secret.
         "token_endpoint_auth_method": "none",
-        "scope": scopes.join(" "),
     });
     let r = http
         .post_json(endpoint, &body)
