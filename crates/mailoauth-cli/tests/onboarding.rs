@@ -484,6 +484,12 @@ impl World {
         run_with_timeout(cmd, Duration::from_secs(30))
     }
 
+    fn doctor(&self, sb: &Sandbox, name: &str) -> std::process::Output {
+        let mut cmd = sb.cmd(&["doctor", name, "--timeout", "5"]);
+        self.env(&mut cmd);
+        run_with_timeout(cmd, Duration::from_secs(60))
+    }
+
     /// `add EMAIL --dry-run --json`: the decision.
     fn decide(&self, sb: &Sandbox, email: &str, extra: &[&str]) -> (Value, std::process::Output) {
         let mut args = vec![email, "--dry-run", "--json"];
@@ -673,6 +679,21 @@ fn a_discovered_account_is_written_with_sources_and_logs_in_with_a_registered_cl
     let t = sb.run(&["token", "dave-fabrikam"]);
     assert_exit(&t, 0);
     assert_eq!(claims(stdout(&t).trim())["aud"], "https://outlook.test");
+
+    // doctor: the chain as a checklist, a fix on each failed line.
+    let o = w.doctor(&sb, "dave-fabrikam");
+    let out = stdout(&o);
+    assert_exit(&o, 1);
+    for want in [
+        "[ok  ] config",
+        "[ok  ] discovery",
+        "[ok  ] token",
+        "[FAIL] imap login",
+        "[FAIL] smtp login",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(out.contains("imap.fabrikam.test"), "{out}");
 
     // A Microsoft account without a client id: written, with the steps filled in.
     let o = w.add(&sb, &["alice@contoso.test"]);

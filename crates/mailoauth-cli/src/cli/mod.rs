@@ -8,6 +8,7 @@
 
 mod add;
 pub mod args;
+mod doctor;
 mod mail;
 mod onboard;
 pub mod render;
@@ -102,6 +103,7 @@ fn finish(result: Result<i32, Error>) -> i32 {
 pub fn run(cli: &Cli) -> Result<i32, Error> {
     let done = match &cli.command {
         Command::Check(a) => return mail::check(cli, a),
+        Command::Doctor(a) => return doctor::run(&config_path(cli), &a.name, a.timeout, cli.json),
         Command::Token(a) => tokens::token(&config_path(cli), a),
         Command::Login(a) => tokens::login(cli, a),
         Command::RefreshToken(a) => print_stdout(&client(cli)?.broker(&a.name)?.refresh_token()?),
