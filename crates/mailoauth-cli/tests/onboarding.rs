@@ -809,3 +809,72 @@ fn a_name_server_that_never_answers_still_ends_discovery_within_five_seconds() {
         "{v}"
     );
 }
+
+#[test]
+fn the_journey_of_a_new_user_is_three_commands_add_login_check() {
+    // A domain whose mail servers are the private Dovecot, named by RFC 6186
+    // SRV records, and whose authorization server is found by RFC 8414 metadata
+    // offering RFC 7591 registration: the person brings only the address.
+    let auth = OAuthServer::start(&[("REGISTRATION", "1")]);
+    let issuer = auth.issuer.clone();
+    let mail = MailServer::start(&issuer);
+    let dns = Dns::start(&[
+        "mx-host=journey.test,mx.journey.test,10",
+        &format!(
+            "srv-host=_imaps._tcp.journey.test,localhost,{},0,1",
+            mail.port("imap_tls")
+        ),
+        &format!(
+            "srv-host=_submission._tcp.journey.test,localhost,{},0,1",
+            mail.port("submission")
+        ),
+    ]);
+    let mut r = HashMap::new();
+    r.insert(
+        "/entra/journey.test/v2.0/.well-known/openid-configuration".to_owned(),
+        aadsts90002("journey.test"),
+    );
+    r.insert(
+        "/meta/journey.test".to_owned(),
+        reply(
+            200,
+            "application/json",
+            format!(
+                r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/auth","token_endpoint":"{issuer}/token","registration_endpoint":"{issuer}/reg","scopes_supported":["openid","email","offline_access","https://outlook.test/IMAP.AccessAsUser.All","https://outlook.test/POP.AccessAsUser.All","https://outlook.test/SMTP.Send"]}}"#
+            ),
+        ),
+    );
+    let https = Https::start(&[], r);
+    let w = World { dns, https, auth };
+    let sb = Sandbox::new("");
+
+    // 1. add
+    let o = w.add(&sb, &["alice@journey.test"]);
+    assert_exit(&o, 0);
+    let cfg = std::fs::read_to_string(&sb.config).unwrap();
+    assert!(
+        cfg.contains(&format!(
+            "imap = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}",
+            mail.port("imap_tls")
+        )),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("# RFC 6186 SRV _imaps._tcp.journey.test"),
+        "{cfg}"
+    );
+    // 2. login
+    assert_exit(
+        &sb.login_with_browser("alice-journey", BrowserMode::Follow)
+            .0,
+        0,
+    );
+    // 3. check: the fixture's CA is this machine's trust here (the environment,
+    // not the account: discovery wrote no ca_file).
+    let mut cmd = sb.cmd(&["check", "alice-journey"]);
+    cmd.env("SSL_CERT_FILE", mail.ca());
+    let o = run_with_timeout(cmd, Duration::from_secs(60));
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("imap") && out.contains("smtp"), "{out}");
+}
