@@ -144,6 +144,28 @@ pub fn run(path: &Path, args: &AddArgs, json: bool) -> Result<(), Error> {
             ));
         }
     }
+    // Choices discovery does not make, given as flags.
+    for (key, v) in [
+        ("flow", &args.flow),
+        ("store", &args.store),
+        ("redirect_uri", &args.redirect_uri),
+        ("notify_command", &args.notify_command),
+    ] {
+        if let Some(v) = v {
+            values.push(Noted {
+                key,
+                value: Value::Str(v.clone()),
+                note: format!("--{}", key.replace('_', "-")),
+            });
+        }
+    }
+    if !args.services.is_empty() {
+        values.push(Noted {
+            key: "services",
+            value: Value::List(args.services.clone()),
+            note: "--services".into(),
+        });
+    }
     let registered = client_id.is_some();
     if let Some((c, why)) = client_id {
         values.push(Noted {
