@@ -44,6 +44,9 @@ const STRICT_OFFLINE_ACCESS = ['1', 'true', 'yes'].includes((process.env.STRICT_
 // Set NO_ID_TOKEN=1 to play an authorization server that never names the user in its token
 // answers: id_token is removed from every token response (userinfo at /me still answers).
 const NO_ID_TOKEN = ['1', 'true', 'yes'].includes((process.env.NO_ID_TOKEN || '').toLowerCase());
+// Set REGISTRATION=1 to offer RFC 7591 dynamic client registration (open, no initial
+// access token) at /reg, named as registration_endpoint in the discovery document.
+const REGISTRATION = ['1', 'true', 'yes'].includes((process.env.REGISTRATION || '').toLowerCase());
 const DEFAULT_USER = 'alice@example.test';
 
 const log = (...args) => process.stderr.write(`oauth-server: ${args.join(' ')}\n`);
@@ -371,6 +374,7 @@ const configuration = {
   },
   features: {
     devInteractions: { enabled: false },
+    registration: { enabled: REGISTRATION },
     deviceFlow: { enabled: true },
     clientCredentials: { enabled: true },
     revocation: { enabled: true },

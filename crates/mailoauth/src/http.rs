@@ -30,7 +30,7 @@ pub struct TransportError {
 /// ureq's resolver port, answered by [`crate::dns`]. (`ureq::unversioned` may
 /// change in a minor release; Cargo.lock pins the version we build with.)
 #[derive(Debug)]
-struct DnsResolver;
+struct DnsResolver(Option<crate::dns::Resolver>);
 
 impl ureq::unversioned::resolver::Resolver for DnsResolver {
     fn resolve(
@@ -44,7 +44,10 @@ impl ureq::unversioned::resolver::Resolver for DnsResolver {
             Some("http") => 80,
             _ => 443,
         });
-        let addrs = crate::dns::Resolver::system()
+        let addrs = self
+            .0
+            .as_ref()
+            .unwrap_or_else(|| crate::dns::Resolver::system())
             .socket_addrs(host, port)
             .map_err(|e| {
                 log::debug!("{e}");
@@ -67,6 +70,34 @@ pub struct Http {
 impl Http {
     /// A client whose every request gives up after `timeout`.
     pub fn new(timeout: Duration) -> Self {
+        Self::with_parts(timeout, None, ureq::tls::RootCerts::PlatformVerifier)
+    }
+
+    /// A client resolving names with `resolver` (else the system's) and
+    /// trusting only `roots` when given (onboarding's tests point discovery at
+    /// local servers signed by a test CA).
+    pub fn with_resolver(
+        timeout: Duration,
+        resolver: Option<crate::dns::Resolver>,
+        roots: Option<Vec<Vec<u8>>>,
+    ) -> Self {
+        let roots = match roots {
+            Some(ders) => ureq::tls::RootCerts::new_with_certs(
+                &ders
+                    .iter()
+                    .map(|d| ureq::tls::Certificate::from_der(d).to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+            None => ureq::tls::RootCerts::PlatformVerifier,
+        };
+        Self::with_parts(timeout, resolver, roots)
+    }
+
+    fn with_parts(
+        timeout: Duration,
+        resolver: Option<crate::dns::Resolver>,
+        roots: ureq::tls::RootCerts,
+    ) -> Self {
         let config = ureq::Agent::config_builder()
             // OAuth errors come as 400/401 with a JSON body we must read.
             .http_status_as_error(false)
@@ -74,18 +105,14 @@ impl Http {
             .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
             .max_redirects(0)
             .user_agent(concat!("mailoauth/", env!("CARGO_PKG_VERSION")))
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                    .build(),
-            )
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build();
         Http {
             // Names are resolved by our own resolver, never glibc's NSS (see `dns`).
             agent: ureq::Agent::with_parts(
                 config,
                 ureq::unversioned::transport::DefaultConnector::new(),
-                DnsResolver,
+                DnsResolver(resolver),
             ),
         }
     }
@@ -111,6 +138,30 @@ impl Http {
             req.config().proxy(None).build().call()
         } else {
             req.call()
+        })
+    }
+
+    /// GET a URL asking for `accept` (autoconfig serves XML).
+    pub fn get_accept(&self, url: &str, accept: &str) -> Result<Response, TransportError> {
+        let req = self.agent.get(url).header("Accept", accept);
+        Self::finish(if is_loopback(url) {
+            req.config().proxy(None).build().call()
+        } else {
+            req.call()
+        })
+    }
+
+    /// POST a JSON body (RFC 7591 dynamic client registration).
+    pub fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<Response, TransportError> {
+        let req = self.agent.post(url).header("Accept", "application/json");
+        Self::finish(if is_loopback(url) {
+            req.config().proxy(None).build().send_json(body)
+        } else {
+            req.send_json(body)
         })
     }
 

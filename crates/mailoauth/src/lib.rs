@@ -37,6 +37,8 @@
 //!   [`mail::plan`] decides protocol, server and Maildir for every front end.
 //! - [`snippet`]: ready configuration for the mail clients people run (mbsync, offlineimap, getmail, fetchmail, msmtp, neomutt, mutt, aerc, s-nail, git send-email, curl, python), quoted for shell and client.
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
+//! - [`discover`]: onboarding from an email address — provider, tenant, cloud and hosts
+//!   from public signals, each with its reason.
 //! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
 //!   MX/SRV/TXT for onboarding.
 //! - [`text`]: peer text made safe to show and keep (no control characters, no secrets).
@@ -50,6 +52,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
+pub mod discover;
 pub mod dns;
 pub mod error;
 pub mod flows;

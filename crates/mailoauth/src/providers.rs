@@ -132,6 +132,17 @@ fn microsoft_cloud(c: Cloud) -> MicrosoftCloud {
             imap_pop_host: "outlook.office365.us",
             smtp_host: "smtp.office365.us",
         },
+        // FACTS §1: DoD shares GCC High's sign-in host and has its own mail
+        // host for IMAP, POP and SMTP. Its scope prefix is unverified (⚠): the
+        // mail host is the resource, as in the other clouds; `scopes` overrides it.
+        Cloud::UsgovDod => MicrosoftCloud {
+            login_host: "https://login.microsoftonline.us",
+            scope_prefix: "https://outlook-dod.office365.us/",
+            app_scope: "https://outlook-dod.office365.us/.default",
+            graph_scope: "https://dod-graph.microsoft.us/.default",
+            imap_pop_host: "outlook-dod.office365.us",
+            smtp_host: "outlook-dod.office365.us",
+        },
         Cloud::China => MicrosoftCloud {
             login_host: "https://login.partner.microsoftonline.cn",
             scope_prefix: "https://partner.outlook.cn/",
@@ -271,6 +282,16 @@ fn preset(a: &AccountConfig, services: &[Service]) -> Preset {
             ..Preset::default()
         },
     }
+}
+
+/// The mail servers a preset names (IMAP, POP3, SMTP), for `cloud` when the
+/// provider is Microsoft; none for `custom`. Onboarding shows them before an
+/// account exists.
+pub fn preset_servers(provider: ProviderKind, cloud: Cloud) -> [Option<Server>; 3] {
+    let mut a = AccountConfig::bare(provider);
+    a.cloud = Some(cloud);
+    let p = preset(&a, &[]);
+    [p.imap, p.pop, p.smtp].map(|s| s.map(|(host, port, tls)| Server { host, port, tls }))
 }
 
 fn default_port(kind: Service, tls: TlsMode) -> u16 {

@@ -15,71 +15,80 @@ use mailoauth::store::file::write_atomic;
 
 #[derive(Args, Debug, Default)]
 pub struct AddArgs {
-    /// Account name
-    name: String,
+    /// Account name; or an email address alone, to discover the provider, tenant, cloud and
+    /// servers from it (MX, Entra, autodiscover, autoconfig, SRV, RFC 8414) and write the account
+    pub(crate) name: String,
+    /// With an address: the account's name (default: derived from the address, e.g. alice-contoso)
+    #[arg(long = "name", value_name = "NAME")]
+    pub(crate) account: Option<String>,
+    /// With an address: show what discovery decides, write nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     /// microsoft | google | yahoo | aol | custom
     #[arg(long)]
-    provider: Option<String>,
+    pub(crate) provider: Option<String>,
     /// Mailbox address
     #[arg(long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Microsoft tenant (domain or id; default common)
     #[arg(long)]
-    tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Microsoft cloud: global | usgov | china
     #[arg(long)]
-    cloud: Option<String>,
+    pub(crate) cloud: Option<String>,
     /// OAuth client id of your app registration
     #[arg(long)]
-    client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// Read the client secret from this environment variable at run time
     #[arg(long, value_name = "VAR", conflicts_with_all = ["client_secret_command", "client_secret_stdin"])]
-    client_secret_env: Option<String>,
+    pub(crate) client_secret_env: Option<String>,
     /// Run this shell command to get the client secret at run time
     #[arg(long, value_name = "CMD", conflicts_with = "client_secret_stdin")]
-    client_secret_command: Option<String>,
+    pub(crate) client_secret_command: Option<String>,
     /// Read the client secret from stdin now and store it in the config (0600)
     #[arg(long)]
-    client_secret_stdin: bool,
+    pub(crate) client_secret_stdin: bool,
     /// auth-code | device | client-credentials
     #[arg(long)]
-    flow: Option<String>,
+    pub(crate) flow: Option<String>,
     /// Services, comma-separated: imap,pop,smtp
     #[arg(long, value_delimiter = ',')]
-    services: Vec<String>,
+    pub(crate) services: Vec<String>,
     /// Explicit scopes, comma-separated (replace the provider's)
     #[arg(long, value_delimiter = ',')]
-    scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// auto | keyring | file | encrypted-file
     #[arg(long)]
-    store: Option<String>,
+    pub(crate) store: Option<String>,
     /// Authorization endpoint
     #[arg(long)]
-    authorize_url: Option<String>,
+    pub(crate) authorize_url: Option<String>,
     /// Token endpoint
     #[arg(long)]
-    token_url: Option<String>,
+    pub(crate) token_url: Option<String>,
     /// Device authorization endpoint
     #[arg(long)]
-    device_url: Option<String>,
+    pub(crate) device_url: Option<String>,
     /// Revocation endpoint
     #[arg(long)]
-    revoke_url: Option<String>,
+    pub(crate) revoke_url: Option<String>,
     /// Redirect URI registered for the app (loopback)
     #[arg(long)]
-    redirect_uri: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
     /// Seconds of validity a handed-out token must still have
     #[arg(long)]
-    min_validity: Option<u64>,
+    pub(crate) min_validity: Option<u64>,
     /// Command to run when the account needs a new login
     #[arg(long)]
-    notify_command: Option<String>,
+    pub(crate) notify_command: Option<String>,
 }
 
 impl AddArgs {
     fn is_empty(&self) -> bool {
         let AddArgs {
             name: _,
+            account: _,
+            dry_run: _,
             services,
             scopes,
             client_secret_stdin,
@@ -164,8 +173,18 @@ fn interactive(args: &mut AddArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Run `add`: the flags (or the answers) become keys of the account.
-pub fn run(path: &Path, args: &AddArgs) -> Result<(), Error> {
+/// Run `add`: the flags (or the answers) become keys of the account; an
+/// address instead of a name runs discovery (`onboard`).
+pub fn run(path: &Path, args: &AddArgs, json: bool) -> Result<(), Error> {
+    if args.name.contains('@') && args.user.is_none() {
+        return super::onboard::run(path, args, json);
+    }
+    if args.dry_run || args.account.is_some() {
+        return Err(Error::Usage(
+            "--dry-run and --name go with an address: mailoauth add alice@contoso.com --dry-run"
+                .into(),
+        ));
+    }
     let mut asked;
     let args = if args.is_empty() {
         asked = AddArgs {

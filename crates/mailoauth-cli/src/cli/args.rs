@@ -40,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Create or update an account in the config (asks interactively when given no flags)
     Add(Box<add::AddArgs>),
+    /// Check the whole chain (config, discovery, token, claims, each protocol, SMTP AUTH, app-only steps) with a fix per failure
+    Doctor(DoctorArgs),
     /// Sign in with the account's flow and store the tokens
     Login(LoginArgs),
     /// Print a valid access token (refreshing it if needed) and nothing else on stdout
@@ -71,6 +73,16 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff)
     Man,
+}
+
+/// Arguments of `doctor`.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct DoctorArgs {
+    /// Account name
+    pub name: String,
+    /// Seconds to wait for each mail server
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 /// Arguments of `login`.

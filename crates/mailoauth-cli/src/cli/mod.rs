@@ -8,7 +8,9 @@
 
 mod add;
 pub mod args;
+mod doctor;
 mod mail;
+mod onboard;
 mod qr;
 pub mod render;
 mod report;
@@ -102,6 +104,7 @@ fn finish(result: Result<i32, Error>) -> i32 {
 pub fn run(cli: &Cli) -> Result<i32, Error> {
     let done = match &cli.command {
         Command::Check(a) => return mail::check(cli, a),
+        Command::Doctor(a) => return doctor::run(&config_path(cli), &a.name, a.timeout, cli.json),
         Command::Token(a) => tokens::token(&config_path(cli), a),
         Command::Login(a) => tokens::login(cli, a),
         Command::RefreshToken(a) => print_stdout(&client(cli)?.broker(&a.name)?.refresh_token()?),
@@ -116,7 +119,7 @@ pub fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Send(a) => mail::send(cli, a),
         Command::Fetch(a) => mail::fetch(cli, a),
         Command::Snippet(a) => mail::snippet(cli, a),
-        Command::Add(a) => add::run(&config_path(cli), a),
+        Command::Add(a) => add::run(&config_path(cli), a, cli.json),
         Command::Daemon(a) => {
             if a.debug {
                 crate::proxy::trace::enable();

@@ -75,8 +75,23 @@ pub enum Cloud {
     Global,
     /// US Government (GCC High).
     Usgov,
+    /// US Government DoD (same sign-in host as GCC High, its own mail hosts).
+    #[serde(rename = "usgov-dod")]
+    UsgovDod,
     /// China (21Vianet).
     China,
+}
+
+impl Cloud {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Global => "global",
+            Cloud::Usgov => "usgov",
+            Cloud::UsgovDod => "usgov-dod",
+            Cloud::China => "china",
+        }
+    }
 }
 
 /// How tokens are acquired.
@@ -263,6 +278,48 @@ pub struct AccountConfig {
     pub max_message_size: Option<u64>,
     /// Proxy listeners for password-only clients.
     pub proxy: Option<ProxyConfig>,
+}
+
+impl AccountConfig {
+    /// An account of `provider` with nothing else set (an empty `user`): the
+    /// starting point for code that builds accounts, e.g. onboarding.
+    pub fn bare(provider: ProviderKind) -> AccountConfig {
+        AccountConfig {
+            provider,
+            user: String::new(),
+            tenant: None,
+            cloud: None,
+            client_id: None,
+            client_secret: None,
+            client_certificate: None,
+            client_key: None,
+            flow: None,
+            services: None,
+            scopes: None,
+            resources: None,
+            store: None,
+            passphrase: None,
+            min_validity: None,
+            notify_command: None,
+            authority: None,
+            authorize_url: None,
+            token_url: None,
+            device_url: None,
+            revoke_url: None,
+            issuer: None,
+            userinfo_url: None,
+            redirect_uri: None,
+            authorize_params: None,
+            imap: None,
+            pop: None,
+            smtp: None,
+            ca_file: None,
+            http_timeout: None,
+            secret_timeout: None,
+            max_message_size: None,
+            proxy: None,
+        }
+    }
 }
 
 /// Default `max_message_size`: 1 GiB, far above what providers deliver (Gmail

@@ -162,6 +162,12 @@ impl Resolver {
         self
     }
 
+    /// Set how many times each server is asked before giving up.
+    pub fn attempts(mut self, n: usize) -> Resolver {
+        self.attempts = n.clamp(1, 5);
+        self
+    }
+
     /// Addresses of `host`: an IP literal as it is, then the hosts file and
     /// `localhost`, then DNS (A and AAAA, IPv4 first).
     pub fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
