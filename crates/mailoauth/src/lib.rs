@@ -39,6 +39,7 @@
 //! - [`ipc`]: the daemon's socket protocol and its blocking client.
 //! - [`discover`]: onboarding from an email address — provider, tenant, cloud and hosts
 //!   from public signals, each with its reason.
+//! - [`doctor`]: one account's whole chain checked as a checklist with a fix per failed line.
 //! - [`dns`]: name resolution from /etc/hosts and resolv.conf's servers, without the C library;
 //!   MX/SRV/TXT for onboarding.
 //! - [`text`]: peer text made safe to show and keep (no control characters, no secrets).
@@ -54,6 +55,7 @@ pub mod config;
 pub mod diagnose;
 pub mod discover;
 pub mod dns;
+pub mod doctor;
 pub mod error;
 pub mod flows;
 #[doc(hidden)]

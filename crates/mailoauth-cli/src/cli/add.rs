@@ -84,6 +84,11 @@ pub struct AddArgs {
 }
 
 impl AddArgs {
+    /// An address and no `--user`: the account is discovered (`onboard`).
+    pub fn is_address(&self) -> bool {
+        self.name.contains('@') && self.user.is_none()
+    }
+
     fn is_empty(&self) -> bool {
         let AddArgs {
             name: _,
@@ -173,12 +178,9 @@ fn interactive(args: &mut AddArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Run `add`: the flags (or the answers) become keys of the account; an
-/// address instead of a name runs discovery (`onboard`).
-pub fn run(path: &Path, args: &AddArgs, json: bool) -> Result<(), Error> {
-    if args.name.contains('@') && args.user.is_none() {
-        return super::onboard::run(path, args, json);
-    }
+/// Run `add`: the flags (or the answers) become keys of the account (an
+/// address alone goes to `onboard` instead; see [`AddArgs::is_address`]).
+pub fn run(path: &Path, args: &AddArgs) -> Result<(), Error> {
     if args.dry_run || args.account.is_some() {
         return Err(Error::Usage(
             "--dry-run and --name go with an address: mailoauth add alice@contoso.com --dry-run"

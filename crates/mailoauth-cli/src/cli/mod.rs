@@ -119,7 +119,9 @@ pub fn run(cli: &Cli) -> Result<i32, Error> {
         Command::Send(a) => mail::send(cli, a),
         Command::Fetch(a) => mail::fetch(cli, a),
         Command::Snippet(a) => mail::snippet(cli, a),
-        Command::Add(a) => add::run(&config_path(cli), a, cli.json),
+        // An address alone is onboarding: discovery writes the account.
+        Command::Add(a) if a.is_address() => onboard::run(&config_path(cli), a, cli.json),
+        Command::Add(a) => add::run(&config_path(cli), a),
         Command::Daemon(a) => {
             if a.debug {
                 crate::proxy::trace::enable();

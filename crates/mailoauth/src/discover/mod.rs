@@ -6,7 +6,9 @@
 //! offline, MX, Entra OIDC metadata, Exchange Online autodiscover, Mozilla
 //! autoconfig / ISPDB, RFC 6186 SRV, RFC 8414 metadata), running their lookups
 //! in parallel on std threads under one deadline ([`run`]), and the decision
-//! with its reasons, conflicts and what to pass to settle them ([`decide`]).
+//! with its reasons, conflicts and what to pass to settle them ([`decide`]);
+//! what a decision writes into an account ([`account`]) and how to get a
+//! client id for it ([`steps`]).
 //! Must not: write config or ask questions (the front ends do), send the
 //! address anywhere but its own domain's servers and Microsoft's autodiscover
 //! (asked only once Entra says the domain is a tenant), or start an async
@@ -17,10 +19,14 @@
 //! [`Decision`] out, with no side effect (the service's `/connect?email=` calls
 //! it as the CLI's `add EMAIL` does).
 
+pub mod account;
+pub mod autoconfig;
 pub mod decide;
+pub mod json;
 pub mod register;
 pub mod run;
 pub mod signals;
+pub mod steps;
 #[cfg(test)]
 mod tests;
 

@@ -273,7 +273,7 @@ fn run_job(job: &Job, ctx: &Ctx) -> Signal {
         Job::Autoconfig(kind, url) => {
             let email = ctx.email.clone();
             http(*kind, url, ctx, "application/xml, text/xml", |u, r| {
-                signals::parse_autoconfig(*kind, u, &email, r)
+                super::autoconfig::parse_autoconfig(*kind, u, &email, r)
             })
         }
         Job::Metadata(url) => http(

@@ -1,6 +1,7 @@
 //! Discovery's parsers and decision on recorded answer shapes; the lookups
 //! against real servers are in the CLI's `tests/onboarding.rs`.
 
+use super::autoconfig::parse_autoconfig;
 use super::signals::*;
 use super::*;
 use crate::dns::Mx;
