@@ -164,32 +164,6 @@ fn run_ok(c: Command, what: &str) -> Output {
     o
 }
 
-/// Run a full-screen client in a private tmux server until its screen shows `needle`.
-fn screen_shows(w: &World, name: &str, cmd: &str, needle: &str) {
-    need("tmux", "apt-get install -y tmux");
-    let sock = format!("moc-{name}-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let mut c = w.sb.program("tmux");
-        c.args(["-L", &sock]).args(args);
-        run_with_timeout(c, Duration::from_secs(20))
-    };
-    assert_exit(
-        &tmux(&["new-session", "-d", "-s", "t", "-x", "160", "-y", "40", cmd]),
-        0,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut screen = String::new();
-    while !screen.contains(needle) {
-        if Instant::now() > deadline {
-            let _ = tmux(&["kill-server"]);
-            panic!("{name} did not show {needle:?}:\n{screen}");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
-    }
-    let _ = tmux(&["kill-server"]);
-}
-
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -214,7 +188,7 @@ fn mutt_reads_imap_with_oauthbearer_or_xoauth2_and_sends_over_smtp() {
         )
     };
     // Reading: Dovecot offers both mechanisms, mutt takes the first it lists.
-    screen_shows(&w, "mutt", &run(&muttrc), "seed 00002");
+    assert_screen_shows(&w.sb, "mutt", &run(&muttrc), "seed 00002");
     assert_eq!(w.logins("imap", "OAUTHBEARER"), 1, "{}", w.dovecot_log());
     // The same snippet against a server that offers XOAUTH2 only (as Exchange).
     let xo = w.write(
@@ -227,7 +201,7 @@ fn mutt_reads_imap_with_oauthbearer_or_xoauth2_and_sends_over_smtp() {
             )
         ),
     );
-    screen_shows(&w, "mutt-xoauth2", &run(&xo), "seed 00002");
+    assert_screen_shows(&w.sb, "mutt-xoauth2", &run(&xo), "seed 00002");
     assert_eq!(w.logins("imap", "XOAUTH2"), 1, "{}", w.dovecot_log());
 
     // Sending, batch mode (stdin not a terminal): the message arrives.
@@ -487,7 +461,7 @@ fn the_older_snippets_work_with_an_awkward_name_and_path() {
         sh_quote(w.home.to_str().unwrap()),
         sh_quote(rc.to_str().unwrap())
     );
-    screen_shows(&w, "neomutt", &cmd, "seed 00001");
+    assert_screen_shows(&w.sb, "neomutt", &cmd, "seed 00001");
 
     // aerc: its cred commands run through the shell, its accounts.conf is INI.
     need("aerc", "apt-get install -y aerc");
@@ -505,7 +479,7 @@ fn the_older_snippets_work_with_an_awkward_name_and_path() {
         sh_quote(cfg.parent().unwrap().to_str().unwrap()),
         sh_quote(w.mail.ca().to_str().unwrap())
     );
-    screen_shows(&w, "aerc", &cmd, "seed 00001");
+    assert_screen_shows(&w.sb, "aerc", &cmd, "seed 00001");
 }
 
 #[test]

@@ -371,31 +371,6 @@ fn pop_only_accounts_fetch_over_pop3_and_resume() {
     );
 }
 
-/// Run a full-screen client in a private tmux server until its screen shows `needle`.
-fn assert_screen_shows(sb: &Sandbox, name: &str, cmd: &str, needle: &str) {
-    let sock = format!("mo-{name}-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let mut c = sb.program("tmux");
-        c.args(["-L", &sock]).args(args);
-        run_with_timeout(c, Duration::from_secs(20))
-    };
-    assert_exit(
-        &tmux(&["new-session", "-d", "-s", "t", "-x", "160", "-y", "40", cmd]),
-        0,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut screen = String::new();
-    while !screen.contains(needle) {
-        if Instant::now() > deadline {
-            let _ = tmux(&["kill-server"]);
-            panic!("{name} did not show {needle:?}:\n{screen}");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
-    }
-    let _ = tmux(&["kill-server"]);
-}
-
 #[test]
 fn neomutt_snippet_opens_the_inbox() {
     need("neomutt", "apt-get install -y neomutt");

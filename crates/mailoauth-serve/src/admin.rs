@@ -323,7 +323,7 @@ async fn reconsent(
         );
     }
     match connect::create_link(&app, connect::NewLink::reconsent(&m)).await {
-        Ok((url, link)) => {
+        Ok(connect::Created { url, link, .. }) => {
             log::info!(
                 "admin: key {key_id} made re-consent link {} for mailbox {}",
                 link.id,

@@ -541,11 +541,13 @@ async fn connect_link(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     caller(&app, &headers, "accounts:write").await?;
     let Json(n) = body.map_err(body_error)?;
-    let (url, link) = crate::connect::create_link(&app, n).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": link.id, "url": url, "expires_at": link.expires_at})),
-    ))
+    let made = crate::connect::create_link(&app, n).await?;
+    let link = &made.link;
+    let mut body = json!({"id": link.id, "url": made.url, "expires_at": link.expires_at, "connector": link.connector});
+    if let Some(d) = &made.discovery {
+        body["discovery"] = d.to_json();
+    }
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -36,7 +36,9 @@ const SIGN_IN_TTL: Duration = Duration::from_secs(15 * 60);
 #[serde(deny_unknown_fields)]
 pub struct NewLink {
     /// The connector (a `[serve.connectors.NAME]` with the auth-code flow).
-    connector: String,
+    /// Without it, discovery picks it from `email` (as `mailoauth add EMAIL`
+    /// decides a provider, tenant and cloud), and the answer says why.
+    connector: Option<String>,
     /// The address that must sign in (another account is refused).
     email: String,
     /// Where the success page sends the person back to (http or https, at most 2048 bytes).
@@ -51,7 +53,7 @@ impl NewLink {
     /// shared one).
     pub fn reconsent(m: &Mailbox) -> NewLink {
         NewLink {
-            connector: m.connector.clone(),
+            connector: Some(m.connector.clone()),
             email: m.email.clone(),
             return_url: None,
             reference: m.reference.clone(),
@@ -59,8 +61,19 @@ impl NewLink {
     }
 }
 
-/// Make a connect link: (its URL, the stored link).
-pub async fn create_link(app: &App, n: NewLink) -> Result<(String, ConnectLink), Error> {
+/// A link made: its URL, the stored link, and the discovery that picked its
+/// connector (when the request named none).
+pub struct Created {
+    /// The URL to give the person.
+    pub url: String,
+    /// The stored link.
+    pub link: ConnectLink,
+    /// Discovery's decision, when it chose the connector.
+    pub discovery: Option<mailoauth::discover::Decision>,
+}
+
+/// Make a connect link.
+pub async fn create_link(app: &App, n: NewLink) -> Result<Created, Error> {
     mailoauth::mail::wire::address("email", &n.email)?;
     if let Some(u) = &n.return_url {
         let ok = url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
@@ -73,19 +86,31 @@ pub async fn create_link(app: &App, n: NewLink) -> Result<(String, ConnectLink),
     if n.reference.as_ref().is_some_and(|r| r.len() > 256) {
         return Err(Error::Usage("`reference` is over 256 bytes".into()));
     }
-    let account = app.settings.account(&n.connector, &n.email)?;
+    let (connector, discovery) = match &n.connector {
+        Some(c) => (c.clone(), None),
+        None => {
+            let (c, d) = crate::discovery::connector_for(&app.settings, &n.email).await?;
+            (c, Some(d))
+        }
+    };
+    let account = app.settings.account(&connector, &n.email)?;
     if account.flow != FlowKind::AuthCode {
         return Err(Error::Usage(format!(
-            "connector `{}` uses the {} flow: connect links are for people signing in (auth-code)",
-            n.connector,
+            "connector `{connector}` uses the {} flow: connect links are for people signing in (auth-code)",
             account.flow.as_str()
         )));
     }
-    store_link(app, n, None).await
+    let (url, link) = store_link(app, connector, n, None).await?;
+    Ok(Created {
+        url,
+        link,
+        discovery,
+    })
 }
 
 async fn store_link(
     app: &App,
+    connector: String,
     n: NewLink,
     mailbox_id: Option<String>,
 ) -> Result<(String, ConnectLink), Error> {
@@ -94,7 +119,7 @@ async fn store_link(
     let link = ConnectLink {
         id: format!("lnk_{}", mailoauth::random::token(9)),
         digest: digest(&secret),
-        connector: n.connector,
+        connector,
         email: n.email,
         return_url: n.return_url,
         reference: n.reference,
@@ -121,13 +146,8 @@ pub async fn reconnect_link(app: &App, m: &Mailbox) -> Result<String, Error> {
     {
         return Ok(url.clone());
     }
-    let n = NewLink {
-        connector: m.connector.clone(),
-        email: m.email.clone(),
-        return_url: None,
-        reference: m.reference.clone(),
-    };
-    let (url, link) = store_link(app, n, Some(m.id.clone())).await?;
+    let n = NewLink::reconsent(m);
+    let (url, link) = store_link(app, m.connector.clone(), n, Some(m.id.clone())).await?;
     let mut all = app.reconnects.0.lock().unwrap();
     // Bounded by the mailboxes; expired entries go when a new one is made.
     all.retain(|_, (_, until)| *until > now);

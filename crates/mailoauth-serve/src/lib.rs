@@ -19,6 +19,7 @@
 //! - [`render`] — the service's words for errors and their fixes.
 //! - [`keys`] — API keys and scopes.
 //! - [`connect`] — connect links, the consent page, the provider's callback.
+//! - [`discovery`] — which connector serves an address (a link that names none).
 //! - [`api`] — HTTP routes and errors.
 //! - [`guard`] — clients with too many refused credentials are turned away (429).
 //! - [`edge`] — accepting connections: TLS, limits, timeouts, the client address.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod cluster;
 pub mod connect;
 pub mod db;
+pub mod discovery;
 pub mod edge;
 pub mod events;
 pub mod guard;

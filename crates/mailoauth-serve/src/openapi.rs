@@ -71,6 +71,13 @@ pub struct CreatedLink {
     pub url: String,
     /// Unix time it stops working.
     pub expires_at: i64,
+    /// The connector the person signs in through (the one asked for, or the
+    /// one discovery picked).
+    pub connector: String,
+    /// When the request named no connector: discovery's decision for the
+    /// address (provider, tenant, cloud, each signal and the reason for each value).
+    #[schema(value_type = Option<Object>)]
+    pub discovery: Option<serde_json::Value>,
 }
 
 /// One audit entry.

@@ -336,6 +336,11 @@ impl Settings {
         self.connectors.keys().map(String::as_str)
     }
 
+    /// A connector's table as written (what discovery compares: `tenant`, `cloud`).
+    pub fn connector_table(&self, connector: &str) -> Option<&toml::Table> {
+        self.connectors.get(connector)
+    }
+
     /// The core account for `user`'s mailbox through `connector`.
     pub fn account(&self, connector: &str, user: &str) -> Result<Account, Error> {
         let Some(table) = self.connectors.get(connector) else {

@@ -6,6 +6,7 @@
 //! nothing is skipped silently.
 #![allow(dead_code)]
 
+pub mod discovery;
 pub mod mail_server;
 pub mod oauth_server;
 #[allow(unused_imports)]
@@ -319,4 +320,30 @@ pub fn claims(jwt: &str) -> Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// Run a full-screen client in a private tmux server until its screen shows `needle`.
+pub fn assert_screen_shows(sb: &Sandbox, name: &str, cmd: &str, needle: &str) {
+    need("tmux", "apt-get install -y tmux");
+    let sock = format!("mo-{name}-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let mut c = sb.program("tmux");
+        c.args(["-L", &sock]).args(args);
+        run_with_timeout(c, Duration::from_secs(20))
+    };
+    assert_exit(
+        &tmux(&["new-session", "-d", "-s", "t", "-x", "160", "-y", "40", cmd]),
+        0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut screen = String::new();
+    while !screen.contains(needle) {
+        if Instant::now() > deadline {
+            let _ = tmux(&["kill-server"]);
+            panic!("{name} did not show {needle:?}:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        screen = stdout(&tmux(&["capture-pane", "-p", "-t", "t"]));
+    }
+    let _ = tmux(&["kill-server"]);
 }

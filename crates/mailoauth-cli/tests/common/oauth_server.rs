@@ -39,11 +39,21 @@ pub fn need(program: &str, install: &str) {
 
 /// A free loopback port (for listeners a test starts).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768-60999): a port handed out by
+    // bind(0) is also what outgoing connections take as their local port, so
+    // between our check and the server's bind another test's connection could
+    // take it ("Address already in use"). Here only another caller of this
+    // function could, and the counter keeps one process's ports apart.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 10_000 + (std::process::id() * 7919) % 20_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + (base - 10_000 + n) % 22_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running oidc-provider; killed on drop.

@@ -43,30 +43,7 @@ pub fn set_account_keys(
     name: &str,
     values: &[(&str, Value)],
 ) -> Result<String> {
-    Config::parse(text, path)?;
-    let config_error = |message: String| Error::Config {
-        path: path.to_owned(),
-        line: None,
-        message,
-    };
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| config_error(e.message().to_owned()))?;
-    let accounts = doc
-        .entry("accounts")
-        .or_insert(Item::Table(Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| config_error("`accounts` is not a table".into()))?;
-    accounts.set_implicit(true);
-    let t = accounts
-        .entry(name)
-        .or_insert(Item::Table(Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| config_error(format!("accounts.{name} is not a table")))?;
-    for (k, v) in values {
-        t[*k] = item(v);
-    }
-    let new_text = doc.to_string();
+    let new_text = set_keys_unchecked(text, path, name, values)?;
     let c = Config::parse(&new_text, path)?;
     providers::resolve(&c, name)?;
     Ok(new_text)
