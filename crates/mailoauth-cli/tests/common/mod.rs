@@ -189,7 +189,7 @@ impl Sandbox {
         let stderr = child.stderr.take().unwrap();
         let collected = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        {
+        let reader = {
             let collected = collected.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -198,8 +198,8 @@ impl Sandbox {
                     }
                     collected.lock().unwrap().push_str(&format!("{line}\n"));
                 }
-            });
-        }
+            })
+        };
         let url = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("login printed no URL");
@@ -228,6 +228,9 @@ impl Sandbox {
         }
         let mut out = wait_output(child, Duration::from_secs(90));
         drop(stdin);
+        // The last lines (the error's fix) may still be in the pipe when the
+        // process has ended: read to its end before looking.
+        let _ = reader.join();
         out.stderr = collected.lock().unwrap().clone().into_bytes();
         (out, url)
     }
