@@ -187,18 +187,13 @@ impl Metrics {
             self.from_memory.load(Relaxed),
             self.from_refresh.load(Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP mailoauth_refreshes_total Token refreshes by outcome (degraded: transient failure, \
-             a still-valid token served).\n# TYPE mailoauth_refreshes_total counter"
+        by_outcome(
+            &mut out,
+            "mailoauth_refreshes_total",
+            "Token refreshes by outcome (degraded: transient failure, a still-valid token served).",
+            &OUTCOMES,
+            &REFRESHES.0,
         );
-        for (name, n) in OUTCOMES.iter().zip(&REFRESHES.0) {
-            let _ = writeln!(
-                out,
-                "mailoauth_refreshes_total{{outcome=\"{name}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP mailoauth_token_request_duration_seconds Time from a token request's arrival to its \
@@ -221,18 +216,13 @@ impl Metrics {
              mailoauth_token_request_duration_seconds_count {cumulative}",
             self.latency_micros.load(Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(
-            out,
-            "# HELP mailoauth_webhook_deliveries_total Webhook delivery attempts of this node by outcome.\n\
-             # TYPE mailoauth_webhook_deliveries_total counter"
+        by_outcome(
+            &mut out,
+            "mailoauth_webhook_deliveries_total",
+            "Webhook delivery attempts of this node by outcome.",
+            &DELIVERY_OUTCOMES,
+            &DELIVERIES.0,
         );
-        for (name, n) in DELIVERY_OUTCOMES.iter().zip(&DELIVERIES.0) {
-            let _ = writeln!(
-                out,
-                "mailoauth_webhook_deliveries_total{{outcome=\"{name}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP mailoauth_cluster_nodes Live nodes as this node counts them (shared limits are divided by it).\n\
@@ -389,6 +379,14 @@ async fn may_read(app: &App, parts: &Parts) -> Result<(), Response> {
                  (loopback scrapes need none unless the service is behind a proxy)",
             ))
         }
+    }
+}
+
+/// A counter family labelled by `outcome`, in the text exposition format.
+fn by_outcome(out: &mut String, name: &str, help: &str, outcomes: &[&str], counts: &[AtomicU64]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (outcome, n) in outcomes.iter().zip(counts) {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {}", n.load(Relaxed));
     }
 }
 
