@@ -46,7 +46,12 @@ const STRICT_OFFLINE_ACCESS = ['1', 'true', 'yes'].includes((process.env.STRICT_
 const NO_ID_TOKEN = ['1', 'true', 'yes'].includes((process.env.NO_ID_TOKEN || '').toLowerCase());
 // Set REGISTRATION=1 to offer RFC 7591 dynamic client registration (open, no initial
 // access token) at /reg, named as registration_endpoint in the discovery document.
-const REGISTRATION = ['1', 'true', 'yes'].includes((process.env.REGISTRATION || '').toLowerCase());
+// REGISTRATION=confidential does the same and makes every registered client confidential, as
+// RFC 7591 lets a server replace requested metadata: the answer carries a client_secret that
+// the token endpoint then requires, although the request asked for token_endpoint_auth_method none.
+const REGISTRATION_MODE = (process.env.REGISTRATION || '').toLowerCase();
+const REGISTRATION = ['1', 'true', 'yes', 'confidential'].includes(REGISTRATION_MODE);
+const REGISTRATION_CONFIDENTIAL = REGISTRATION_MODE === 'confidential';
 const DEFAULT_USER = 'alice@example.test';
 
 const log = (...args) => process.stderr.write(`oauth-server: ${args.join(' ')}\n`);
@@ -62,6 +67,13 @@ const RESOURCES = {
     // scopes a client-credentials (app-only) client may request
     app: ['.default'],
     // what `.default` stands for in the `roles` claim of app-only tokens
+    appRoles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
+  },
+  // Microsoft's own resource name, so an account on the Microsoft preset (scopes
+  // https://outlook.office.com/...) can log in here; see the Microsoft-shaped paths below.
+  'https://outlook.office.com': {
+    user: ['IMAP.AccessAsUser.All', 'POP.AccessAsUser.All', 'SMTP.Send'],
+    app: ['.default'],
     appRoles: ['IMAP.AccessAsApp', 'POP.AccessAsApp', 'SMTP.SendAsApp'],
   },
   'https://graph.test': {
@@ -148,7 +160,9 @@ const signing = loadSigningKey();
 // Clients
 // ---------------------------------------------------------------------------
 
-const LOOPBACK_HTTP_REDIRECTS = ['http://127.0.0.1/callback', 'http://localhost/callback'];
+// http://localhost/ is what the Microsoft preset sends (the "Mobile and desktop applications"
+// registration of FACTS §1), any port.
+const LOOPBACK_HTTP_REDIRECTS = ['http://127.0.0.1/callback', 'http://localhost/callback', 'http://localhost/'];
 // oidc-provider refuses to register https://localhost or https://127.0.0.1 for native clients
 // ("claimed HTTPS URIs must not be using localhost") and only ignores the port of http
 // loopback URIs. These are accepted through the redirectUriAllowed patch below instead.
@@ -602,7 +616,25 @@ server.listen(PORT, '127.0.0.1', () => {
 
   // test routes, interactions, token endpoint instrumentation
   provider.use(async (ctx, next) => {
+    // Microsoft's endpoint shapes, {tenant}/oauth2/v2.0/{authorize,token,devicecode}, lead to
+    // this server's own (any tenant: this server has one), so the Microsoft preset works here
+    // with only its login host replaced (MAILOAUTH_MICROSOFT_LOGIN_HOST in mailoauth's tests).
+    const ms = /^\/[A-Za-z0-9.-]+\/oauth2\/v2\.0\/(authorize|token|devicecode)$/.exec(ctx.path);
+    if (ms) ctx.path = { authorize: '/auth', token: '/token', devicecode: '/device/auth' }[ms[1]];
+
     const { path, method } = ctx;
+
+    if (REGISTRATION_CONFIDENTIAL && path === '/reg' && method === 'POST' && ctx.is('application/json')) {
+      let meta;
+      try {
+        meta = JSON.parse(await readRawBody(ctx.req));
+      } catch (err) {
+        sendOAuthError(ctx, 400, 'invalid_client_metadata', 'the request body is not JSON');
+        return;
+      }
+      meta.token_endpoint_auth_method = 'client_secret_post';
+      ctx.req.body = JSON.stringify(meta); // read by oidc-provider as its body (see /token)
+    }
 
     if (path.startsWith('/test/')) {
       ctx.set('Cache-Control', 'no-store');

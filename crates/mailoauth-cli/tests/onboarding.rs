@@ -159,16 +159,7 @@ fn world() -> World {
         ),
     );
     // RFC 8414 metadata at the domain, naming the test server's endpoints.
-    r.insert(
-        "/meta/northwind.test".into(),
-        reply(
-            200,
-            "application/json",
-            format!(
-                r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/auth","token_endpoint":"{issuer}/token","device_authorization_endpoint":"{issuer}/device/auth","response_types_supported":["code"],"grant_types_supported":["authorization_code","refresh_token"],"code_challenge_methods_supported":["S256"],"scopes_supported":["openid","email","offline_access","https://outlook.test/IMAP.AccessAsUser.All","https://outlook.test/SMTP.Send"]}}"#
-            ),
-        ),
-    );
+    r.insert("/meta/northwind.test".into(), rfc8414(&issuer, false));
     let https = Https::start(&["autoconfig.fabrikam.test"], r);
     World { dns, https, auth }
 }
@@ -355,6 +346,7 @@ fn discovery_decides_provider_tenant_cloud_and_hosts_for_each_kind_of_domain() {
         v["auth"]["scopes"],
         serde_json::json!([
             "https://outlook.test/IMAP.AccessAsUser.All",
+            "https://outlook.test/POP.AccessAsUser.All",
             "https://outlook.test/SMTP.Send",
             "openid",
             "offline_access"
@@ -439,13 +431,84 @@ fn a_discovered_account_is_written_with_sources_and_logs_in_with_a_registered_cl
     );
     let cfg = std::fs::read_to_string(&sb.config).unwrap();
     assert!(cfg.contains(&format!("tenant = \"{TID}\"")), "{cfg}");
-    let o = sb.run(&[
-        "add",
-        "alice-contoso",
-        "--client-id",
-        "11111111-2222-3333-4444-555555555555",
-    ]);
+    // The person brings a client id (here one the test server knows); the
+    // discovered Microsoft account then signs in, its sign-in host moved to
+    // the test server for the test only.
+    let o = sb.run(&["add", "alice-contoso", "--client-id", "native-public"]);
     assert_exit(&o, 0);
+    let (o, url) = sb.login_with_browser_env(
+        "alice-contoso",
+        &[("MAILOAUTH_MICROSOFT_LOGIN_HOST", &w.auth.issuer)],
+    );
+    assert_exit(&o, 0);
+    assert!(
+        url.starts_with(&format!("{}/{TID}/oauth2/v2.0/authorize?", w.auth.issuer)),
+        "the discovered tenant's authority: {url}"
+    );
+    let t = sb.run(&["token", "alice-contoso"]);
+    assert_exit(&t, 0);
+    assert_eq!(
+        claims(stdout(&t).trim())["aud"],
+        "https://outlook.office.com"
+    );
+    let cfg = std::fs::read_to_string(&sb.config).unwrap();
+    let section = &cfg[cfg.find("[accounts.alice-contoso]").unwrap()..];
+    assert!(!section.contains(&w.auth.issuer), "{section}");
+}
+
+#[test]
+fn a_client_secret_handed_back_by_registration_is_kept_out_of_the_config() {
+    // A server that makes every registered client confidential (RFC 7591
+    // lets it replace what was asked): the secret goes to a 0600 file the
+    // account reads by command, never into the config or the output.
+    let auth = OAuthServer::start(&[("REGISTRATION", "confidential")]);
+    let dns = Dns::start(&[
+        "mx-host=adatum.test,mail.adatum.test,10",
+        "srv-host=_imaps._tcp.adatum.test,imap.adatum.test,993,0,1",
+        "srv-host=_submission._tcp.adatum.test,smtp.adatum.test,587,0,1",
+    ]);
+    let mut r = HashMap::new();
+    r.insert(
+        "/entra/adatum.test/v2.0/.well-known/openid-configuration".to_owned(),
+        aadsts90002("adatum.test"),
+    );
+    r.insert("/meta/adatum.test".to_owned(), rfc8414(&auth.issuer, true));
+    let https = Https::start(&[], r);
+    let w = World { dns, https, auth };
+    let sb = Sandbox::new("");
+
+    let o = w.add(&sb, &["erin@adatum.test"]);
+    assert_exit(&o, 0);
+    let cfg = std::fs::read_to_string(&sb.config).unwrap();
+    assert!(cfg.contains("client_id = \""), "{cfg}");
+    let file = sb.state().join("client-secrets").join("erin-adatum.secret");
+    assert!(
+        cfg.contains(&format!(
+            "client_secret = {{ command = \"cat '{}'\" }}",
+            file.display()
+        )),
+        "{cfg}"
+    );
+    let secret = std::fs::read_to_string(&file).unwrap();
+    assert!(secret.len() >= 16, "a real secret: {} bytes", secret.len());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{file:?}");
+    for (what, text) in [
+        ("config", cfg),
+        ("stdout", stdout(&o)),
+        ("stderr", stderr(&o)),
+    ] {
+        assert!(!text.contains(secret.trim()), "the secret in {what}");
+    }
+
+    // The confidential client signs in with the kept secret.
+    let (o, _) = sb.login_with_browser("erin-adatum", BrowserMode::Follow);
+    assert_exit(&o, 0);
+    assert!(!stderr(&o).contains(secret.trim()));
+    let t = sb.run(&["token", "erin-adatum"]);
+    assert_exit(&t, 0);
+    assert_eq!(claims(stdout(&t).trim())["aud"], "https://outlook.test");
 }
 
 #[test]
@@ -562,16 +625,7 @@ fn the_journey_of_a_new_user_is_three_commands_add_login_check() {
         "/entra/journey.test/v2.0/.well-known/openid-configuration".to_owned(),
         aadsts90002("journey.test"),
     );
-    r.insert(
-        "/meta/journey.test".to_owned(),
-        reply(
-            200,
-            "application/json",
-            format!(
-                r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/auth","token_endpoint":"{issuer}/token","registration_endpoint":"{issuer}/reg","scopes_supported":["openid","email","offline_access","https://outlook.test/IMAP.AccessAsUser.All","https://outlook.test/POP.AccessAsUser.All","https://outlook.test/SMTP.Send"]}}"#
-            ),
-        ),
-    );
+    r.insert("/meta/journey.test".to_owned(), rfc8414(&issuer, true));
     let https = Https::start(&[], r);
     let w = World { dns, https, auth };
     let sb = Sandbox::new("");

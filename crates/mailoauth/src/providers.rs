@@ -154,6 +154,18 @@ fn microsoft_cloud(c: Cloud) -> MicrosoftCloud {
     }
 }
 
+/// The cloud's sign-in host, unless `MAILOAUTH_MICROSOFT_LOGIN_HOST` names
+/// another (tests point it at a local authorization server that answers
+/// Microsoft's path shapes). Read where the preset resolves, so it is never
+/// written into an account; an account's own `authority` still wins.
+fn login_host(cloud: &MicrosoftCloud) -> String {
+    std::env::var("MAILOAUTH_MICROSOFT_LOGIN_HOST")
+        .ok()
+        .filter(|h| check_url(h).is_ok())
+        .map(|h| h.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| cloud.login_host.to_owned())
+}
+
 /// Everything a preset decides; `custom` leaves it all empty.
 #[derive(Default)]
 struct Preset {
@@ -189,7 +201,7 @@ fn preset(a: &AccountConfig, services: &[Service]) -> Preset {
             let authority = a
                 .authority
                 .clone()
-                .unwrap_or_else(|| format!("{}/{tenant}", cloud.login_host))
+                .unwrap_or_else(|| format!("{}/{tenant}", login_host(&cloud)))
                 .trim_end_matches('/')
                 .to_owned();
             let delegated = |s: &Service| {

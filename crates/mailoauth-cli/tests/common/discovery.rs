@@ -288,3 +288,21 @@ pub fn exo_mailbox() -> Reply {
         r#"{"Protocol":"AutodiscoverV1","Url":"https://outlook.office365.com/autodiscover/autodiscover.xml"}"#,
     )
 }
+
+/// RFC 8414 metadata for the test authorization server at `issuer`, naming its
+/// endpoints and the outlook.test scopes; with `registration`, its RFC 7591
+/// registration endpoint too.
+pub fn rfc8414(issuer: &str, registration: bool) -> Reply {
+    let reg = if registration {
+        format!(r#","registration_endpoint":"{issuer}/reg""#)
+    } else {
+        String::new()
+    };
+    reply(
+        200,
+        "application/json",
+        format!(
+            r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/auth","token_endpoint":"{issuer}/token","device_authorization_endpoint":"{issuer}/device/auth"{reg},"response_types_supported":["code"],"grant_types_supported":["authorization_code","refresh_token"],"code_challenge_methods_supported":["S256"],"scopes_supported":["openid","email","offline_access","https://outlook.test/IMAP.AccessAsUser.All","https://outlook.test/POP.AccessAsUser.All","https://outlook.test/SMTP.Send"]}}"#
+        ),
+    )
+}
