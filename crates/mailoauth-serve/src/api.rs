@@ -47,6 +47,8 @@ pub struct App {
     pub guard: crate::guard::Guard,
     /// Re-consent links this node handed out.
     pub reconnects: crate::connect::Reconnects,
+    /// Wakes the outbox sender when a message is accepted.
+    pub wake: crate::sender::Wake,
 }
 
 /// The service's routes.
@@ -59,6 +61,15 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_mailbox).delete(delete_mailbox),
         )
         .route("/v1/mailboxes/{id}/token", get(token))
+        .route(
+            "/v1/mailboxes/{id}/messages",
+            axum::routing::post(crate::mail_api::send_message)
+                .layer(DefaultBodyLimit::max(app.settings.largest_send_body())),
+        )
+        .route(
+            "/v1/mailboxes/{id}/outbox/{msg}",
+            get(crate::mail_api::outbox_state),
+        )
         .route("/v1/audit", get(audit))
         .route("/v1/connect-links", axum::routing::post(connect_link))
         .route(
@@ -90,7 +101,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -101,7 +116,7 @@ impl ApiError {
         }
     }
 
-    fn fix(mut self, fix: impl Into<String>) -> ApiError {
+    pub(crate) fn fix(mut self, fix: impl Into<String>) -> ApiError {
         self.fix = Some(fix.into());
         self
     }
@@ -170,7 +185,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// A body that could not be read as the route's JSON: 413 when it was over
 /// [`MAX_BODY`] (axum reports that as a buffering failure), else its status.
@@ -187,7 +202,7 @@ fn body_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
 }
 
 /// The key of the request, checked for `scope`.
-async fn caller(app: &App, headers: &HeaderMap, scope: &str) -> ApiResult<Caller> {
+pub(crate) async fn caller(app: &App, headers: &HeaderMap, scope: &str) -> ApiResult<Caller> {
     let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -219,7 +234,7 @@ async fn caller(app: &App, headers: &HeaderMap, scope: &str) -> ApiResult<Caller
 
 /// The mailbox `id`, if the caller may see it (else 404: a key limited to other
 /// mailboxes learns nothing about this one).
-async fn mailbox(app: &App, who: &Caller, id: &str) -> ApiResult<Mailbox> {
+pub(crate) async fn mailbox(app: &App, who: &Caller, id: &str) -> ApiResult<Mailbox> {
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,

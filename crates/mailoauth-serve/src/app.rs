@@ -51,12 +51,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         metrics: crate::metrics::Metrics::new(!settings.behind_proxy.is_empty()),
         reconnects: Default::default(),
         guard: Default::default(),
+        wake: Default::default(),
     });
     // Background work; each task ends with the runtime. The first heartbeat
     // comes before the refresher starts, so it begins with its right share.
     app.cluster.beat(&app).await;
     tokio::spawn(crate::cluster::run(app.clone()));
     let refresher = tokio::spawn(crate::refresher::run(app.clone()));
+    let sender = tokio::spawn(crate::sender::run(app.clone()));
     if let Some(secret) = webhook_secret {
         tokio::spawn(
             crate::events::Deliverer {
@@ -94,7 +96,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     // Flush the audit queue: close it (the refresher holds the app too), let
     // the writer finish its last batch.
     refresher.abort();
+    sender.abort();
     let _ = refresher.await;
+    let _ = sender.await;
     drop(app);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), writer).await;
     Ok(())

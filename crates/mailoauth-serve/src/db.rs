@@ -16,6 +16,9 @@ use sqlx::{AnyPool, Row};
 
 use mailoauth::Error;
 
+mod mail;
+pub use mail::{Attempt, DueMessage, MessageState, NewMessage, Outgoing};
+
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -232,6 +235,28 @@ pub struct EventRow {
     pub attempts: i64,
     /// When it is due (the claim compares it).
     pub next_attempt: i64,
+}
+
+/// Write one outbox row inside the transaction that makes its event.
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    e: &OutboxEvent,
+    now: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO events (id, url, kind, mailbox, body, created_at, next_attempt) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id, url) DO NOTHING",
+    )
+    .bind(&e.id)
+    .bind(&e.url)
+    .bind(&e.kind)
+    .bind(&e.mailbox)
+    .bind(&e.body)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err("events"))?;
+    Ok(())
 }
 
 fn db_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
@@ -574,19 +599,7 @@ impl Db {
                 continue;
             }
             for e in events(&old) {
-                sqlx::query(
-                    "INSERT INTO events (id, url, kind, mailbox, body, created_at, next_attempt) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                )
-                .bind(&e.id)
-                .bind(&e.url)
-                .bind(&e.kind)
-                .bind(&e.mailbox)
-                .bind(&e.body)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("events"))?;
+                insert_event(&mut tx, &e, now).await?;
             }
             tx.commit().await.map_err(&err)?;
             return Ok(Some(old));

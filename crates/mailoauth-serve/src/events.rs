@@ -78,29 +78,77 @@ impl Outbox {
                 "id": id,
                 "type": kind,
                 "created_at": now,
-                "mailbox": {
-                    "id": m.id,
-                    "email": m.email,
-                    "connector": m.connector,
-                    "kind": m.kind,
-                    "reference": m.reference,
-                    "state": state,
-                },
+                "mailbox": mailbox_json(m, state),
                 "error": error,
-            })
-            .to_string();
-            for url in &self.urls {
-                out.push(OutboxEvent {
-                    id: id.clone(),
-                    url: url.clone(),
-                    kind: (*kind).to_owned(),
-                    mailbox: m.id.clone(),
-                    body: body.clone(),
-                });
-            }
+            });
+            out.extend(self.to_each_url(&id, kind, m, body));
         }
         out
     }
+
+    /// The rows of a mail event (`message.sent`, `message.failed`,
+    /// `message.new`): its id is derived from `key` (the message's identity),
+    /// so however often and on whichever node the event is made, it has one
+    /// id and the outbox keeps one row per URL.
+    pub fn mail_event(
+        &self,
+        kind: &str,
+        key: &str,
+        m: &Mailbox,
+        fields: serde_json::Value,
+        now: i64,
+    ) -> Vec<OutboxEvent> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(kind.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(key.as_bytes());
+        let hex: String = ctx.finish().as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let id = format!("evt_{hex}");
+        let mut body = json!({
+            "id": id,
+            "type": kind,
+            "created_at": now,
+            "mailbox": mailbox_json(m, &m.state),
+        });
+        if let (Some(b), serde_json::Value::Object(f)) = (body.as_object_mut(), fields) {
+            b.extend(f);
+        }
+        self.to_each_url(&id, kind, m, body)
+    }
+
+    fn to_each_url(
+        &self,
+        id: &str,
+        kind: &str,
+        m: &Mailbox,
+        body: serde_json::Value,
+    ) -> Vec<OutboxEvent> {
+        let body = body.to_string();
+        self.urls
+            .iter()
+            .map(|url| OutboxEvent {
+                id: id.to_owned(),
+                url: url.clone(),
+                kind: kind.to_owned(),
+                mailbox: m.id.clone(),
+                body: body.clone(),
+            })
+            .collect()
+    }
+}
+
+fn mailbox_json(m: &Mailbox, state: &str) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "email": m.email,
+        "connector": m.connector,
+        "kind": m.kind,
+        "reference": m.reference,
+        "state": state,
+    })
 }
 
 /// Whether a webhook URL may be configured: HTTPS, or HTTP to a loopback host.

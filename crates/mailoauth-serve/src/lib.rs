@@ -21,6 +21,10 @@
 //! - [`connect`] — connect links, the consent page, the provider's callback.
 //! - [`discovery`] — which connector serves an address (a link that names none).
 //! - [`api`] — HTTP routes and errors.
+//! - [`outbox`] — what a send request must be to be accepted: raw or JSON (built into MIME).
+//! - [`mail_api`] — the mail routes: send a message, its state in the outbox.
+//! - [`sender`] — delivering the outbox: SMTP over reused logins, Graph fallback, retries, events.
+//! - [`graph`] — Microsoft Graph `sendMail`.
 //! - [`guard`] — clients with too many refused credentials are turned away (429).
 //! - [`edge`] — accepting connections: TLS, limits, timeouts, the client address.
 //! - [`import`] — mailboxes with tokens obtained elsewhere (JSON lines on stdin).
@@ -41,15 +45,19 @@ pub mod db;
 pub mod discovery;
 pub mod edge;
 pub mod events;
+pub mod graph;
 pub mod guard;
 pub mod import;
 pub mod keyops;
 pub mod keys;
+pub mod mail_api;
 pub mod metrics;
 pub mod openapi;
+pub mod outbox;
 pub mod ports;
 pub mod refresher;
 pub mod render;
 pub mod seal;
+pub mod sender;
 pub mod settings;
 pub mod tokens;

@@ -89,6 +89,13 @@ impl Deliveries {
     }
 }
 
+/// Outbox send attempts of this process by outcome: [`Delivery::Delivered`]
+/// is sent, [`Delivery::GivenUp`] failed (the same three ends as a webhook's).
+pub static SENDS: Deliveries = Deliveries([const { AtomicU64::new(0) }; 3]);
+
+/// Send outcomes, in the order of [`SENDS`].
+const SEND_OUTCOMES: [&str; 3] = ["sent", "retrying", "failed"];
+
 /// Refresh outcomes, in the order of [`Refreshes`].
 const OUTCOMES: [&str; 4] = ["ok", "degraded", "login_required", "failed"];
 
@@ -222,6 +229,13 @@ impl Metrics {
             "Webhook delivery attempts of this node by outcome.",
             &DELIVERY_OUTCOMES,
             &DELIVERIES.0,
+        );
+        by_outcome(
+            &mut out,
+            "mailoauth_send_attempts_total",
+            "Outbox send attempts of this node by outcome.",
+            &SEND_OUTCOMES,
+            &SENDS.0,
         );
         let _ = writeln!(
             out,

@@ -125,6 +125,8 @@ pub const KEY_SCHEME: &str = "api_key";
         crate::api::token,
         crate::api::connect_link,
         crate::api::audit,
+        crate::mail_api::send_message,
+        crate::mail_api::outbox_state,
         document,
         crate::metrics::metrics,
     ),
@@ -133,6 +135,7 @@ pub const KEY_SCHEME: &str = "api_key";
     tags(
         (name = "mailboxes", description = "Connected mailboxes"),
         (name = "tokens", description = "Access tokens"),
+        (name = "mail", description = "Sending mail from connected mailboxes"),
         (name = "operations", description = "Health, metrics, audit and this document"),
     )
 )]

@@ -65,6 +65,38 @@ pub const DEFAULT_LEASE_TTL: u64 = 60;
 /// renew each at least this often.
 pub const DEFAULT_KEEP_ALIVE_DAYS: u64 = 7;
 
+/// Connector keys the service reads and the core account does not know.
+const SERVICE_KEYS: &[&str] = &["send_via", "allow_send_as", "graph_url"];
+
+/// A connector's send limit unless it sets `max_message_size`: Exchange
+/// Online's default send limit (its own `max_message_size` also bounds what
+/// the service's fetches accept).
+pub const DEFAULT_MAX_SEND_SIZE: u64 = 35 * 1024 * 1024;
+
+/// How a connector's mailboxes send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendVia {
+    /// SMTP submission with XOAUTH2; Graph when the provider says SMTP AUTH
+    /// is disabled (`535 5.7.139`).
+    Smtp,
+    /// Microsoft Graph `sendMail` only.
+    Graph,
+}
+
+/// A connector's mail options.
+#[derive(Debug, Clone)]
+pub struct MailOptions {
+    /// SMTP first, or Graph only.
+    pub send_via: SendVia,
+    /// Whether a From other than the mailbox is passed on (the mailbox holds
+    /// SendAs rights); refused before connecting otherwise.
+    pub allow_send_as: bool,
+    /// Graph's base URL (default: the Microsoft cloud's).
+    pub graph_url: Option<String>,
+    /// The largest message accepted for sending, in bytes.
+    pub max_message_size: u64,
+}
+
 /// Where the master key comes from.
 #[derive(Debug)]
 pub enum MasterKeySource {
@@ -319,6 +351,7 @@ impl Settings {
         // A connector that cannot make an account is a config error now, not at
         // the first request.
         for name in settings.connectors.keys() {
+            settings.mail(name)?;
             let a = settings.account(name, "check@example.invalid")?;
             if settings.refresh_ahead <= a.min_validity as i64 {
                 return Err(err(format!(
@@ -364,6 +397,9 @@ impl Settings {
             });
         }
         let mut account = table.clone();
+        for k in SERVICE_KEYS {
+            account.remove(*k);
+        }
         account.insert("user".into(), toml::Value::String(user.to_owned()));
         let mut accounts = toml::Table::new();
         accounts.insert(connector.to_owned(), toml::Value::Table(account));
@@ -373,6 +409,63 @@ impl Settings {
         let config =
             Config::parse(&source, &self.path).map_err(|e| self.about_connector(connector, e))?;
         providers::resolve(&config, connector).map_err(|e| self.about_connector(connector, e))
+    }
+
+    /// The connector's mail options (the keys only the service reads).
+    pub fn mail(&self, connector: &str) -> Result<MailOptions, Error> {
+        let table = self.connectors.get(connector);
+        let get = |k: &str| table.and_then(|t| t.get(k));
+        let err = |message: String| Error::Config {
+            path: self.path.clone(),
+            line: None,
+            message: format!("[serve.connectors.{connector}] {message}"),
+        };
+        let send_via = match get("send_via").map(|v| v.as_str()) {
+            None | Some(Some("smtp")) => SendVia::Smtp,
+            Some(Some("graph")) => SendVia::Graph,
+            _ => return Err(err("`send_via` must be \"smtp\" or \"graph\"".into())),
+        };
+        let allow_send_as = match get("allow_send_as") {
+            None => false,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(_) => return Err(err("`allow_send_as` must be true or false".into())),
+        };
+        let graph_url = match get("graph_url") {
+            None => None,
+            Some(toml::Value::String(u)) => {
+                crate::events::check_url(u).map_err(|why| err(format!("`graph_url`: {why}")))?;
+                Some(u.trim_end_matches('/').to_owned())
+            }
+            Some(_) => return Err(err("`graph_url` must be a URL".into())),
+        };
+        let max_message_size = match get("max_message_size") {
+            None => DEFAULT_MAX_SEND_SIZE,
+            Some(toml::Value::Integer(n)) if *n >= 1024 => *n as u64,
+            Some(_) => {
+                return Err(err(
+                    "`max_message_size` must be a number of bytes of at least 1024".into(),
+                ));
+            }
+        };
+        Ok(MailOptions {
+            send_via,
+            allow_send_as,
+            graph_url,
+            max_message_size,
+        })
+    }
+
+    /// The largest body any connector's send route must read: its message
+    /// limit in base64 (a JSON attachment) plus room for the rest.
+    pub fn largest_send_body(&self) -> usize {
+        let most = self
+            .connectors
+            .keys()
+            .filter_map(|c| self.mail(c).ok())
+            .map(|m| m.max_message_size)
+            .max()
+            .unwrap_or(DEFAULT_MAX_SEND_SIZE);
+        (most as usize / 3 + 1) * 4 + 1024 * 1024
     }
 
     /// Errors from the synthetic account name the connector's section instead of

@@ -345,6 +345,11 @@ impl Tokens {
         self.cooling.lock().unwrap().remove(id);
     }
 
+    /// Where events go (the webhook URLs).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -202,8 +202,20 @@ fn metrics_need_an_admin_key_when_the_service_is_behind_a_proxy() {
 fn v1_routes() -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let src = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(dir)];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    for file in files {
+        let src = std::fs::read_to_string(file).unwrap();
         let mut rest = src.as_str();
         while let Some(i) = rest.find(".route(") {
             let after = &rest[i + ".route(".len()..];

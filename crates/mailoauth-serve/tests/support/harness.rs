@@ -519,6 +519,18 @@ pub struct Delivery {
     pub status: u16,
 }
 
+impl Delivery {
+    /// Whether its signature checks out as a receiver checks it: HMAC-SHA256
+    /// over "timestamp.body" with the shared secret.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        let ts = &self.headers["mailoauth-timestamp"];
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = ring::hmac::sign(&key, format!("{ts}.{}", self.body).as_bytes());
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self.headers["mailoauth-signature"] == format!("v1={hex}")
+    }
+}
+
 /// A webhook receiver on loopback: answers the first `fail_first` requests
 /// with 500 and the rest with 200, and records each.
 pub struct Webhook {

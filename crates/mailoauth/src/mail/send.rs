@@ -141,7 +141,7 @@ fn push_crlf(out: &mut Vec<u8>, text: &[u8]) {
     }
 }
 
-/// Submit: authenticate, MAIL FROM, RCPT TO each, DATA (dot-stuffed).
+/// Submit: authenticate, MAIL FROM, RCPT TO each, DATA (dot-stuffed), QUIT.
 pub fn submit(
     account: &Account,
     server: &Server,
@@ -149,20 +149,59 @@ pub fn submit(
     msg: &Prepared,
     timeout: Duration,
 ) -> Result<Success, Failure> {
-    // `prepare` refused these already; a caller that built `Prepared` itself
-    // must not be able to inject commands either.
-    for a in std::iter::once(&msg.from).chain(&msg.recipients) {
-        if a.contains(['\r', '\n', '\0', '<', '>']) {
-            return Err(Failure::Protocol(format!(
-                "refusing the address `{}`: it would break the SMTP command",
-                super::wire::shown(a)
-            )));
-        }
+    let mut s = Submission::open(account, server, token, timeout)?;
+    let detail = s.send(msg)?;
+    let mechanism = s.mechanism;
+    s.close();
+    Ok(Success { mechanism, detail })
+}
+
+/// A logged-in submission connection that carries one message after another
+/// (the service's outbox reuses it: a new login per message would cost a
+/// round trip and the provider's connection budget).
+pub struct Submission {
+    conn: super::conn::Conn,
+    /// The SASL mechanism the login used.
+    pub mechanism: Option<crate::sasl::Mechanism>,
+}
+
+impl Submission {
+    /// Connect, greet, STARTTLS when configured, EHLO and authenticate.
+    pub fn open(
+        account: &Account,
+        server: &Server,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<Submission, Failure> {
+        let (conn, mechanism) = smtp::login(account, server, token, timeout)?;
+        Ok(Submission { conn, mechanism })
     }
-    let (mut conn, mech) = smtp::login(account, server, token, timeout)?;
-    let step = |conn: &mut super::conn::Conn, cmd: String, want: u16, name: &'static str| {
-        conn.write_line(&cmd)?;
-        let (code, r) = reply(conn)?;
+
+    /// One mail transaction. On a refusal the transaction is reset, so the
+    /// connection can carry the next message; any other failure leaves it
+    /// unusable (drop it). `Ok`: the server's final reply, for the record.
+    pub fn send(&mut self, msg: &Prepared) -> Result<String, Failure> {
+        // `prepare` refused these already; a caller that built `Prepared`
+        // itself must not be able to inject commands either.
+        for a in std::iter::once(&msg.from).chain(&msg.recipients) {
+            if a.contains(['\r', '\n', '\0', '<', '>']) {
+                return Err(Failure::Protocol(format!(
+                    "refusing the address `{}`: it would break the SMTP command",
+                    super::wire::shown(a)
+                )));
+            }
+        }
+        let r = self.transaction(msg);
+        if let Err(Failure::Refused { .. } | Failure::Temporary { .. }) = &r {
+            let _ = self.conn.write_line("RSET");
+            let _ = reply(&mut self.conn);
+        }
+        r.map(|r| format!("{} recipient(s): {}", msg.recipients.len(), r))
+    }
+
+    fn step(&mut self, cmd: &str, want: u16, name: &'static str) -> Result<String, Failure> {
+        self.conn.write_line(cmd)?;
+        let (code, r) = reply(&mut self.conn)?;
         if code != want {
             return Err(crate::proto::refused(
                 Service::Smtp,
@@ -171,44 +210,43 @@ pub fn submit(
                 name,
             ));
         }
-        Ok(())
-    };
-    step(
-        &mut conn,
-        format!("MAIL FROM:<{}>", msg.from),
-        250,
-        "MAIL FROM",
-    )?;
-    for r in &msg.recipients {
-        step(&mut conn, format!("RCPT TO:<{r}>"), 250, "RCPT TO")?;
+        Ok(r.join(" / "))
     }
-    step(&mut conn, "DATA".into(), 354, "DATA")?;
-    let mut body = Vec::with_capacity(msg.data.len() + 16);
-    for line in msg.data.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            body.push(b'.');
+
+    fn transaction(&mut self, msg: &Prepared) -> Result<String, Failure> {
+        self.step(&format!("MAIL FROM:<{}>", msg.from), 250, "MAIL FROM")?;
+        for r in &msg.recipients {
+            self.step(&format!("RCPT TO:<{r}>"), 250, "RCPT TO")?;
         }
-        body.extend_from_slice(line);
+        self.step("DATA", 354, "DATA")?;
+        let mut body = Vec::with_capacity(msg.data.len() + 16);
+        for line in msg.data.split_inclusive(|&b| b == b'\n') {
+            if line.first() == Some(&b'.') {
+                body.push(b'.');
+            }
+            body.extend_from_slice(line);
+        }
+        if !body.ends_with(b"\r\n") {
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b".\r\n");
+        self.conn.write_all(&body)?;
+        let (code, r) = reply(&mut self.conn)?;
+        if code != 250 {
+            return Err(crate::proto::refused(
+                Service::Smtp,
+                r.join(" / "),
+                None,
+                "DATA",
+            ));
+        }
+        Ok(r.join(" / "))
     }
-    if !body.ends_with(b"\r\n") {
-        body.extend_from_slice(b"\r\n");
+
+    /// Say QUIT and end the connection (its answer does not matter).
+    pub fn close(mut self) {
+        let _ = self.conn.write_line("QUIT");
     }
-    body.extend_from_slice(b".\r\n");
-    conn.write_all(&body)?;
-    let (code, r) = reply(&mut conn)?;
-    if code != 250 {
-        return Err(crate::proto::refused(
-            Service::Smtp,
-            r.join(" / "),
-            None,
-            "DATA",
-        ));
-    }
-    let _ = conn.write_line("QUIT");
-    Ok(Success {
-        mechanism: mech,
-        detail: format!("{} recipient(s): {}", msg.recipients.len(), r.join(" / ")),
-    })
 }
 
 #[cfg(test)]
