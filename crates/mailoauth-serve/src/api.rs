@@ -70,6 +70,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/mailboxes/{id}/outbox/{msg}",
             get(crate::mail_api::outbox_state),
         )
+        .route(
+            "/v1/mailboxes/{id}/folders/{folder}/messages/{uid}",
+            get(crate::mail_api::read_message),
+        )
         .route("/v1/audit", get(audit))
         .route("/v1/connect-links", axum::routing::post(connect_link))
         .route(
@@ -92,7 +96,7 @@ pub fn router(app: Arc<App>) -> Router {
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
-    message: String,
+    pub(crate) message: String,
     fix: Option<String>,
     /// Seconds for `Retry-After` on a 503 (default 5).
     retry_after: Option<i64>,

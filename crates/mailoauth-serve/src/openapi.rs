@@ -127,6 +127,7 @@ pub const KEY_SCHEME: &str = "api_key";
         crate::api::audit,
         crate::mail_api::send_message,
         crate::mail_api::outbox_state,
+        crate::mail_api::read_message,
         document,
         crate::metrics::metrics,
     ),

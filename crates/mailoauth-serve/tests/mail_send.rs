@@ -697,3 +697,83 @@ fn a_thousand_queued_messages_over_ten_mailboxes_leave_at_fifty_a_second_or_more
         "0"
     );
 }
+
+#[test]
+fn a_delivered_message_is_read_back_raw_by_folder_and_uid() {
+    let s = Setup::new("sqlite", &[]);
+    let mail = Dovecot::start(&s.oauth.issuer);
+    let hook = Webhook::start(0);
+    let servers = format!(
+        "smtp = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
+         imap = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\nca_file = \"{}\"\n",
+        mail.ports["submission"],
+        mail.ports["imap_tls"],
+        mail.ports["ca"].as_str().unwrap()
+    );
+    configure(&s, &hook, &sender_connector(&s, &servers, ""));
+    let key = s.key(&["accounts:write", "mail:send", "mail:read"], &[]);
+    let send_only = s.key(&["mail:send"], &[]);
+    let node = s.start();
+    let id = add_mailbox(&node, &key, "reader@example.test");
+    let text = "line\r\n".repeat(20_000);
+    let body =
+        json!({"to": ["reader@example.test"], "subject": "read me", "text": text}).to_string();
+    let (st, _, v) = post(&node, &key, &id, "application/json", None, &body);
+    assert_eq!(st, 202, "{v}");
+    let v = settled(
+        &node,
+        &key,
+        &id,
+        v["id"].as_str().unwrap(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(v["state"], "sent", "{v}");
+    let on_disk = wait_inbox(&mail, "reader@example.test", 1).remove(0);
+
+    let auth = format!("Bearer {key}");
+    let get = |path: &str, auth: &str| node.send("GET", path, &[("Authorization", auth)], "");
+    let (st, head, raw) = get(
+        &format!("/v1/mailboxes/{id}/folders/INBOX/messages/1"),
+        &auth,
+    );
+    assert_eq!(st, 200, "{raw}");
+    assert!(
+        head.to_lowercase().contains("content-type: message/rfc822"),
+        "{head}"
+    );
+    assert!(
+        raw.contains("Subject: read me"),
+        "{}",
+        &raw[..raw.len().min(500)]
+    );
+    // Maildir keeps LF line ends; IMAP hands the message out with CRLF.
+    let stored = on_disk.replace("\r\n", "\n").replace('\n', "\r\n");
+    assert_eq!(raw.len(), stored.len(), "the message as stored, whole");
+    assert_eq!(raw, stored, "the message as stored, byte for byte");
+    assert!(
+        head.to_lowercase()
+            .contains(&format!("content-length: {}", raw.len())),
+        "{head}"
+    );
+
+    for (path, want, says) in [
+        ("/folders/INBOX/messages/99", 404, "no message with UID 99"),
+        (
+            "/folders/Nope%2FSub/messages/1",
+            404,
+            "cannot open folder `Nope/Sub`",
+        ),
+        ("/folders/INBOX/messages/0", 400, "UID"),
+        ("/folders/IN%0D%0ABOX/messages/1", 400, "control character"),
+    ] {
+        let (st, _, text) = get(&format!("/v1/mailboxes/{id}{path}"), &auth);
+        assert_eq!(st, want, "{path}: {text}");
+        assert!(text.contains(says), "{path}: `{says}` not in {text}");
+    }
+    let (st, _, text) = get(
+        &format!("/v1/mailboxes/{id}/folders/INBOX/messages/1"),
+        &format!("Bearer {send_only}"),
+    );
+    assert_eq!(st, 403, "{text}");
+    assert!(text.contains("mail:read"), "{text}");
+}

@@ -274,7 +274,7 @@ pub fn fetch(
 /// A mailbox name as an IMAP quoted string; CR, LF and NUL cannot be quoted
 /// (and would end the command), so they are refused — the CLI refuses them
 /// earlier, with a usage error.
-fn quote(name: &str) -> Result<String, Failure> {
+pub(super) fn quote(name: &str) -> Result<String, Failure> {
     if name.contains(['\r', '\n', '\0']) {
         return Err(Failure::Protocol(format!(
             "the folder name {:?} holds a line break or NUL",
@@ -288,7 +288,7 @@ fn quote(name: &str) -> Result<String, Failure> {
 }
 
 /// The failure for a message over `max_message_size`.
-fn too_big(size: u64, max: u64) -> Failure {
+pub(super) fn too_big(size: u64, max: u64) -> Failure {
     misbehaving(&format!(
         "it announced a message of {size} bytes, over max_message_size ({max} bytes; \
          raise `max_message_size` in the account's config if the message is real)"
@@ -379,7 +379,7 @@ pub fn fetch_pop(
 }
 
 /// `UID n` inside a FETCH response line.
-fn uid_in(line: &str) -> Option<u64> {
+pub(super) fn uid_in(line: &str) -> Option<u64> {
     let mut it = line.split([' ', '(', ')']);
     while let Some(w) = it.next() {
         if w.eq_ignore_ascii_case("UID") {
@@ -392,7 +392,7 @@ fn uid_in(line: &str) -> Option<u64> {
 /// The `{N}` literal size at the end of a line (`None`: no literal); a size
 /// that is not a number is the server's error, not a line to skip (its bytes
 /// would then be read as responses).
-fn literal_size(line: &str) -> Result<Option<u64>, Failure> {
+pub(super) fn literal_size(line: &str) -> Result<Option<u64>, Failure> {
     let Some(inner) = line.strip_suffix('}') else {
         return Ok(None);
     };

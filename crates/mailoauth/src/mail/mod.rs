@@ -16,6 +16,7 @@ pub mod imap;
 mod maildir;
 pub mod plan;
 pub mod pop;
+pub mod read;
 pub mod send;
 pub mod smtp;
 pub mod wire;
