@@ -247,6 +247,52 @@ impl Conn {
         Ok(())
     }
 
+    /// Wait up to `timeout` for the server to say something, without
+    /// consuming it: `Ok(false)` when it stayed silent. The connection's own
+    /// timeout applies again afterwards. (A watcher waits this way through an
+    /// IDLE: a timeout inside `read_line` could drop half a line.)
+    pub fn wait(&mut self, timeout: Duration, then: Duration) -> Result<bool, ConnError> {
+        if !self.io.buffer().is_empty() {
+            return Ok(true);
+        }
+        self.set_read_timeout(timeout.max(Duration::from_millis(1)));
+        let r = self.io.fill_buf().map(|b| b.len());
+        self.set_read_timeout(then);
+        match r {
+            Ok(0) => Err(ConnError::Protocol(format!(
+                "{} closed the connection",
+                self.host
+            ))),
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.read_error(e)),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self.io.get_ref() {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    fn set_read_timeout(&self, t: Duration) {
+        self.tcp().set_read_timeout(Some(t)).ok();
+    }
+
+    /// A handle another thread can end this connection with (a watcher told
+    /// to stop is usually blocked in [`Conn::wait`]).
+    pub fn stopper(&self) -> Option<Stopper> {
+        self.tcp().try_clone().ok().map(Stopper)
+    }
+
     /// Send one line (CRLF is added).
     pub fn write_line(&mut self, line: &str) -> Result<(), ConnError> {
         let mut bytes = Vec::with_capacity(line.len() + 2);
@@ -261,6 +307,17 @@ impl Conn {
         s.write_all(bytes)
             .and_then(|()| s.flush())
             .map_err(|e| ConnError::Protocol(format!("writing to {}: {e}", self.host)))
+    }
+}
+
+/// Ends a connection from another thread: its reads and writes fail at once.
+#[derive(Debug)]
+pub struct Stopper(TcpStream);
+
+impl Stopper {
+    /// Shut the socket down both ways.
+    pub fn stop(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }
 

@@ -38,10 +38,36 @@ impl Session {
 
     /// Send a command with a fresh tag and return the tag (the caller reads the response).
     pub fn send(&mut self, cmd: &str) -> Result<String, Failure> {
-        self.next_tag += 1;
-        let tag = format!("m{}", self.next_tag);
+        let tag = self.next_tag();
         self.conn.write_all(&command(&tag, cmd))?;
         Ok(tag)
+    }
+
+    /// A fresh tag (for a command the caller frames itself, like IDLE).
+    pub fn next_tag(&mut self) -> String {
+        self.next_tag += 1;
+        format!("m{}", self.next_tag)
+    }
+
+    /// Read one response whole, its literals inline as on the wire (what
+    /// [`crate::proto::imap::data`] parses), at most `max` bytes of them.
+    pub fn read_response(&mut self, max: u64) -> Result<Vec<u8>, Failure> {
+        let mut raw = self.conn.read_line()?;
+        while let Some(n) = crate::proto::imap::data::literal_at_end(&raw) {
+            // The whole response counts, so endless `{0}` literals end too.
+            if (raw.len() as u64).saturating_add(n) > max {
+                return Err(crate::proto::misbehaving(&format!(
+                    "a response with literals over {max} bytes where an envelope was asked for"
+                )));
+            }
+            raw.extend_from_slice(b"\r\n");
+            self.conn.copy_exact(n, &mut raw).map_err(|e| match e {
+                super::conn::CopyError::Read(c) => Failure::from(c),
+                super::conn::CopyError::Write(e) => Failure::Protocol(e.to_string()),
+            })?;
+            raw.extend_from_slice(&self.conn.read_line()?);
+        }
+        Ok(raw)
     }
 
     /// True if the server advertises capability `c`.

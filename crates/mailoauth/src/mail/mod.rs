@@ -19,6 +19,7 @@ pub mod pop;
 pub mod read;
 pub mod send;
 pub mod smtp;
+pub mod watch;
 pub mod wire;
 
 use std::time::{Duration, Instant};

@@ -2,9 +2,14 @@
 //! `* PREAUTH`), STARTTLS, CAPABILITY (untagged or the `[CAPABILITY]` code,
 //! `AUTH=` in any case), AUTHENTICATE with SASL-IR (RFC 4959) when offered else
 //! the `+` continuation, the error challenge — and [`Response`], which collects
-//! a tagged command's untagged lines and status for the callers.
+//! a tagged command's untagged lines and status for the callers. What a
+//! watcher needs after login lives beside it: [`data`] (FETCH values,
+//! ENVELOPE, what SELECT says incl. CONDSTORE) and [`idle`].
 //!
 //! Must not: do I/O, or put the SASL payload anywhere but a `SendSecret` step.
+
+pub mod data;
+pub mod idle;
 
 use super::line::{Lines, strip_prefix_ci};
 use super::{Core, Credentials, Failure, refused};

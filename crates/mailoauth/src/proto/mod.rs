@@ -15,8 +15,8 @@
 //! for the `diagnose` catalog. Must not: do I/O, obtain tokens, explain failures,
 //! or put a token or SASL payload in an error or `Debug` output.
 //!
-//! Room to grow: IDLE, ENVELOPE and CONDSTORE are meant to be further small
-//! machines in `imap` next to [`imap::Response`], fed lines the same way.
+//! IDLE, ENVELOPE and CONDSTORE are further small machines in `imap` next to
+//! [`imap::Response`] ([`imap::idle`], [`imap::data`]), fed lines the same way.
 
 pub(crate) mod failure;
 pub mod imap;
