@@ -49,6 +49,8 @@ pub struct App {
     pub reconnects: crate::connect::Reconnects,
     /// Wakes the outbox sender when a message is accepted.
     pub wake: crate::sender::Wake,
+    /// Wakes the webhook deliverer when events were written (new mail).
+    pub deliver: Arc<tokio::sync::Notify>,
 }
 
 /// The service's routes.

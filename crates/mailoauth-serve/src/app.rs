@@ -52,6 +52,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         reconnects: Default::default(),
         guard: Default::default(),
         wake: Default::default(),
+        deliver: Default::default(),
     });
     // Background work; each task ends with the runtime. The first heartbeat
     // comes before the refresher starts, so it begins with its right share.
@@ -59,6 +60,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     tokio::spawn(crate::cluster::run(app.clone()));
     let refresher = tokio::spawn(crate::refresher::run(app.clone()));
     let sender = tokio::spawn(crate::sender::run(app.clone()));
+    tokio::spawn(crate::watcher::run(app.clone()));
     if let Some(secret) = webhook_secret {
         tokio::spawn(
             crate::events::Deliverer {
@@ -66,6 +68,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                 urls: settings.webhooks.clone(),
                 secret,
                 private_ranges: settings.webhook_private_ranges,
+                wake: app.deliver.clone(),
             }
             .run(),
         );

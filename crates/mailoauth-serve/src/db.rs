@@ -17,6 +17,7 @@ use sqlx::{AnyPool, Row};
 use mailoauth::Error;
 
 mod mail;
+mod watch;
 pub use mail::{Attempt, DueMessage, MessageState, NewMessage, Outgoing};
 
 /// Which database a URL names.

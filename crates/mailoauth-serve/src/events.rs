@@ -265,6 +265,8 @@ pub struct Deliverer {
     pub secret: Arc<Zeroizing<String>>,
     /// Whether private address ranges may be targets.
     pub private_ranges: bool,
+    /// Rung when new events are written, so they need not wait for the poll.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Deliverer {
@@ -306,7 +308,10 @@ impl Deliverer {
                 }
                 Err(e) => log::warn!("webhooks: cannot read the outbox: {e}"),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::select! {
+                _ = this.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
     }
 

@@ -22,9 +22,10 @@
 //! - [`discovery`] — which connector serves an address (a link that names none).
 //! - [`api`] — HTTP routes and errors.
 //! - [`outbox`] — what a send request must be to be accepted: raw or JSON (built into MIME).
-//! - [`mail_api`] — the mail routes: send a message, its state in the outbox.
+//! - [`mail_api`] — the mail routes: send a message, its state in the outbox, read one raw.
 //! - [`sender`] — delivering the outbox: SMTP over reused logins, Graph fallback, retries, events.
 //! - [`graph`] — Microsoft Graph `sendMail`.
+//! - [`watcher`] — receiving mail: watchers by lease, IDLE per folder, `message.new` events.
 //! - [`guard`] — clients with too many refused credentials are turned away (429).
 //! - [`edge`] — accepting connections: TLS, limits, timeouts, the client address.
 //! - [`import`] — mailboxes with tokens obtained elsewhere (JSON lines on stdin).
@@ -61,3 +62,4 @@ pub mod seal;
 pub mod sender;
 pub mod settings;
 pub mod tokens;
+pub mod watcher;

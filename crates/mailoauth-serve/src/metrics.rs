@@ -96,6 +96,59 @@ pub static SENDS: Deliveries = Deliveries([const { AtomicU64::new(0) }; 3]);
 /// Send outcomes, in the order of [`SENDS`].
 const SEND_OUTCOMES: [&str; 3] = ["sent", "retrying", "failed"];
 
+/// What the watchers did, in the order of [`Watched`].
+const WATCH_KINDS: [&str; 6] = [
+    "message",
+    "idle_renewal",
+    "connect",
+    "token_expired",
+    "throttled",
+    "failure",
+];
+
+/// One thing a watcher did.
+#[derive(Debug, Clone, Copy)]
+pub enum Watched {
+    /// A new message was reported.
+    Message,
+    /// An IDLE was re-issued (an idle watcher's only wake-up).
+    IdleRenewal,
+    /// A folder connection logged in.
+    Connect,
+    /// The server ended a session because the token ran out.
+    TokenExpired,
+    /// The server asked to be left alone.
+    Throttled,
+    /// A session failed (network, protocol, login).
+    Failure,
+}
+
+/// The watchers' counters (a static: they run on their own threads).
+pub struct WatchCounts([AtomicU64; 6], std::sync::atomic::AtomicI64);
+
+/// The process's watcher counters and the gauge of open folder connections.
+pub static WATCH: WatchCounts = WatchCounts(
+    [const { AtomicU64::new(0) }; 6],
+    std::sync::atomic::AtomicI64::new(0),
+);
+
+impl WatchCounts {
+    /// Count one.
+    pub fn record(&self, w: Watched) {
+        self.0[w as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A folder connection opened (`1`) or ended (`-1`).
+    pub fn open(&self, delta: i64) {
+        self.1.fetch_add(delta, Relaxed);
+    }
+
+    /// How many of `w` so far.
+    pub fn count(&self, w: Watched) -> u64 {
+        self.0[w as usize].load(Relaxed)
+    }
+}
+
 /// Refresh outcomes, in the order of [`Refreshes`].
 const OUTCOMES: [&str; 4] = ["ok", "degraded", "login_required", "failed"];
 
@@ -236,6 +289,19 @@ impl Metrics {
             "Outbox send attempts of this node by outcome.",
             &SEND_OUTCOMES,
             &SENDS.0,
+        );
+        by_outcome(
+            &mut out,
+            "mailoauth_watch_events_total",
+            "What this node's watchers did: messages reported, IDLE renewals, logins, ends.",
+            &WATCH_KINDS,
+            &WATCH.0,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mailoauth_watch_connections Folder connections this node's watchers hold open.\n\
+             # TYPE mailoauth_watch_connections gauge\nmailoauth_watch_connections {}",
+            WATCH.1.load(Relaxed)
         );
         let _ = writeln!(
             out,

@@ -49,6 +49,9 @@ struct RawServe {
     keep_alive_days: Option<u64>,
     keep_fresh: Option<bool>,
     lease_ttl: Option<u64>,
+    watch_lease: Option<u64>,
+    idle_renew: Option<u64>,
+    reconnect_rate: Option<f64>,
 }
 
 /// Refreshes per second per provider (token endpoint host) and node, unless
@@ -66,7 +69,39 @@ pub const DEFAULT_LEASE_TTL: u64 = 60;
 pub const DEFAULT_KEEP_ALIVE_DAYS: u64 = 7;
 
 /// Connector keys the service reads and the core account does not know.
-const SERVICE_KEYS: &[&str] = &["send_via", "allow_send_as", "graph_url"];
+const SERVICE_KEYS: &[&str] = &[
+    "send_via",
+    "allow_send_as",
+    "graph_url",
+    "watch",
+    "watch_poll",
+    "watch_connections",
+];
+
+/// Seconds a node's lease on a mailbox's watcher lasts (renewed every third
+/// of it): how long a dead node's mailboxes go unwatched.
+pub const DEFAULT_WATCH_LEASE: u64 = 30;
+/// IDLE is re-issued this often: under the 29 minutes after which servers
+/// may end an idle IDLE (RFC 2177), with room for a slow round trip.
+pub const DEFAULT_IDLE_RENEW: u64 = 25 * 60;
+/// Watcher (re)connections per second per node: a restarted server or node
+/// gets its watchers back spread out, not as one burst.
+pub const DEFAULT_RECONNECT_RATE: f64 = 50.0;
+/// Without IDLE, a folder is looked at this often unless `watch_poll` says.
+pub const DEFAULT_WATCH_POLL: u64 = 60;
+/// Connections one mailbox's watcher may hold (one per folder) unless
+/// `watch_connections` says: below Gmail's 15 and Exchange Online's 20
+/// simultaneous IMAP connections, leaving room for the user's own clients.
+pub const DEFAULT_WATCH_CONNECTIONS: usize = 5;
+
+/// What a connector's mailboxes watch.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// The folders (one IMAP connection each); empty: not watched.
+    pub folders: Vec<String>,
+    /// How often a folder is looked at when the server has no IDLE.
+    pub poll: Duration,
+}
 
 /// A connector's send limit unless it sets `max_message_size`: Exchange
 /// Online's default send limit (its own `max_message_size` also bounds what
@@ -148,6 +183,12 @@ pub struct Settings {
     /// Seconds a node's refresh lease on a mailbox lasts (renewed while its
     /// request runs): how long a dead node's refresh blocks the others.
     pub lease_ttl: u64,
+    /// Seconds a node's watcher lease lasts (renewed every third of it).
+    pub watch_lease: u64,
+    /// How often an IDLE is ended and re-issued.
+    pub idle_renew: Duration,
+    /// Watcher (re)connections per second per node.
+    pub reconnect_rate: f64,
 }
 
 /// How many connections, and how long each may take (see `edge`).
@@ -325,7 +366,26 @@ impl Settings {
             keep_alive: raw.keep_alive_days.unwrap_or(DEFAULT_KEEP_ALIVE_DAYS) as i64 * 86_400,
             keep_fresh: raw.keep_fresh.unwrap_or(true),
             lease_ttl: raw.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
+            watch_lease: raw.watch_lease.unwrap_or(DEFAULT_WATCH_LEASE),
+            idle_renew: Duration::from_secs(raw.idle_renew.unwrap_or(DEFAULT_IDLE_RENEW)),
+            reconnect_rate: raw.reconnect_rate.unwrap_or(DEFAULT_RECONNECT_RATE),
         };
+        if !(3..=600).contains(&settings.watch_lease) {
+            return Err(err("[serve] `watch_lease` must be 3 to 600 seconds".into()));
+        }
+        if !(1..=DEFAULT_IDLE_RENEW).contains(&settings.idle_renew.as_secs()) {
+            return Err(err(format!(
+                "[serve] `idle_renew` must be 1 to {DEFAULT_IDLE_RENEW} seconds (servers may end an IDLE after 29 minutes)"
+            )));
+        }
+        if !(settings.reconnect_rate >= 0.1 && settings.reconnect_rate <= 10_000.0) {
+            return Err(err(
+                "[serve] `reconnect_rate` must be 0.1 to 10000 connections per second".into(),
+            ));
+        }
+        for c in settings.connectors.keys() {
+            settings.watch(c)?;
+        }
         if !(2..=600).contains(&settings.lease_ttl) {
             return Err(err("[serve] `lease_ttl` must be 2 to 600 seconds".into()));
         }
@@ -452,6 +512,65 @@ impl Settings {
             allow_send_as,
             graph_url,
             max_message_size,
+        })
+    }
+
+    /// What the connector's mailboxes watch (`watch = ["INBOX", …]`).
+    pub fn watch(&self, connector: &str) -> Result<WatchOptions, Error> {
+        let table = self.connectors.get(connector);
+        let get = |k: &str| table.and_then(|t| t.get(k));
+        let err = |message: String| Error::Config {
+            path: self.path.clone(),
+            line: None,
+            message: format!("[serve.connectors.{connector}] {message}"),
+        };
+        let mut folders = Vec::new();
+        match get("watch") {
+            None => {}
+            Some(toml::Value::Array(a)) => {
+                for f in a {
+                    match f.as_str() {
+                        Some(f) if !f.is_empty() && !f.chars().any(char::is_control) => {
+                            if !folders.iter().any(|x| x == f) {
+                                folders.push(f.to_owned());
+                            }
+                        }
+                        _ => {
+                            return Err(err(
+                                "`watch` must list folder names without control characters, e.g. watch = [\"INBOX\"]"
+                                    .into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(err(
+                    "`watch` must be a list of folders, e.g. [\"INBOX\"]".into()
+                ));
+            }
+        }
+        let most = match get("watch_connections") {
+            None => DEFAULT_WATCH_CONNECTIONS,
+            Some(toml::Value::Integer(n)) if (1..=50).contains(n) => *n as usize,
+            Some(_) => return Err(err("`watch_connections` must be 1 to 50".into())),
+        };
+        if folders.len() > most {
+            return Err(err(format!(
+                "`watch` names {} folders but a mailbox may hold {most} connections (one per folder): \
+                 watch fewer, or raise `watch_connections` within the provider's limit \
+                 (Gmail 15, Exchange Online 20 per mailbox)",
+                folders.len()
+            )));
+        }
+        let poll = match get("watch_poll") {
+            None => DEFAULT_WATCH_POLL,
+            Some(toml::Value::Integer(n)) if (1..=3600).contains(n) => *n as u64,
+            Some(_) => return Err(err("`watch_poll` must be 1 to 3600 seconds".into())),
+        };
+        Ok(WatchOptions {
+            folders,
+            poll: Duration::from_secs(poll),
         })
     }
 
