@@ -298,6 +298,19 @@ fn mailbox_of(r: &AnyRow) -> Mailbox {
 }
 
 impl Db {
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// its start (`BEGIN IMMEDIATE`): a deferred transaction that reads and
+    /// then writes cannot wait for the lock once another writer committed
+    /// since its read (SQLite answers "database is locked" at once, whatever
+    /// the busy timeout), which hundreds of watchers and the refresher
+    /// writing together would hit.
+    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Connect to `url` and apply the backend's migrations.
     pub async fn open(url: &str) -> Result<Db, Error> {
         sqlx::any::install_default_drivers();
@@ -562,7 +575,7 @@ impl Db {
     ) -> Result<Option<Mailbox>, Error> {
         let err = db_err("mailboxes");
         for _ in 0..5 {
-            let mut tx = self.pool.begin().await.map_err(&err)?;
+            let mut tx = self.write().await.map_err(&err)?;
             let old = sqlx::query(select_mailboxes("WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -653,7 +666,10 @@ impl Db {
         Ok(())
     }
 
-    /// Webhook deliveries due by `now` (not yet delivered, under `max_attempts`).
+    /// Webhook deliveries due by `now` (not yet delivered, under `max_attempts`):
+    /// of each (mailbox, URL) only the oldest pending one, so a receiver sees
+    /// a mailbox's events in the order they happened, also after it was
+    /// down (a given-up row no longer holds the rest back).
     pub async fn due_events(
         &self,
         now: i64,
@@ -661,9 +677,11 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<EventRow>, Error> {
         let rows = sqlx::query(
-            "SELECT id, url, kind, mailbox, body, attempts, next_attempt FROM events \
+            "SELECT id, url, kind, mailbox, body, attempts, next_attempt FROM events e \
              WHERE delivered_at IS NULL AND next_attempt <= $1 AND attempts < $2 \
-             ORDER BY next_attempt LIMIT $3",
+             AND NOT EXISTS (SELECT 1 FROM events o WHERE o.mailbox = e.mailbox \
+             AND o.url = e.url AND o.delivered_at IS NULL AND o.attempts < $2 AND o.seq < e.seq) \
+             ORDER BY seq LIMIT $3",
         )
         .bind(now)
         .bind(max_attempts)
@@ -1033,7 +1051,7 @@ impl Db {
 
     /// Write a batch of audit entries in one transaction.
     pub async fn add_audit(&self, entries: &[AuditEntry]) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(db_err("audit"))?;
+        let mut tx = self.write().await.map_err(db_err("audit"))?;
         for e in entries {
             sqlx::query(
                 "INSERT INTO audit (at, key_id, mailbox, action, count) VALUES ($1, $2, $3, $4, $5)",
@@ -1112,7 +1130,7 @@ impl Db {
         old_master: &str,
         new_master: &str,
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(db_err("data keys"))?;
+        let mut tx = self.write().await.map_err(db_err("data keys"))?;
         for (id, wrapped) in keys {
             let r = sqlx::query(
                 "UPDATE data_keys SET wrapped = $1, master_id = $2 WHERE id = $3 AND master_id = $4",

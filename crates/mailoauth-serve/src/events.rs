@@ -5,7 +5,9 @@
 //! bodies and stable ids (the outbox rows are written by `db` in the same
 //! transaction as the change), and delivery: HMAC-SHA256 signatures over
 //! timestamp and body, retries with backoff, one node per delivery (a claim by
-//! compare-and-swap), at least once (a receiver dedupes by the event id).
+//! compare-and-swap), at least once (a receiver dedupes by the event id), in
+//! order per mailbox and URL (the next waits until the one before was
+//! delivered or given up).
 //! Targets are HTTPS, or plain HTTP on loopback; redirects are not followed;
 //! the resolved addresses are checked on every connection (so DNS cannot
 //! rebind a public name to an internal address between check and connect):
@@ -303,6 +305,8 @@ impl Deliverer {
                         tokio::spawn(async move {
                             this.attempt(agent, e).await;
                             drop(permit);
+                            // The mailbox's next event was waiting for this one.
+                            this.wake.notify_one();
                         });
                     }
                 }

@@ -311,7 +311,7 @@ impl Db {
         now: i64,
     ) -> Result<(), Error> {
         let err = db_err("messages");
-        let mut tx = self.pool.begin().await.map_err(&err)?;
+        let mut tx = self.write().await.map_err(&err)?;
         let q = match attempt {
             Attempt::Sent { via, reply } => sqlx::query(
                 "UPDATE messages SET state = 'sent', via = $1, reply = $2, attempts = attempts + 1, \

@@ -41,6 +41,9 @@ impl Db {
 
     /// Take up to `limit` watchers that nobody holds (or whose lease ran out)
     /// of mailboxes that can be watched (`ok`, `degraded`), until `until`.
+    /// One statement, so a thousand free watchers cost one commit; the
+    /// outer condition is checked again on each row, so two nodes claiming
+    /// at once never both get one.
     pub async fn claim_watchers(
         &self,
         owner: &str,
@@ -48,37 +51,21 @@ impl Db {
         until: i64,
         limit: i64,
     ) -> Result<Vec<String>, Error> {
-        let err = db_err("watchers");
-        let free = sqlx::query(
-            "SELECT w.mailbox FROM watchers w JOIN mailboxes m ON m.id = w.mailbox \
-             WHERE (w.owner IS NULL OR w.lease_until < $1) AND m.state IN ('ok', 'degraded') \
-             ORDER BY w.mailbox LIMIT $2",
+        let rows = sqlx::query(
+            "UPDATE watchers SET owner = $1, lease_until = $2 \
+             WHERE (owner IS NULL OR lease_until < $3) AND mailbox IN ( \
+             SELECT w.mailbox FROM watchers w JOIN mailboxes m ON m.id = w.mailbox \
+             WHERE (w.owner IS NULL OR w.lease_until < $3) AND m.state IN ('ok', 'degraded') \
+             ORDER BY w.mailbox LIMIT $4) RETURNING mailbox",
         )
+        .bind(owner)
+        .bind(until)
         .bind(now)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(&err)?;
-        let mut got = Vec::new();
-        for r in free {
-            let id: String = r.get(0);
-            let n = sqlx::query(
-                "UPDATE watchers SET owner = $1, lease_until = $2 \
-                 WHERE mailbox = $3 AND (owner IS NULL OR lease_until < $4)",
-            )
-            .bind(owner)
-            .bind(until)
-            .bind(&id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(&err)?
-            .rows_affected();
-            if n == 1 {
-                got.push(id);
-            }
-        }
-        Ok(got)
+        .map_err(db_err("watchers"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Extend every lease `owner` holds to `until`: the mailboxes it still holds.
@@ -135,7 +122,7 @@ impl Db {
         now: i64,
     ) -> Result<(), Error> {
         let err = db_err("watch_cursors");
-        let mut tx = self.pool.begin().await.map_err(&err)?;
+        let mut tx = self.write().await.map_err(&err)?;
         for e in events {
             insert_event(&mut tx, e, now).await?;
         }
