@@ -18,7 +18,11 @@
 #              START_TIMEOUT (seconds, default 30), MAILSERVER_MAIL_LAYOUT=fs (folders as plain
 #              directories, so a folder name may hold a dot), MAILSERVER_CERT + MAILSERVER_KEY (PEM files: Dovecot
 #              serves this certificate (chain) and key instead of the generated leaf; "ca" stays the
-#              generated CA, which then vouches for nothing).
+#              generated CA, which then vouches for nothing), MAILSERVER_CONNECTIONS (IMAP connections
+#              to hold at once, default 1024: above 200, imap-login serves many per process and
+#              fs.inotify.max_user_instances is raised, else IDLE past 128 processes falls back to
+#              polling every 30 s), MAILSERVER_IDLE_NOTIFY (Dovecot's "* OK Still here" interval
+#              during IDLE, default "2 mins").
 set -euo pipefail
 
 die() { echo "mail-server start.sh: $*" >&2; exit 1; }
@@ -124,6 +128,24 @@ write_oauth2 "$RUN/etc/oauth2-submission.conf.ext" "$O/SMTP.Send" upn ""
 # username_format is a constant, so both sides of Dovecot's username comparison expand to it.
 write_oauth2 "$RUN/etc/oauth2-app.conf.ext" "$O/.default" client_id "username_format = app-only"
 
+CONNS=${MAILSERVER_CONNECTIONS:-1024}
+LOGIN_SCALE=""
+if [ "$CONNS" -gt 200 ]; then
+  # Each TLS connection otherwise keeps its own imap-login process as its TLS proxy,
+  # and the default process limit is 100: serve many per process.
+  LOGIN_SCALE="  service_count = 0
+  process_min_avail = 2
+  client_limit = $CONNS
+  vsz_limit = 1G"
+  # Every IDLE-ing imap process holds an inotify instance, all under the one mail uid.
+  want=$(( CONNS + 256 ))
+  have=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)
+  if [ "$have" -lt "$want" ]; then
+    sysctl -qw fs.inotify.max_user_instances=$want >&2 \
+      || echo "mail-server start.sh: cannot raise fs.inotify.max_user_instances to $want (have $have): IDLE beyond it polls every 30 s" >&2
+  fi
+fi
+
 SSL_DH=""
 [ -r /usr/share/dovecot/dh.pem ] && SSL_DH="ssl_dh = </usr/share/dovecot/dh.pem"
 
@@ -170,6 +192,8 @@ auth_verbose = yes
 auth_debug = $AUTH_DEBUG
 auth_failure_delay = 0
 mail_max_userip_connections = 1000
+default_client_limit = $(( CONNS + 1000 ))
+imap_idle_notify_interval = ${MAILSERVER_IDLE_NOTIFY:-2 mins}
 
 mail_location = maildir:$RUN/mail/%u${MAILSERVER_MAIL_LAYOUT:+:LAYOUT=$MAILSERVER_MAIL_LAYOUT}
 mail_uid = $MUID
@@ -221,6 +245,7 @@ submission_max_mail_size = 50M
 lmtp_save_to_detail_mailbox = no
 
 service imap-login {
+$LOGIN_SCALE
   inet_listener imap {
     address = 127.0.0.1
     port = $P_IMAP
@@ -266,7 +291,7 @@ service lmtp {
   }
 }
 service imap {
-  process_limit = 1024
+  process_limit = $CONNS
 }
 service pop3 {
   process_limit = 1024

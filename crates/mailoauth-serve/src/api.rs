@@ -51,6 +51,9 @@ pub struct App {
     pub wake: crate::sender::Wake,
     /// Wakes the webhook deliverer when events were written (new mail).
     pub deliver: Arc<tokio::sync::Notify>,
+    /// Wakes the watchers' beat when a mailbox was connected (watch it now,
+    /// not at the next beat).
+    pub watch: tokio::sync::Notify,
 }
 
 /// The service's routes.
@@ -391,6 +394,7 @@ async fn add_mailbox(
         let _ = app.db.delete_mailbox(&m.id).await;
         return Err(e.into());
     }
+    app.watch.notify_one();
     let m = app.db.mailbox(&m.id).await?.unwrap_or(m);
     Ok((StatusCode::CREATED, Json(m)))
 }

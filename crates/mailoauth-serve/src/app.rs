@@ -53,6 +53,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         guard: Default::default(),
         wake: Default::default(),
         deliver: Default::default(),
+        watch: Default::default(),
     });
     // Background work; each task ends with the runtime. The first heartbeat
     // comes before the refresher starts, so it begins with its right share.

@@ -395,6 +395,7 @@ async fn finish(
     }
     app.db.use_link(&link.id, &m.id, now).await?;
     app.tokens.forget(&m.id);
+    app.watch.notify_one();
     Ok(app.db.mailbox(&m.id).await?.unwrap_or(m))
 }
 

@@ -97,18 +97,22 @@ pub static SENDS: Deliveries = Deliveries([const { AtomicU64::new(0) }; 3]);
 const SEND_OUTCOMES: [&str; 3] = ["sent", "retrying", "failed"];
 
 /// What the watchers did, in the order of [`Watched`].
-const WATCH_KINDS: [&str; 6] = [
+const WATCH_KINDS: [&str; 8] = [
+    "lease_beat",
     "message",
     "idle_renewal",
     "connect",
     "token_expired",
     "throttled",
     "failure",
+    "no_folder",
 ];
 
 /// One thing a watcher did.
 #[derive(Debug, Clone, Copy)]
 pub enum Watched {
+    /// The node renewed its watcher leases (one statement per beat).
+    LeaseBeat,
     /// A new message was reported.
     Message,
     /// An IDLE was re-issued (an idle watcher's only wake-up).
@@ -121,14 +125,16 @@ pub enum Watched {
     Throttled,
     /// A session failed (network, protocol, login).
     Failure,
+    /// A watched folder is not on the server (the connector's `watch` to fix).
+    NoFolder,
 }
 
 /// The watchers' counters (a static: they run on their own threads).
-pub struct WatchCounts([AtomicU64; 6], std::sync::atomic::AtomicI64);
+pub struct WatchCounts([AtomicU64; 8], std::sync::atomic::AtomicI64);
 
 /// The process's watcher counters and the gauge of open folder connections.
 pub static WATCH: WatchCounts = WatchCounts(
-    [const { AtomicU64::new(0) }; 6],
+    [const { AtomicU64::new(0) }; 8],
     std::sync::atomic::AtomicI64::new(0),
 );
 

@@ -49,6 +49,9 @@ const STACK: usize = 256 * 1024;
 const BATCH: usize = 100;
 /// Longest pause between two tries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a watcher waits before looking again for a folder the server
+/// does not have (it may be created meanwhile).
+const NO_FOLDER_WAIT: Duration = Duration::from_secs(300);
 /// A session that lasted this long was healthy: its end starts the backoff afresh.
 const HEALTHY: Duration = Duration::from_secs(60);
 
@@ -162,7 +165,10 @@ pub async fn run(app: Arc<App>) {
     let mut running: HashMap<String, Arc<Stop>> = HashMap::new();
     loop {
         beat_once(&app, &connectors, &pace, &mut running, lease).await;
-        tokio::time::sleep(beat).await;
+        tokio::select! {
+            _ = app.watch.notified() => {}
+            _ = tokio::time::sleep(beat) => {}
+        }
     }
 }
 
@@ -180,7 +186,10 @@ async fn beat_once(
         log::warn!("watchers: cannot list the mailboxes to watch: {e}");
     }
     let held: HashSet<String> = match app.db.renew_watchers(node, now + lease).await {
-        Ok(h) => h.into_iter().collect(),
+        Ok(h) => {
+            WATCH.record(Watched::LeaseBeat);
+            h.into_iter().collect()
+        }
         Err(e) => {
             // Cut off from the database: the leases run out and others take
             // over; stop before they do, so no mailbox is watched twice for long.
@@ -239,7 +248,10 @@ async fn start(app: &Arc<App>, id: &str, pace: &Arc<Pace>) -> Option<Arc<Stop>> 
         let spawned = std::thread::Builder::new()
             .name(format!("watch-{id}"))
             .stack_size(STACK)
-            .spawn(move || folder_loop(&w));
+            .spawn(move || {
+                let _restart = RestartOnPanic(w.stop.clone());
+                folder_loop(&w)
+            });
         if let Err(e) = spawned {
             log::warn!("watchers: no thread for mailbox {id}: {e}");
             stop.stop();
@@ -247,6 +259,18 @@ async fn start(app: &Arc<App>, id: &str, pace: &Arc<Pace>) -> Option<Arc<Stop>> 
         }
     }
     Some(stop)
+}
+
+/// A watcher thread that panicked stops its mailbox's watcher, so the next
+/// beat starts it afresh instead of leaving the folder unwatched.
+struct RestartOnPanic(Arc<Stop>);
+
+impl Drop for RestartOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
+    }
 }
 
 /// One folder's watch, on its own thread.
@@ -260,6 +284,21 @@ struct FolderWatch {
     pace: Arc<Pace>,
 }
 
+impl FolderWatch {
+    /// Run `f` on the runtime and wait for it. The future lives on the
+    /// runtime's heap, not on this thread's small stack: database and token
+    /// futures are tens of KiB (more in debug builds), and stack a thread
+    /// touched once stays resident — times a thousand watchers.
+    fn on_runtime<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
+        self.handle
+            .block_on(self.handle.spawn(f))
+            .map_err(|e| format!("a watcher task failed: {e}"))?
+    }
+}
+
 /// Connect, watch, and after each end come back (paced, with backoff) until
 /// stopped or the mailbox is gone.
 fn folder_loop(w: &FolderWatch) {
@@ -268,7 +307,10 @@ fn folder_loop(w: &FolderWatch) {
         if w.stop.pause(backoff(failures)) || w.stop.pause(w.pace.slot()) {
             return;
         }
-        let m = match w.handle.block_on(w.app.db.mailbox(&w.mailbox)) {
+        let (app, id) = (w.app.clone(), w.mailbox.clone());
+        let m = match w
+            .on_runtime(async move { app.db.mailbox(&id).await.map_err(|e| e.to_string()) })
+        {
             Ok(Some(m)) => m,
             Ok(None) => return w.stop.stop(),
             Err(e) => {
@@ -311,6 +353,23 @@ fn folder_loop(w: &FolderWatch) {
                 }
                 failures = 0;
             }
+            Ok(Ended::NoFolder(reply)) => {
+                WATCH.record(Watched::NoFolder);
+                log::warn!(
+                    "watcher {} {}: the server has no folder {:?} ({}): fix `watch` of \
+                     connector {} (folder names as the server lists them, `/` or `.` \
+                     between levels as it uses); looking again in {} minutes",
+                    w.mailbox,
+                    w.folder,
+                    w.folder,
+                    mailoauth::text::printable(&reply),
+                    m.connector,
+                    NO_FOLDER_WAIT.as_secs() / 60
+                );
+                if w.stop.pause(NO_FOLDER_WAIT) {
+                    return;
+                }
+            }
             Err(why) => {
                 if w.stop.stopped() {
                     return;
@@ -331,15 +390,30 @@ fn session(w: &FolderWatch, m: &Mailbox) -> Result<Ended, String> {
         .account(m)
         .map_err(|e| crate::render::diagnosis(&e))?;
     let server = mail::server_for(&account, Service::Imap)
-        .ok_or("the connector names no IMAP server to watch")?;
+        .ok_or("the connector names no IMAP server to watch")?
+        .clone();
+    let (app2, m2) = (app.clone(), m.clone());
     let token = w
-        .handle
-        .block_on(app.tokens.token(m, None))
-        .map_err(|e| format!("no token: {}", crate::render::diagnosis(&e)))?
+        .on_runtime(async move {
+            app2.tokens
+                .token(&m2, None)
+                .await
+                .map_err(|e| format!("no token: {}", crate::render::diagnosis(&e)))
+        })?
         .token
         .token;
-    let login = mail::imap::login(&account, server, &token, TIMEOUT);
-    drop(token);
+    // Log in on the runtime's blocking pool: the TLS handshake and
+    // certificate checks are the deepest stack a watcher would ever touch,
+    // and touched stack stays resident — on a few pool threads, not on each
+    // of a thousand watcher threads.
+    let acc = account.clone();
+    let login = w
+        .handle
+        .block_on(
+            w.handle
+                .spawn_blocking(move || mail::imap::login(&acc, &server, &token, TIMEOUT)),
+        )
+        .map_err(|e| format!("the login task failed: {e}"))?;
     let mut s = match login {
         Ok(s) => s,
         // Exchange throttles logins too: wait what it asks, not our backoff.
@@ -359,10 +433,13 @@ fn session(w: &FolderWatch, m: &Mailbox) -> Result<Ended, String> {
     if let Some(st) = s.conn.stopper() {
         w.stop.hold(st);
     }
-    let cursor = w
-        .handle
-        .block_on(app.db.cursor(&m.id, &w.folder))
-        .map_err(|e| e.to_string());
+    let (app2, id, folder) = (app.clone(), m.id.clone(), w.folder.clone());
+    let cursor = w.on_runtime(async move {
+        app2.db
+            .cursor(&id, &folder)
+            .await
+            .map_err(|e| e.to_string())
+    });
     let r = cursor.and_then(|cursor| {
         let opts = watch::Options {
             renew: app.tokens.settings().idle_renew,
@@ -415,16 +492,15 @@ impl Reporter<'_> {
                 now,
             ));
         }
-        self.w
-            .handle
-            .block_on(
-                self.w
-                    .app
-                    .db
-                    .advance_cursor(&self.m.id, folder, c, &events, now),
-            )
-            .map_err(|e| format!("events not written: {e}"))?;
-        if !events.is_empty() {
+        let (app, id, folder) = (self.w.app.clone(), self.m.id.clone(), folder.clone());
+        let written = !events.is_empty();
+        self.w.on_runtime(async move {
+            app.db
+                .advance_cursor(&id, &folder, c, &events, now)
+                .await
+                .map_err(|e| format!("events not written: {e}"))
+        })?;
+        if written {
             self.w.app.deliver.notify_one();
         }
         Ok(())

@@ -517,6 +517,8 @@ pub struct Delivery {
     pub body: String,
     /// The status it was answered with.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Delivery {
@@ -531,59 +533,80 @@ impl Delivery {
     }
 }
 
-/// A webhook receiver on loopback: answers the first `fail_first` requests
-/// with 500 and the rest with 200, and records each.
+/// How a test's [`Webhook`] receiver behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Receiver {
+    /// The loopback port to listen on (0: any free one).
+    pub port: u16,
+    /// Answer the first this many requests with 500.
+    pub fail_first: usize,
+    /// Refuse connections (nothing listens on the port) for this long.
+    pub down: Duration,
+    /// Take this long over each answer (a slow receiver).
+    pub delay: Duration,
+}
+
+/// A webhook receiver on loopback, a thread per connection: records each
+/// request and how many were in flight at once.
 pub struct Webhook {
     pub url: String,
     got: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+    /// Requests being answered now, and the most at once.
+    busy: std::sync::Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
 }
 
 impl Webhook {
+    /// Answers the first `fail_first` requests with 500 and the rest with 200.
     pub fn start(fail_first: usize) -> Webhook {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        Webhook::with(Receiver {
+            fail_first,
+            ..Receiver::default()
+        })
+    }
+
+    /// A receiver behaving as `how` says.
+    pub fn with(how: Receiver) -> Webhook {
+        use std::sync::atomic::Ordering::SeqCst;
+        let l = std::net::TcpListener::bind(("127.0.0.1", how.port)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let url = format!("http://{addr}/hook");
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let g = got.clone();
+        let busy = std::sync::Arc::<(
+            std::sync::atomic::AtomicUsize,
+            std::sync::atomic::AtomicUsize,
+        )>::default();
+        let (g, b) = (got.clone(), busy.clone());
+        let l = if how.down.is_zero() {
+            Some(l)
+        } else {
+            drop(l);
+            None
+        };
         std::thread::spawn(move || {
+            let l = l.unwrap_or_else(|| {
+                std::thread::sleep(how.down);
+                std::net::TcpListener::bind(addr).expect("the receiver's port again")
+            });
             for s in l.incoming() {
-                let Ok(mut s) = s else { return };
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut headers = std::collections::HashMap::new();
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    continue;
-                }
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
-                    }
-                }
-                let n: usize = headers
-                    .get("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0; n.min(1 << 20)];
-                let _ = r.read_exact(&mut body);
-                let mut all = g.lock().unwrap();
-                let status = if all.len() < fail_first { 500 } else { 200 };
-                all.push(Delivery {
-                    headers,
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                    status,
+                let Ok(s) = s else { return };
+                let (g, b) = (g.clone(), b.clone());
+                std::thread::spawn(move || {
+                    let now = b.0.fetch_add(1, SeqCst) + 1;
+                    b.1.fetch_max(now, SeqCst);
+                    answer(s, &g, &how);
+                    b.0.fetch_sub(1, SeqCst);
                 });
-                drop(all);
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
             }
         });
-        Webhook { url, got }
+        Webhook { url, got, busy }
+    }
+
+    /// The most requests that were being answered at once.
+    pub fn most_at_once(&self) -> usize {
+        self.busy.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Everything received so far.
@@ -610,6 +633,47 @@ impl Webhook {
     }
 }
 
+/// Read one request, record it, answer (after `how.delay`).
+fn answer(mut s: TcpStream, got: &std::sync::Mutex<Vec<Delivery>>, how: &Receiver) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut headers = std::collections::HashMap::new();
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
+        }
+    }
+    let n: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; n.min(1 << 20)];
+    let _ = r.read_exact(&mut body);
+    let at = std::time::Instant::now();
+    std::thread::sleep(how.delay);
+    let mut all = got.lock().unwrap();
+    let status = if all.len() < how.fail_first { 500 } else { 200 };
+    all.push(Delivery {
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status,
+        at,
+    });
+    drop(all);
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+}
+
 /// The private Dovecot of `tests/mail-server` (needs root), validating the
 /// authorization server's JWTs; stopped on drop.
 pub struct Dovecot {
@@ -619,6 +683,11 @@ pub struct Dovecot {
 
 impl Dovecot {
     pub fn start(issuer: &str) -> Dovecot {
+        Dovecot::start_with(issuer, &[])
+    }
+
+    /// Started with extra environment for start.sh (`MAILSERVER_CONNECTIONS`).
+    pub fn start_with(issuer: &str, env: &[(&str, &str)]) -> Dovecot {
         crate::oauth_server::need(
             "dovecot",
             "bash tests/mail-server/install.sh (or .ci/setup)",
@@ -635,6 +704,7 @@ impl Dovecot {
             .arg(script)
             .arg(dir.path())
             .arg(issuer)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(
@@ -644,6 +714,31 @@ impl Dovecot {
         );
         let ports = serde_json::from_slice(&out.stdout).expect("start.sh JSON");
         Dovecot { dir, ports }
+    }
+
+    /// Restart Dovecot (every connection ends), back after `down` seconds on
+    /// the same ports: when IMAP answered again.
+    pub fn restart(&self, down: f64) -> std::time::Instant {
+        let script = crate::oauth_server::repo_root().join("tests/mail-server/restart.sh");
+        let out = Command::new("timeout")
+            .arg("90")
+            .arg("bash")
+            .arg(script)
+            .arg(self.dir.path())
+            .arg(down.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "Dovecot did not restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::time::Instant::now()
+    }
+
+    /// Dovecot's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }
 
     /// Log in to `user`'s mailbox over IMAPS with `token` (curl, a client of

@@ -89,6 +89,10 @@ pub enum Ended {
     },
     /// The server asked to be left alone this long.
     Throttled(Duration, String),
+    /// The folder is not there (EXAMINE answered `NO [NONEXISTENT]` or
+    /// said so in words): a configuration to fix, not a failure to retry
+    /// soon. The server's reply.
+    NoFolder(String),
 }
 
 /// Watch `folder` from `cursor` (`None`: a first look, which reports nothing
@@ -112,6 +116,9 @@ pub fn watch(
         return Ok(end);
     }
     if !super::imap::status_ok(&st) {
+        if no_such_folder(&st) {
+            return Ok(Ended::NoFolder(st));
+        }
         return Err(crate::proto::refused(Service::Imap, st, None, "EXAMINE"));
     }
     let sel = Selected::from_lines(&lines);
@@ -203,6 +210,22 @@ fn ended_by(lines: &[String], status: &str) -> Option<Ended> {
         return Some(Ended::from_ending(Ending::Bye(bye.clone())));
     }
     idle::throttled(status).map(|d| Ended::Throttled(d, status.to_owned()))
+}
+
+/// Whether a refused EXAMINE says the folder does not exist: RFC 5530's
+/// `NONEXISTENT` code, or the words servers without it use.
+fn no_such_folder(status: &str) -> bool {
+    let upper = status.to_ascii_uppercase();
+    upper.contains("[NONEXISTENT]")
+        || [
+            "DOESN'T EXIST",
+            "DOES NOT EXIST",
+            "NOT FOUND",
+            "UNKNOWN MAILBOX",
+            "NO SUCH",
+        ]
+        .iter()
+        .any(|w| upper.contains(w))
 }
 
 /// The highest UID in the folder now (UIDNEXT − 1 when the server says it).
@@ -400,4 +423,23 @@ fn poll_once(s: &mut Session, opts: &Options) -> Result<Option<Ending>, Failure>
         return Ok(Some(Ending::Throttled(d, st)));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_such_folder;
+
+    #[test]
+    fn a_missing_folder_is_told_from_other_refusals() {
+        // Dovecot, Gmail, and servers without RFC 5530's codes.
+        assert!(no_such_folder(
+            "a3 NO [NONEXISTENT] Mailbox doesn't exist: Nope (0.001 + 0.000 secs)."
+        ));
+        assert!(no_such_folder(
+            "a3 NO [NONEXISTENT] Unknown Mailbox: Nope (Failure)"
+        ));
+        assert!(no_such_folder("a3 NO Folder not found"));
+        assert!(!no_such_folder("a3 NO [UNAVAILABLE] try later"));
+        assert!(!no_such_folder("a3 NO [NOPERM] Permission denied"));
+    }
 }

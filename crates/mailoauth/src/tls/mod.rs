@@ -121,8 +121,34 @@ impl std::fmt::Display for CertRefusal {
 // The verifier hands the refusal through rustls as its error's source.
 impl std::error::Error for CertRefusal {}
 
-/// The TLS client configuration for a mail server of an account with `ca_file`.
+/// The TLS client configuration for a mail server of an account with
+/// `ca_file`: one per `ca_file` (and its modification time) per process. Each
+/// configuration's verifier loads the system roots on first use and holds
+/// them; a connection keeps its configuration alive, so a service with a
+/// thousand watchers would otherwise hold a thousand copies of the roots.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsFailure> {
+    type Cache = std::collections::HashMap<
+        Option<PathBuf>,
+        (Option<std::time::SystemTime>, Arc<rustls::ClientConfig>),
+    >;
+    static CACHE: std::sync::Mutex<Option<Cache>> = std::sync::Mutex::new(None);
+    let key = ca_file.map(Path::to_path_buf);
+    let mtime = ca_file.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    if let Some((at, cfg)) = CACHE.lock().unwrap().as_ref().and_then(|c| c.get(&key))
+        && (ca_file.is_none() || (mtime.is_some() && *at == mtime))
+    {
+        return Ok(cfg.clone());
+    }
+    let cfg = build_client_config(ca_file)?;
+    CACHE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Default::default)
+        .insert(key, (mtime, cfg.clone()));
+    Ok(cfg)
+}
+
+fn build_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsFailure> {
     let extra = match ca_file {
         Some(p) => read_ca_file(p)?,
         None => vec![],
