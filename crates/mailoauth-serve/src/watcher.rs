@@ -1,12 +1,13 @@
 //! Receiving mail: per mailbox, one watcher owned by one node through a lease,
-//! one IMAP connection per watched folder, `message.new` events through the
-//! webhook outbox.
+//! one IMAP connection for all its folders where the server offers NOTIFY
+//! (RFC 5465), else one per folder; `message.new` events through the webhook
+//! outbox.
 //!
 //! Owns: taking watchers (free rows, or leases a dead node let run out),
 //! renewing all of this node's leases with one statement per beat (a third of
 //! `watch_lease`) and stopping the watchers whose lease it lost; each
-//! folder's connection on its own small thread, running the core's
-//! [`mailoauth::mail::watch`] loop (IDLE, catch-up from the durable cursor);
+//! connection on its own small thread, running the core's
+//! [`mailoauth::mail::watch`] loops (IDLE, catch-up from the durable cursor);
 //! the pace of (re)connections ([`Pace`]: at most `reconnect_rate` per
 //! second, so a restarted server is not met by a burst) and jittered backoff
 //! after failures; a `BYE … AccessTokenExpired` answered by logging in again
@@ -226,7 +227,7 @@ async fn beat_once(
     }
 }
 
-/// Start a mailbox's folder threads; `None` if it is not to be watched.
+/// Start a mailbox's watcher thread; `None` if it is not to be watched.
 async fn start(app: &Arc<App>, id: &str, pace: &Arc<Pace>) -> Option<Arc<Stop>> {
     let m = app.db.mailbox(id).await.ok().flatten()?;
     let opts = app.tokens.settings().watch(&m.connector).ok()?;
@@ -234,31 +235,34 @@ async fn start(app: &Arc<App>, id: &str, pace: &Arc<Pace>) -> Option<Arc<Stop>> 
         return None;
     }
     let stop = Arc::new(Stop::default());
-    let handle = tokio::runtime::Handle::current();
-    for folder in opts.folders {
-        let w = FolderWatch {
-            app: app.clone(),
-            handle: handle.clone(),
-            mailbox: id.to_owned(),
-            folder,
-            poll: opts.poll,
-            stop: stop.clone(),
-            pace: pace.clone(),
-        };
-        let spawned = std::thread::Builder::new()
-            .name(format!("watch-{id}"))
-            .stack_size(STACK)
-            .spawn(move || {
-                let _restart = RestartOnPanic(w.stop.clone());
-                folder_loop(&w)
-            });
-        if let Err(e) = spawned {
-            log::warn!("watchers: no thread for mailbox {id}: {e}");
-            stop.stop();
-            return None;
-        }
+    let w = FolderWatch {
+        app: app.clone(),
+        handle: tokio::runtime::Handle::current(),
+        mailbox: id.to_owned(),
+        folders: opts.folders,
+        poll: opts.poll,
+        stop: stop.clone(),
+        pace: pace.clone(),
+    };
+    if let Err(e) = spawn(w) {
+        log::warn!("watchers: no thread for mailbox {id}: {e}");
+        stop.stop();
+        return None;
     }
     Some(stop)
+}
+
+/// A thread for `w`: all its folders on one connection where the server
+/// offers NOTIFY; else it keeps the first and starts one for each other.
+fn spawn(w: FolderWatch) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("watch-{}", w.mailbox))
+        .stack_size(STACK)
+        .spawn(move || {
+            let _restart = RestartOnPanic(w.stop.clone());
+            folder_loop(w)
+        })
+        .map(drop)
 }
 
 /// A watcher thread that panicked stops its mailbox's watcher, so the next
@@ -273,12 +277,14 @@ impl Drop for RestartOnPanic {
     }
 }
 
-/// One folder's watch, on its own thread.
+/// The watch of a mailbox's folders (one, or several with NOTIFY) on one
+/// connection, on its own thread.
+#[derive(Clone)]
 struct FolderWatch {
     app: Arc<App>,
     handle: tokio::runtime::Handle,
     mailbox: String,
-    folder: String,
+    folders: Vec<String>,
     poll: Duration,
     stop: Arc<Stop>,
     pace: Arc<Pace>,
@@ -297,11 +303,27 @@ impl FolderWatch {
             .block_on(self.handle.spawn(f))
             .map_err(|e| format!("a watcher task failed: {e}"))?
     }
+
+    /// The folders, for log lines.
+    fn label(&self) -> String {
+        self.folders.join(", ")
+    }
+
+    /// Watch `folder` on a connection of its own (its own thread) from now on.
+    fn split_off(&mut self, folder: &str) {
+        self.folders.retain(|f| f != folder);
+        let mut one = self.clone();
+        one.folders = vec![folder.to_owned()];
+        if let Err(e) = spawn(one) {
+            log::warn!("watcher {} {folder}: no thread: {e}", self.mailbox);
+            self.stop.stop();
+        }
+    }
 }
 
 /// Connect, watch, and after each end come back (paced, with backoff) until
 /// stopped or the mailbox is gone.
-fn folder_loop(w: &FolderWatch) {
+fn folder_loop(mut w: FolderWatch) {
     let mut failures = 0u32;
     loop {
         if w.stop.pause(backoff(failures)) || w.stop.pause(w.pace.slot()) {
@@ -320,7 +342,7 @@ fn folder_loop(w: &FolderWatch) {
             }
         };
         let started = Instant::now();
-        let ended = session(w, &m);
+        let ended = session(&mut w, &m);
         let healthy = started.elapsed() >= HEALTHY;
         match ended {
             Ok(Ended::Stopped) => return,
@@ -335,7 +357,7 @@ fn folder_loop(w: &FolderWatch) {
                 log::info!(
                     "watcher {} {}: the server ended the session: {}",
                     w.mailbox,
-                    w.folder,
+                    w.label(),
                     mailoauth::text::printable(&line)
                 );
                 failures = if healthy { 1 } else { failures + 1 };
@@ -345,7 +367,7 @@ fn folder_loop(w: &FolderWatch) {
                 log::info!(
                     "watcher {} {}: throttled; waiting {} ms as the server asks",
                     w.mailbox,
-                    w.folder,
+                    w.label(),
                     d.as_millis()
                 );
                 if w.stop.pause(d) {
@@ -353,15 +375,29 @@ fn folder_loop(w: &FolderWatch) {
                 }
                 failures = 0;
             }
-            Ok(Ended::NoFolder(reply)) => {
+            // The others go on together; the missing one waits on its own.
+            Ok(Ended::NoFolder { folder, .. }) if w.folders.len() > 1 => {
+                w.split_off(&folder);
+                failures = 0;
+            }
+            Ok(Ended::NoNotify(reply)) => {
+                log::info!(
+                    "watcher {}: the server refused NOTIFY ({}): one connection per folder",
+                    w.mailbox,
+                    mailoauth::text::printable(&reply)
+                );
+                for f in w.folders.clone().iter().skip(1) {
+                    w.split_off(f);
+                }
+                failures = 0;
+            }
+            Ok(Ended::NoFolder { folder, reply }) => {
                 WATCH.record(Watched::NoFolder);
                 log::warn!(
-                    "watcher {} {}: the server has no folder {:?} ({}): fix `watch` of \
+                    "watcher {} {folder}: the server has no folder {folder:?} ({}): fix `watch` of \
                      connector {} (folder names as the server lists them, `/` or `.` \
                      between levels as it uses); looking again in {} minutes",
                     w.mailbox,
-                    w.folder,
-                    w.folder,
                     mailoauth::text::printable(&reply),
                     m.connector,
                     NO_FOLDER_WAIT.as_secs() / 60
@@ -375,16 +411,17 @@ fn folder_loop(w: &FolderWatch) {
                     return;
                 }
                 WATCH.record(Watched::Failure);
-                log::warn!("watcher {} {}: {why}", w.mailbox, w.folder);
+                log::warn!("watcher {} {}: {why}", w.mailbox, w.label());
                 failures = if healthy { 1 } else { failures + 1 };
             }
         }
     }
 }
 
-/// One logged-in session of the folder: token, login, watch.
-fn session(w: &FolderWatch, m: &Mailbox) -> Result<Ended, String> {
-    let app = &w.app;
+/// One logged-in session of the folders: token, login, watch.
+fn session(w: &mut FolderWatch, m: &Mailbox) -> Result<Ended, String> {
+    let app = w.app.clone();
+    let app = &app;
     let account = app
         .tokens
         .account(m)
@@ -433,14 +470,24 @@ fn session(w: &FolderWatch, m: &Mailbox) -> Result<Ended, String> {
     if let Some(st) = s.conn.stopper() {
         w.stop.hold(st);
     }
-    let (app2, id, folder) = (app.clone(), m.id.clone(), w.folder.clone());
-    let cursor = w.on_runtime(async move {
-        app2.db
-            .cursor(&id, &folder)
-            .await
-            .map_err(|e| e.to_string())
+    let notify = s.has("NOTIFY");
+    if w.folders.len() > 1 && !notify {
+        // One folder per connection: this one keeps the first.
+        for f in w.folders.clone().iter().skip(1) {
+            w.split_off(f);
+        }
+    }
+    let (app2, id, folders) = (app.clone(), m.id.clone(), w.folders.clone());
+    let cursors = w.on_runtime(async move {
+        let mut v = Vec::new();
+        for f in folders {
+            let c = app2.db.cursor(&id, &f).await.map_err(|e| e.to_string())?;
+            v.push((f, c));
+        }
+        Ok(v)
     });
-    let r = cursor.and_then(|cursor| {
+    let w = &*w;
+    let r = cursors.and_then(|cursors| {
         let opts = watch::Options {
             renew: app.tokens.settings().idle_renew,
             poll: w.poll,
@@ -448,7 +495,12 @@ fn session(w: &FolderWatch, m: &Mailbox) -> Result<Ended, String> {
             batch: BATCH,
         };
         let mut sink = Reporter { w, m };
-        watch::watch(&mut s, &w.folder, cursor, &opts, &mut sink).map_err(|f| f.to_string())
+        let ended = if let [(folder, cursor)] = cursors.as_slice() {
+            watch::watch(&mut s, folder, *cursor, &opts, &mut sink)
+        } else {
+            watch::watch_folders(&mut s, &cursors, &opts, &mut sink)
+        };
+        ended.map_err(|f| f.to_string())
     });
     WATCH.open(-1);
     w.stop.forget();
@@ -462,10 +514,9 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
-    fn write(&self, c: Cursor, batch: &[NewMessage]) -> Result<(), String> {
+    fn write(&self, folder: &str, c: Cursor, batch: &[NewMessage]) -> Result<(), String> {
         let now = mailoauth::clock::now();
         let outbox = self.w.app.tokens.outbox();
-        let folder = &self.w.folder;
         let mut events = Vec::new();
         for msg in batch {
             let key = format!("{}\n{folder}\n{}\n{}", self.m.id, c.uidvalidity, msg.uid);
@@ -492,7 +543,7 @@ impl Reporter<'_> {
                 now,
             ));
         }
-        let (app, id, folder) = (self.w.app.clone(), self.m.id.clone(), folder.clone());
+        let (app, id, folder) = (self.w.app.clone(), self.m.id.clone(), folder.to_owned());
         let written = !events.is_empty();
         self.w.on_runtime(async move {
             app.db
@@ -508,16 +559,16 @@ impl Reporter<'_> {
 }
 
 impl watch::Sink for Reporter<'_> {
-    fn seen(&mut self, c: Cursor, batch: Vec<NewMessage>) -> Result<(), String> {
-        self.write(c, &batch)?;
+    fn seen(&mut self, folder: &str, c: Cursor, batch: Vec<NewMessage>) -> Result<(), String> {
+        self.write(folder, c, &batch)?;
         for _ in &batch {
             WATCH.record(Watched::Message);
         }
         Ok(())
     }
 
-    fn moved(&mut self, c: Cursor) -> Result<(), String> {
-        self.write(c, &[])
+    fn moved(&mut self, folder: &str, c: Cursor) -> Result<(), String> {
+        self.write(folder, c, &[])
     }
 
     fn renewed(&mut self) {

@@ -306,35 +306,75 @@ fn a_killed_node_hands_its_watchers_over_within_the_lease_and_nothing_is_missed_
 /// A scripted IMAP server (plain TCP) for what Dovecot will not say: the
 /// first session is ended with Exchange's `BYE … AccessTokenExpired` while
 /// idling, the second login is throttled, the third works and reports one
-/// message. Records the times of each login.
+/// message. Records the times of each login. With `polling`, a server
+/// without IDLE whose folder holds `messages` (set by the test) instead.
 struct Exchangeish {
     port: u16,
     logins: Arc<Mutex<Vec<Instant>>>,
+    messages: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// How a scripted session behaves.
+#[derive(Clone)]
+struct Script {
+    backoff_ms: u64,
+    polling: bool,
+    logins: Arc<Mutex<Vec<Instant>>>,
+    messages: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Exchangeish {
     fn start(backoff_ms: u64) -> Exchangeish {
+        Exchangeish::with(backoff_ms, false)
+    }
+
+    fn with(backoff_ms: u64, polling: bool) -> Exchangeish {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let logins = Arc::new(Mutex::new(Vec::new()));
-        let lg = logins.clone();
+        let script = Script {
+            backoff_ms,
+            polling,
+            logins: Arc::default(),
+            messages: Arc::default(),
+        };
+        let (logins, messages) = (script.logins.clone(), script.messages.clone());
         std::thread::spawn(move || {
             for (n, s) in l.incoming().enumerate() {
                 let Ok(s) = s else { return };
-                let lg = lg.clone();
-                std::thread::spawn(move || session(s, n, backoff_ms, &lg));
+                let script = script.clone();
+                std::thread::spawn(move || session(s, n, &script));
             }
         });
-        Exchangeish { port, logins }
+        Exchangeish {
+            port,
+            logins,
+            messages,
+        }
     }
 }
 
-fn session(s: TcpStream, n: usize, backoff_ms: u64, logins: &Mutex<Vec<Instant>>) {
+/// The FETCH line of scripted message `uid`.
+fn scripted_fetch(uid: u32, subject: &str) -> String {
+    format!(
+        "* {uid} FETCH (UID {uid} RFC822.SIZE 321 ENVELOPE (\"Fri, 4 Dec 2026 10:00:00 +0000\" \"{subject}\" \
+         ((NIL NIL \"boss\" \"contoso.test\")) NIL NIL ((NIL NIL \"x\" \"contoso.test\")) NIL NIL NIL \"<e{uid}@contoso.test>\"))\r\n"
+    )
+}
+
+fn session(s: TcpStream, n: usize, script: &Script) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (backoff_ms, logins) = (script.backoff_ms, &script.logins);
+    // Without IDLE, sessions are neither ended nor throttled: n counts from the third.
+    let n = if script.polling { n + 2 } else { n };
+    let caps = if script.polling {
+        "IMAP4rev1 AUTH=XOAUTH2 SASL-IR"
+    } else {
+        "IMAP4rev1 AUTH=XOAUTH2 SASL-IR IDLE"
+    };
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
-    let _ =
-        w.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR IDLE] Exchangeish ready\r\n");
+    let _ = w.write_all(format!("* OK [CAPABILITY {caps}] Exchangeish ready\r\n").as_bytes());
     let mut line = String::new();
     loop {
         line.clear();
@@ -347,9 +387,7 @@ fn session(s: TcpStream, n: usize, backoff_ms: u64, logins: &Mutex<Vec<Instant>>
             rest.split(' ').next().unwrap_or("").to_ascii_uppercase(),
         );
         let out = match cmd.as_str() {
-            "CAPABILITY" => {
-                format!("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR IDLE\r\n{tag} OK done\r\n")
-            }
+            "CAPABILITY" => format!("* CAPABILITY {caps}\r\n{tag} OK done\r\n"),
             "AUTHENTICATE" => {
                 logins.lock().unwrap().push(Instant::now());
                 if n == 1 {
@@ -359,6 +397,35 @@ fn session(s: TcpStream, n: usize, backoff_ms: u64, logins: &Mutex<Vec<Instant>>
                 } else {
                     format!("{tag} OK AUTHENTICATE completed.\r\n")
                 }
+            }
+            "EXAMINE" if script.polling => {
+                let m = script.messages.load(SeqCst);
+                format!(
+                    "* {m} EXISTS\r\n* OK [UIDVALIDITY 77] UIDs valid\r\n* OK [UIDNEXT {}] next\r\n\
+                     {tag} OK [READ-ONLY] EXAMINE completed.\r\n",
+                    m + 1
+                )
+            }
+            // `UID FETCH from:*`: the messages from `from` (the newest if none).
+            "UID" if script.polling => {
+                let from: u32 = rest
+                    .split([' ', ':'])
+                    .nth(2)
+                    .and_then(|f| f.parse().ok())
+                    .unwrap_or(1);
+                let m = script.messages.load(SeqCst);
+                let mut o = String::new();
+                for uid in from.min(m.max(1))..=m {
+                    o.push_str(&scripted_fetch(uid, &format!("polled {uid}")));
+                }
+                o.push_str(&format!("{tag} OK FETCH completed.\r\n"));
+                o
+            }
+            "NOOP" if script.polling => {
+                format!(
+                    "* {} EXISTS\r\n{tag} OK NOOP completed.\r\n",
+                    script.messages.load(SeqCst)
+                )
             }
             "EXAMINE" => {
                 let next = if n == 0 { 5 } else { 6 };
@@ -372,10 +439,7 @@ fn session(s: TcpStream, n: usize, backoff_ms: u64, logins: &Mutex<Vec<Instant>>
             "UID" => {
                 let mut o = String::new();
                 if n >= 2 {
-                    o.push_str(
-                        "* 5 FETCH (UID 5 RFC822.SIZE 321 ENVELOPE (\"Fri, 4 Dec 2026 10:00:00 +0000\" \"from exchange\" \
-                         ((NIL NIL \"boss\" \"contoso.test\")) NIL NIL ((NIL NIL \"x\" \"contoso.test\")) NIL NIL NIL \"<e5@contoso.test>\"))\r\n",
-                    );
+                    o.push_str(&scripted_fetch(5, "from exchange"));
                 }
                 o.push_str(&format!("{tag} OK FETCH completed.\r\n"));
                 o
@@ -453,6 +517,48 @@ fn an_expired_token_bye_is_a_new_login_and_throttling_waits_as_the_server_asks()
         1.0
     );
     assert!(!node.log().contains("app-secret-value"), "{}", node.log());
+}
+
+/// A server without IDLE is looked at every `watch_poll` seconds (NOOP,
+/// then a UID FETCH from the cursor): messages that appear are reported
+/// within about one interval, each once.
+#[test]
+fn without_idle_a_folder_is_polled_at_the_configured_interval() {
+    let s = Setup::new("sqlite", &[]);
+    let hook = Webhook::start(0);
+    let ex = Exchangeish::with(0, true);
+    ex.messages.store(2, std::sync::atomic::Ordering::SeqCst);
+    let conn = connector(
+        &s,
+        &format!(
+            "imap = {{ host = \"127.0.0.1\", port = {}, tls = \"none\" }}\nwatch_poll = 1\n",
+            ex.port
+        ),
+    );
+    configure(&s, &hook, &conn);
+    let key = s.key(&["accounts:write"], &[]);
+    let node = s.start();
+    add_mailbox(&node, &key, "boss@contoso.test");
+    wait_until(
+        "the polling connection",
+        Duration::from_secs(20),
+        || metric(&node, "mailoauth_watch_connections") == 1.0,
+        || node.log(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(new_mail(&hook).is_empty(), "the two already there are old");
+    let t = Instant::now();
+    ex.messages.store(4, std::sync::atomic::Ordering::SeqCst);
+    let got = wait_new(&hook, 2, Duration::from_secs(10), || node.log());
+    let took = t.elapsed();
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        ["polled 3", "polled 4"]
+    );
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(new_mail(&hook).len(), 2, "nothing reported twice");
+    assert_eq!(ex.logins.lock().unwrap().len(), 1, "one session throughout");
 }
 
 /// One SMTP session to Postfix carrying many messages.
@@ -940,4 +1046,92 @@ fn an_unknown_watched_folder_is_named_with_the_fix_and_inbox_goes_on() {
         metric(&node, "mailoauth_watch_events_total{outcome=\"no_folder\"}"),
         1.0
     );
+}
+
+/// Dovecot offers NOTIFY (RFC 5465): a mailbox watching INBOX and Projects
+/// holds one connection, not two; mail saved into Projects (by doveadm, as
+/// a local delivery agent would) and delivered to INBOX is reported with its
+/// folder, also after an IDLE renewal; and a restarted node catches up both
+/// folders from their cursors, nothing twice.
+#[test]
+fn one_connection_watches_several_folders_where_the_server_offers_notify() {
+    let s = Setup::new("sqlite", &[]);
+    let mail = Dovecot::start(&s.oauth.issuer);
+    let user = "notify@example.test";
+    mail.doveadm(&["mailbox", "create", "-u", user, "Projects"], b"");
+    let save = |subject: &str| {
+        let msg = format!(
+            "From: Sender <sender@example.test>\r\nTo: {user}\r\nSubject: {subject}\r\n\
+             Message-ID: <{}@example.test>\r\n\r\nBody\r\n",
+            subject.replace(' ', "-")
+        );
+        mail.doveadm(&["save", "-u", user, "-m", "Projects"], msg.as_bytes());
+    };
+    let hook = Webhook::start(0);
+    let conn = connector(&s, &dovecot_imap(&mail))
+        .replace("watch = [\"INBOX\"]", "watch = [\"INBOX\", \"Projects\"]");
+    configure(&s, &hook, &conn);
+    let key = s.key(&["accounts:write"], &[]);
+    let mut node = s.start();
+    let id = add_mailbox(&node, &key, user);
+    wait_until(
+        "the watcher's connection",
+        Duration::from_secs(20),
+        || metric(&node, "mailoauth_watch_events_total{outcome=\"connect\"}") >= 1.0,
+        || node.log(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    save("in projects");
+    deliver(&mail, user, "in inbox");
+    let got = wait_new(&hook, 2, Duration::from_secs(15), || node.log());
+    assert_eq!(
+        metric(&node, "mailoauth_watch_connections"),
+        1.0,
+        "two folders, one connection\n{}",
+        node.log()
+    );
+    let folder_of = |subject: &str| {
+        new_mail(&hook)
+            .into_iter()
+            .find(|(_, v)| v["message"]["envelope"]["subject"] == subject)
+            .map(|(_, v)| v["message"].clone())
+            .unwrap()
+    };
+    let p = folder_of("in projects");
+    assert_eq!(p["folder"], "Projects", "{p}");
+    assert_eq!(
+        p["path"],
+        format!("/v1/mailboxes/{id}/folders/Projects/messages/1")
+    );
+    assert_eq!(folder_of("in inbox")["folder"], "INBOX");
+    assert!(got.len() == 2);
+
+    // Past an IDLE renewal (idle_renew = 4 s) NOTIFY still reports.
+    wait_until(
+        "an IDLE renewal",
+        Duration::from_secs(15),
+        || {
+            metric(
+                &node,
+                "mailoauth_watch_events_total{outcome=\"idle_renewal\"}",
+            ) >= 1.0
+        },
+        || node.log(),
+    );
+    let t = Instant::now();
+    save("after a renewal");
+    wait_new(&hook, 3, Duration::from_secs(10), || node.log());
+    // Told by the server (a STATUS during IDLE), not found at a renewal.
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    // Mail that comes while the node is down, in both folders.
+    node.kill();
+    save("while down");
+    deliver(&mail, user, "inbox while down");
+    node = s.start();
+    let got = wait_new(&hook, 5, Duration::from_secs(20), || node.log());
+    assert!(got.contains_key("while down") && got.contains_key("inbox while down"));
+    std::thread::sleep(Duration::from_secs(1));
+    let ids: BTreeSet<String> = new_mail(&hook).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 5, "each message once: {got:?}");
 }

@@ -736,6 +736,28 @@ impl Dovecot {
         std::time::Instant::now()
     }
 
+    /// Run `doveadm ARGS` against this instance (`input` on stdin): what a
+    /// local delivery agent or an administrator does, such as creating a
+    /// folder or saving a message into one.
+    pub fn doveadm(&self, args: &[&str], input: &[u8]) {
+        let mut c = Command::new("timeout")
+            .args(["30", "doveadm", "-c"])
+            .arg(self.dir.path().join("etc/dovecot.conf"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("doveadm (apt-get install -y dovecot-core)");
+        c.stdin.take().unwrap().write_all(input).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Dovecot's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()

@@ -220,6 +220,51 @@ pub fn fetch_response(raw: &[u8]) -> Result<Option<(u32, Items)>, Failure> {
     Ok(Some((seq, pairs)))
 }
 
+/// What a `STATUS` response (asked for, or sent by NOTIFY, RFC 5465) says
+/// about a folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// `MESSAGES`.
+    pub messages: Option<u32>,
+    /// `UIDNEXT`.
+    pub uidnext: Option<u32>,
+    /// `UIDVALIDITY`.
+    pub uidvalidity: Option<u32>,
+}
+
+/// One `* STATUS name (…)` response: the folder's name (as the server
+/// wrote it, unquoted) and its attributes; `None` for any other response.
+pub fn status_response(raw: &[u8]) -> Result<Option<(String, Status)>, Failure> {
+    let Some(rest) = raw
+        .strip_prefix(b"* ")
+        .filter(|r| r.len() > 7 && r[..7].eq_ignore_ascii_case(b"STATUS "))
+    else {
+        return Ok(None);
+    };
+    let mut p = Parser {
+        b: &rest[7..],
+        i: 0,
+    };
+    let Some(name) = p.value(0)?.text() else {
+        return Err(misbehaving("a STATUS response without a folder name"));
+    };
+    let Value::List(list) = p.value(0)? else {
+        return Err(misbehaving("a STATUS response without its attribute list"));
+    };
+    let mut st = Status::default();
+    let mut it = list.into_iter();
+    while let (Some(Value::Atom(k)), Some(v)) = (it.next(), it.next()) {
+        let n = v.number().and_then(|n| u32::try_from(n).ok());
+        match k.to_ascii_uppercase().as_str() {
+            "MESSAGES" => st.messages = n,
+            "UIDNEXT" => st.uidnext = n,
+            "UIDVALIDITY" => st.uidvalidity = n,
+            _ => {}
+        }
+    }
+    Ok(Some((name, st)))
+}
+
 /// A mail address from an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Address {
@@ -342,6 +387,33 @@ impl Selected {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_responses_name_their_folder_and_counts() {
+        let (name, st) =
+            status_response(b"* STATUS \"Projects/Q4 plan\" (MESSAGES 3 UIDNEXT 9 UIDVALIDITY 77)")
+                .unwrap()
+                .unwrap();
+        assert_eq!(name, "Projects/Q4 plan");
+        assert_eq!(
+            st,
+            Status {
+                messages: Some(3),
+                uidnext: Some(9),
+                uidvalidity: Some(77)
+            }
+        );
+        let (name, st) = status_response(b"* status INBOX (UIDNEXT 4)")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (name.as_str(), st.uidnext, st.messages),
+            ("INBOX", Some(4), None)
+        );
+        assert!(status_response(b"* 3 EXISTS").unwrap().is_none());
+        assert!(status_response(b"* STATUS \"open").is_err());
+        assert!(status_response(b"* STATUS INBOX MESSAGES").is_err());
+    }
 
     #[test]
     fn a_fetch_with_an_envelope_and_a_literal_subject_parses() {

@@ -1,5 +1,7 @@
-//! Watching one IMAP folder for new mail on a logged-in session: what the
-//! service's watchers run, one connection per folder.
+//! Watching IMAP folders for new mail on a logged-in session: what the
+//! service's watchers run — one folder per connection ([`watch`]), or
+//! several on one connection where the server offers NOTIFY, RFC 5465
+//! ([`watch_folders`]).
 //!
 //! Owns: `EXAMINE` (read-only: watching never changes `\Seen`), with
 //! `(CONDSTORE)` where offered so an unchanged folder needs no FETCH after a
@@ -20,6 +22,9 @@ use crate::proto::imap::Response;
 use crate::proto::imap::data::{Envelope, Selected, Value, fetch_response};
 use crate::proto::imap::idle::{self, Ending, Heard, Idle};
 use crate::service::Service;
+
+mod notify;
+pub use notify::watch_folders;
 
 /// Where a folder's watch stands: the last message reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +53,10 @@ pub trait Sink {
     /// New messages in UID order and the cursor after them; the watch goes on
     /// only once this returned (so what it reports is durable first). `Err`
     /// ends the watch (the caller could not keep them).
-    fn seen(&mut self, cursor: Cursor, batch: Vec<NewMessage>) -> Result<(), String>;
+    fn seen(&mut self, folder: &str, cursor: Cursor, batch: Vec<NewMessage>) -> Result<(), String>;
     /// The folder's cursor moved without new messages (first look, a new
     /// UIDVALIDITY, a new HIGHESTMODSEQ).
-    fn moved(&mut self, cursor: Cursor) -> Result<(), String>;
+    fn moved(&mut self, folder: &str, cursor: Cursor) -> Result<(), String>;
     /// An IDLE was renewed (the wake-ups an idle watcher costs, counted).
     fn renewed(&mut self) {}
     /// Whether the watch should end (checked after every wake-up).
@@ -91,8 +96,16 @@ pub enum Ended {
     Throttled(Duration, String),
     /// The folder is not there (EXAMINE answered `NO [NONEXISTENT]` or
     /// said so in words): a configuration to fix, not a failure to retry
-    /// soon. The server's reply.
-    NoFolder(String),
+    /// soon.
+    NoFolder {
+        /// The folder.
+        folder: String,
+        /// The server's reply.
+        reply: String,
+    },
+    /// [`watch_folders`]: the server refused `NOTIFY` (its reply): watch
+    /// each folder on its own connection instead.
+    NoNotify(String),
 }
 
 /// Watch `folder` from `cursor` (`None`: a first look, which reports nothing
@@ -104,20 +117,74 @@ pub fn watch(
     opts: &Options,
     sink: &mut dyn Sink,
 ) -> Result<Ended, Failure> {
+    let mut cur = match look(s, folder, cursor, opts, sink)? {
+        Look::At(c, _) => c,
+        Look::Ended(e) => return Ok(e),
+    };
+    let can_idle = s.has("IDLE");
+    loop {
+        if sink.stopping() {
+            let _ = s.command("LOGOUT");
+            return Ok(Ended::Stopped);
+        }
+        let woke = if can_idle {
+            idle_once(s, opts, sink, &mut |_, heard| {
+                matches!(heard, Heard::NewMail(_))
+            })?
+        } else {
+            match poll_once(s, opts)? {
+                Some(end) => return Ok(Ended::from_ending(end)),
+                None => Wake::Look,
+            }
+        };
+        match woke {
+            Wake::Look => {
+                if let Some(end) = catch_up(s, folder, &mut cur, opts, sink)? {
+                    return Ok(end);
+                }
+            }
+            Wake::Renewed => {}
+            Wake::Stop => {
+                let _ = s.command("LOGOUT");
+                return Ok(Ended::Stopped);
+            }
+            Wake::Ended(e) => return Ok(Ended::from_ending(e)),
+        }
+    }
+}
+
+/// What looking at a folder left: its cursor and the UIDNEXT its EXAMINE
+/// said, or how the session ended.
+enum Look {
+    At(Cursor, Option<u32>),
+    Ended(Ended),
+}
+
+/// EXAMINE `folder`, settle the cursor (first look, new UIDVALIDITY) and
+/// report what came after it.
+fn look(
+    s: &mut Session,
+    folder: &str,
+    cursor: Option<Cursor>,
+    opts: &Options,
+    sink: &mut dyn Sink,
+) -> Result<Look, Failure> {
     let name = super::fetch::quote(folder)?;
-    let condstore = s.has("CONDSTORE");
-    let examine = if condstore {
+    let examine = if s.has("CONDSTORE") {
         format!("EXAMINE {name} (CONDSTORE)")
     } else {
         format!("EXAMINE {name}")
     };
     let (lines, st) = s.command(&examine)?;
     if let Some(end) = ended_by(&lines, &st) {
-        return Ok(end);
+        return Ok(Look::Ended(end));
     }
     if !super::imap::status_ok(&st) {
         if no_such_folder(&st) {
-            return Ok(Ended::NoFolder(st));
+            return Ok(Look::Ended(Ended::NoFolder {
+                folder: folder.to_owned(),
+                reply: st,
+            }));
         }
         return Err(crate::proto::refused(Service::Imap, st, None, "EXAMINE"));
     }
@@ -136,7 +203,7 @@ pub fn watch(
                 last_uid: newest_uid(s, &sel)?,
                 modseq: sel.highestmodseq,
             };
-            sink.moved(c).map_err(Failure::Protocol)?;
+            sink.moved(folder, c).map_err(Failure::Protocol)?;
             c
         }
     };
@@ -146,42 +213,15 @@ pub fn watch(
             .uidnext
             .is_some_and(|n| n <= cur.last_uid.saturating_add(1));
     if !unchanged {
-        if let Some(end) = catch_up(s, &mut cur, opts, sink)? {
-            return Ok(end);
+        if let Some(end) = catch_up(s, folder, &mut cur, opts, sink)? {
+            return Ok(Look::Ended(end));
         }
         if sel.highestmodseq.is_some() && sel.highestmodseq > cur.modseq {
             cur.modseq = sel.highestmodseq;
-            sink.moved(cur).map_err(Failure::Protocol)?;
+            sink.moved(folder, cur).map_err(Failure::Protocol)?;
         }
     }
-    let can_idle = s.has("IDLE");
-    loop {
-        if sink.stopping() {
-            let _ = s.command("LOGOUT");
-            return Ok(Ended::Stopped);
-        }
-        let woke = if can_idle {
-            idle_once(s, opts, sink)?
-        } else {
-            match poll_once(s, opts)? {
-                Some(end) => return Ok(Ended::from_ending(end)),
-                None => Wake::Look,
-            }
-        };
-        match woke {
-            Wake::Look => {
-                if let Some(end) = catch_up(s, &mut cur, opts, sink)? {
-                    return Ok(end);
-                }
-            }
-            Wake::Renewed => {}
-            Wake::Stop => {
-                let _ = s.command("LOGOUT");
-                return Ok(Ended::Stopped);
-            }
-            Wake::Ended(e) => return Ok(Ended::from_ending(e)),
-        }
-    }
+    Ok(Look::At(cur, sel.uidnext))
 }
 
 impl Ended {
@@ -258,6 +298,7 @@ fn item<'a>(items: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
 /// Fetch what came after the cursor and report it in batches.
 fn catch_up(
     s: &mut Session,
+    folder: &str,
     cur: &mut Cursor,
     opts: &Options,
     sink: &mut dyn Sink,
@@ -287,7 +328,7 @@ fn catch_up(
                     });
                 }
                 if batch.len() >= opts.batch {
-                    report(cur, &mut batch, sink)?;
+                    report(folder, cur, &mut batch, sink)?;
                 }
                 continue;
             }
@@ -299,7 +340,7 @@ fn catch_up(
     };
     let lines = r.untagged();
     if let Some(end) = ended_by(&lines, &status) {
-        report(cur, &mut batch, sink)?;
+        report(folder, cur, &mut batch, sink)?;
         return Ok(Some(end));
     }
     if !super::imap::status_ok(&status) {
@@ -310,11 +351,12 @@ fn catch_up(
             "UID FETCH",
         ));
     }
-    report(cur, &mut batch, sink)?;
+    report(folder, cur, &mut batch, sink)?;
     Ok(None)
 }
 
 fn report(
+    folder: &str,
     cur: &mut Cursor,
     batch: &mut Vec<NewMessage>,
     sink: &mut dyn Sink,
@@ -326,7 +368,7 @@ fn report(
     batch.sort_by_key(|m| m.uid);
     batch.dedup_by_key(|m| m.uid);
     cur.last_uid = cur.last_uid.max(batch.last().map_or(0, |m| m.uid));
-    sink.seen(*cur, std::mem::take(batch))
+    sink.seen(folder, *cur, std::mem::take(batch))
         .map_err(Failure::Protocol)
 }
 
@@ -338,7 +380,14 @@ enum Wake {
 }
 
 /// One IDLE: until new mail, the renewal time, a stop or an end.
-fn idle_once(s: &mut Session, opts: &Options, sink: &mut dyn Sink) -> Result<Wake, Failure> {
+/// `news` reads each line the server sends (with what the IDLE machine made
+/// of it): true when it tells of mail to look for.
+fn idle_once(
+    s: &mut Session,
+    opts: &Options,
+    sink: &mut dyn Sink,
+    news: &mut dyn FnMut(&str, &Heard) -> bool,
+) -> Result<Wake, Failure> {
     let (mut i, cmd) = Idle::start(&s.next_tag());
     s.conn.write_all(&cmd)?;
     let deadline = Instant::now() + opts.renew;
@@ -385,14 +434,12 @@ fn idle_once(s: &mut Session, opts: &Options, sink: &mut dyn Sink) -> Result<Wak
             Ok(l) => l,
             Err(e) => return stopped(sink, e.into()),
         };
-        match i.feed(&line) {
-            Heard::Idling | Heard::Nothing => {
-                if after.is_none() && sink.stopping() && i.idling() {
-                    after = Some(Wake::Stop);
-                    s.conn.write_all(i.done())?;
-                }
-            }
-            Heard::NewMail(_) => match after {
+        let heard = i.feed(&line);
+        let new = news(&line, &heard);
+        match heard {
+            Heard::Finished => return Ok(after.unwrap_or(Wake::Look)),
+            Heard::Ended(e) => return Ok(Wake::Ended(e)),
+            _ if new => match after {
                 None => {
                     after = Some(Wake::Look);
                     s.conn.write_all(i.done())?;
@@ -401,8 +448,12 @@ fn idle_once(s: &mut Session, opts: &Options, sink: &mut dyn Sink) -> Result<Wak
                 Some(Wake::Renewed) => after = Some(Wake::Look),
                 Some(_) => {}
             },
-            Heard::Finished => return Ok(after.unwrap_or(Wake::Look)),
-            Heard::Ended(e) => return Ok(Wake::Ended(e)),
+            _ => {
+                if after.is_none() && sink.stopping() && i.idling() {
+                    after = Some(Wake::Stop);
+                    s.conn.write_all(i.done())?;
+                }
+            }
         }
     }
 }
