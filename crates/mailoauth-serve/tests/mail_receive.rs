@@ -93,6 +93,16 @@ fn wait_until(
     }
 }
 
+/// Wait until `/metrics` shows `name` at `at_least` or more.
+fn wait_metric(node: &Node, name: &str, at_least: f64, within: Duration) {
+    wait_until(
+        &format!("{name} at {at_least}"),
+        within,
+        || metric(node, name) >= at_least,
+        || node.log(),
+    );
+}
+
 /// Deliver a message to `to` through Postfix (plain SMTP on loopback, which
 /// relays to Dovecot's LMTP): what arrives while a watcher runs.
 fn deliver(mail: &Dovecot, to: &str, subject: &str) {
@@ -199,16 +209,11 @@ fn new_mail_is_a_signed_event_with_its_envelope_and_a_restart_misses_nothing() {
         );
 
         // IDLE is renewed (every 4 s here) and the watch goes on through it.
-        wait_until(
-            "an IDLE renewal",
+        wait_metric(
+            &node,
+            "mailoauth_watch_events_total{outcome=\"idle_renewal\"}",
+            1.0,
             Duration::from_secs(15),
-            || {
-                metric(
-                    &node,
-                    "mailoauth_watch_events_total{outcome=\"idle_renewal\"}",
-                ) >= 1.0
-            },
-            || node.log(),
         );
         deliver(&mail, "watched@example.test", "after a renewal");
         wait_new(&hook, 2, Duration::from_secs(10), || node.log());
@@ -898,11 +903,11 @@ fn a_webhook_receiver_down_for_a_minute_gets_every_event_afterwards_in_order() {
     for u in users {
         add_mailbox(&node, &key, u);
     }
-    wait_until(
-        "3 watchers connected",
+    wait_metric(
+        &node,
+        "mailoauth_watch_connections",
+        3.0,
         Duration::from_secs(20),
-        || metric(&node, "mailoauth_watch_connections") >= 3.0,
-        || node.log(),
     );
     let down = Duration::from_secs(60);
     let hook = Webhook::with(Receiver {
@@ -920,16 +925,11 @@ fn a_webhook_receiver_down_for_a_minute_gets_every_event_afterwards_in_order() {
         }
     }
     // The first tries failed; what the outbox holds is retried after it.
-    wait_until(
-        "failed deliveries while the receiver is down",
+    wait_metric(
+        &node,
+        "mailoauth_webhook_deliveries_total{outcome=\"retrying\"}",
+        3.0,
         Duration::from_secs(30),
-        || {
-            metric(
-                &node,
-                "mailoauth_webhook_deliveries_total{outcome=\"retrying\"}",
-            ) >= 3.0
-        },
-        || node.log(),
     );
     assert!(t.elapsed() < down, "the receiver came back too early");
     assert!(hook.deliveries().is_empty());
@@ -957,11 +957,11 @@ fn a_slow_webhook_receiver_gets_bounded_concurrency_in_order_and_no_memory_growt
     for u in &users {
         add_mailbox(&node, &key, u);
     }
-    wait_until(
-        "12 watchers connected",
+    wait_metric(
+        &node,
+        "mailoauth_watch_connections",
+        12.0,
         Duration::from_secs(20),
-        || metric(&node, "mailoauth_watch_connections") >= 12.0,
-        || node.log(),
     );
     let pid = node.child.id();
     let before = rss_kib(pid);
@@ -1019,11 +1019,11 @@ fn an_unknown_watched_folder_is_named_with_the_fix_and_inbox_goes_on() {
     let key = s.key(&["accounts:write"], &[]);
     let node = s.start();
     add_mailbox(&node, &key, "folders@example.test");
-    wait_until(
-        "the unknown folder reported",
+    wait_metric(
+        &node,
+        "mailoauth_watch_events_total{outcome=\"no_folder\"}",
+        1.0,
         Duration::from_secs(20),
-        || metric(&node, "mailoauth_watch_events_total{outcome=\"no_folder\"}") >= 1.0,
-        || node.log(),
     );
     let log = node.log();
     assert!(
@@ -1031,11 +1031,11 @@ fn an_unknown_watched_folder_is_named_with_the_fix_and_inbox_goes_on() {
             && log.contains("fix `watch` of connector watched"),
         "{log}"
     );
-    wait_until(
-        "INBOX watched",
+    wait_metric(
+        &node,
+        "mailoauth_watch_connections",
+        1.0,
         Duration::from_secs(20),
-        || metric(&node, "mailoauth_watch_connections") >= 1.0,
-        || node.log(),
     );
     deliver(&mail, "folders@example.test", "inbox still works");
     let got = wait_new(&hook, 1, Duration::from_secs(10), || node.log());
@@ -1074,11 +1074,11 @@ fn one_connection_watches_several_folders_where_the_server_offers_notify() {
     let key = s.key(&["accounts:write"], &[]);
     let mut node = s.start();
     let id = add_mailbox(&node, &key, user);
-    wait_until(
-        "the watcher's connection",
+    wait_metric(
+        &node,
+        "mailoauth_watch_events_total{outcome=\"connect\"}",
+        1.0,
         Duration::from_secs(20),
-        || metric(&node, "mailoauth_watch_events_total{outcome=\"connect\"}") >= 1.0,
-        || node.log(),
     );
     std::thread::sleep(Duration::from_secs(1));
     save("in projects");
@@ -1107,16 +1107,11 @@ fn one_connection_watches_several_folders_where_the_server_offers_notify() {
     assert!(got.len() == 2);
 
     // Past an IDLE renewal (idle_renew = 4 s) NOTIFY still reports.
-    wait_until(
-        "an IDLE renewal",
+    wait_metric(
+        &node,
+        "mailoauth_watch_events_total{outcome=\"idle_renewal\"}",
+        1.0,
         Duration::from_secs(15),
-        || {
-            metric(
-                &node,
-                "mailoauth_watch_events_total{outcome=\"idle_renewal\"}",
-            ) >= 1.0
-        },
-        || node.log(),
     );
     let t = Instant::now();
     save("after a renewal");
