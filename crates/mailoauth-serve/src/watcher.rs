@@ -149,6 +149,15 @@ pub fn backoff(failures: u32) -> Duration {
     top.mul_f64(frac)
 }
 
+/// A session's IDLE renewal interval: `renew` less up to a tenth, drawn per
+/// session, so watchers that connected together (a node start, a server
+/// restart) do not all renew in the same second every interval.
+pub fn spread(renew: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    mailoauth::random::fill(&mut b);
+    renew.mul_f64(0.9 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 10.0)
+}
+
 /// Watch the mailboxes of watching connectors until the process ends.
 pub async fn run(app: Arc<App>) {
     let settings = app.tokens.settings();
@@ -489,7 +498,7 @@ fn session(w: &mut FolderWatch, m: &Mailbox) -> Result<Ended, String> {
     let w = &*w;
     let r = cursors.and_then(|cursors| {
         let opts = watch::Options {
-            renew: app.tokens.settings().idle_renew,
+            renew: spread(app.tokens.settings().idle_renew),
             poll: w.poll,
             timeout: TIMEOUT,
             batch: BATCH,
@@ -583,6 +592,15 @@ impl watch::Sink for Reporter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewals_are_spread_over_the_last_tenth_of_the_interval() {
+        let renew = Duration::from_secs(1500);
+        let got: Vec<Duration> = (0..200).map(|_| spread(renew)).collect();
+        assert!(got.iter().all(|d| *d <= renew && *d >= renew.mul_f64(0.9)));
+        let (lo, hi) = (got.iter().min().unwrap(), got.iter().max().unwrap());
+        assert!(*hi - *lo > Duration::from_secs(60), "{lo:?}..{hi:?}");
+    }
 
     #[test]
     fn backoff_doubles_within_its_upper_half_up_to_five_minutes() {
