@@ -1,8 +1,8 @@
 //! Diagnoses: what a provider's error or a server's reply means and what to do
 //! about it, and what an access token's claims say before connecting.
 //!
-//! Owns: the catalogs (data, not scattered `if`s) — [`token`] for token-endpoint
-//! errors, [`wire`] for mail servers' replies, [`tls`] for TLS failures — with the account's own values
+//! Owns: the catalogs (data, not scattered `if`s) — `token` for token-endpoint
+//! errors, `wire` for mail servers' replies, `tls` for TLS failures — with the account's own values
 //! filled in; the app-only checklist; the token pre-flight. Must not: do I/O,
 //! verify signatures (claims are read only to explain), or word a fix for one
 //! front end: fixes are [`Remedy`] values.

@@ -2,7 +2,7 @@
 //! a Maildir.
 //!
 //! Owns: the incremental state (UIDVALIDITY + last UID, or the UIDLs seen; kept
-//! in the Maildir by [`maildir::StateFile`] and checked against what the
+//! in the Maildir by `maildir::StateFile` and checked against what the
 //! Maildir holds), batched `UID FETCH … BODY.PEEK[]` with literal parsing, the
 //! message size limit (`max_message_size`), and the optional delete / move
 //! afterwards. Must not: hold a message in memory (literals and POP3 bodies

@@ -18,7 +18,7 @@ use crate::service::Service;
 
 /// Watch several folders on one connection with NOTIFY (RFC 5465), where
 /// the server offers it (`Session::has("NOTIFY")`): each folder is looked at
-/// as [`watch`] does, then the server is asked to tell of new messages in
+/// as [`super::watch`] does, then the server is asked to tell of new messages in
 /// any of them (`* STATUS` responses, heard during IDLE), and only the
 /// folders it names are looked at again. After every round each folder's
 /// `STATUS` is asked, so mail that came while the session was busy is not
