@@ -19,9 +19,9 @@
 #              directories, so a folder name may hold a dot), MAILSERVER_CERT + MAILSERVER_KEY (PEM files: Dovecot
 #              serves this certificate (chain) and key instead of the generated leaf; "ca" stays the
 #              generated CA, which then vouches for nothing), MAILSERVER_CONNECTIONS (IMAP connections
-#              to hold at once, default 1024: above 200, imap-login serves many per process and
-#              fs.inotify.max_user_instances is raised, else IDLE past 128 processes falls back to
-#              polling every 30 s), MAILSERVER_IDLE_NOTIFY (Dovecot's "* OK Still here" interval
+#              to hold at once, default 1024: above 200, imap-login serves many per process;
+#              fs.inotify.max_user_instances is raised to it + 256, else IDLE past 128 processes
+#              falls back to polling every 30 s), MAILSERVER_IDLE_NOTIFY (Dovecot's "* OK Still here" interval
 #              during IDLE, default "2 mins").
 set -euo pipefail
 
@@ -137,13 +137,15 @@ if [ "$CONNS" -gt 200 ]; then
   process_min_avail = 2
   client_limit = $CONNS
   vsz_limit = 1G"
-  # Every IDLE-ing imap process holds an inotify instance, all under the one mail uid.
-  want=$(( CONNS + 256 ))
-  have=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)
-  if [ "$have" -lt "$want" ]; then
-    sysctl -qw fs.inotify.max_user_instances=$want >&2 \
-      || echo "mail-server start.sh: cannot raise fs.inotify.max_user_instances to $want (have $have): IDLE beyond it polls every 30 s" >&2
-  fi
+fi
+# Every IDLE-ing imap process holds an inotify instance, all under the one mail uid
+# and shared by every instance running at once (tests run side by side): past the
+# limit (128 here) Dovecot's IDLE falls back to looking every 30 s.
+want=$(( CONNS + 256 ))
+have=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)
+if [ "$have" -lt "$want" ]; then
+  sysctl -qw fs.inotify.max_user_instances=$want >&2 \
+    || echo "mail-server start.sh: cannot raise fs.inotify.max_user_instances to $want (have $have): IDLE beyond it polls every 30 s" >&2
 fi
 
 SSL_DH=""

@@ -295,7 +295,11 @@ fn item<'a>(items: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
     items.iter().find(|(n, _)| n == name).map(|(_, v)| v)
 }
 
-/// Fetch what came after the cursor and report it in batches.
+/// Fetch what came after the cursor and report it in batches; again while
+/// the folder grew during the fetch. A message that arrives while a FETCH is
+/// answered is announced by an `EXISTS` among its lines, and the server
+/// does not repeat it when the next IDLE starts: ignored, that message
+/// would wait for the next one to be seen.
 fn catch_up(
     s: &mut Session,
     folder: &str,
@@ -303,6 +307,35 @@ fn catch_up(
     opts: &Options,
     sink: &mut dyn Sink,
 ) -> Result<Option<Ended>, Failure> {
+    for _ in 0..MAX_CATCH_UP_ROUNDS {
+        match fetch_new(s, folder, cur, opts, sink)? {
+            Fetched::Ended(end) => return Ok(Some(end)),
+            Fetched::Grew => continue,
+            Fetched::Done => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Rounds of [`catch_up`] in a row before it lets the folder's IDLE tell it
+/// of the rest (a server announcing growth forever must not hold it).
+const MAX_CATCH_UP_ROUNDS: usize = 100;
+
+/// What one `UID FETCH` round of a catch-up left.
+enum Fetched {
+    Done,
+    Grew,
+    Ended(Ended),
+}
+
+/// One `UID FETCH last+1:*` round.
+fn fetch_new(
+    s: &mut Session,
+    folder: &str,
+    cur: &mut Cursor,
+    opts: &Options,
+    sink: &mut dyn Sink,
+) -> Result<Fetched, Failure> {
     let from = cur.last_uid.saturating_add(1);
     let tag = s.send(&format!("UID FETCH {from}:* (UID RFC822.SIZE ENVELOPE)"))?;
     let mut r = Response::new(&tag);
@@ -341,7 +374,7 @@ fn catch_up(
     let lines = r.untagged();
     if let Some(end) = ended_by(&lines, &status) {
         report(folder, cur, &mut batch, sink)?;
-        return Ok(Some(end));
+        return Ok(Fetched::Ended(end));
     }
     if !super::imap::status_ok(&status) {
         return Err(crate::proto::refused(
@@ -352,7 +385,14 @@ fn catch_up(
         ));
     }
     report(folder, cur, &mut batch, sink)?;
-    Ok(None)
+    let grew = lines.iter().any(|l| {
+        l.strip_prefix("* ")
+            .and_then(|r| r.split_once(' '))
+            .is_some_and(|(n, what)| {
+                n.bytes().all(|b| b.is_ascii_digit()) && what.eq_ignore_ascii_case("EXISTS")
+            })
+    });
+    Ok(if grew { Fetched::Grew } else { Fetched::Done })
 }
 
 fn report(
