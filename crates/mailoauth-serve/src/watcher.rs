@@ -318,6 +318,15 @@ impl FolderWatch {
         self.folders.join(", ")
     }
 
+    /// One folder per connection from now on: this one keeps the first,
+    /// each other gets a thread of its own.
+    fn keep_first(&mut self) {
+        let rest: Vec<String> = self.folders.drain(1.min(self.folders.len())..).collect();
+        for f in rest {
+            self.split_off(&f);
+        }
+    }
+
     /// Watch `folder` on a connection of its own (its own thread) from now on.
     fn split_off(&mut self, folder: &str) {
         self.folders.retain(|f| f != folder);
@@ -395,9 +404,7 @@ fn folder_loop(mut w: FolderWatch) {
                     w.mailbox,
                     mailoauth::text::printable(&reply)
                 );
-                for f in w.folders.clone().iter().skip(1) {
-                    w.split_off(f);
-                }
+                w.keep_first();
                 failures = 0;
             }
             Ok(Ended::NoFolder { folder, reply }) => {
@@ -479,12 +486,8 @@ fn session(w: &mut FolderWatch, m: &Mailbox) -> Result<Ended, String> {
     if let Some(st) = s.conn.stopper() {
         w.stop.hold(st);
     }
-    let notify = s.has("NOTIFY");
-    if w.folders.len() > 1 && !notify {
-        // One folder per connection: this one keeps the first.
-        for f in w.folders.clone().iter().skip(1) {
-            w.split_off(f);
-        }
+    if !s.has("NOTIFY") {
+        w.keep_first();
     }
     let (app2, id, folders) = (app.clone(), m.id.clone(), w.folders.clone());
     let cursors = w.on_runtime(async move {
