@@ -69,7 +69,7 @@ fn world_with(provider: &str, mail_env: &[(&str, &str)], extra: &str) -> World {
     std::fs::create_dir_all(&home).unwrap();
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = awk.join("bin/mailoauth");
-    std::fs::copy(env!("CARGO_BIN_EXE_mailoauth"), &exe).unwrap();
+    copy_executable(Path::new(env!("CARGO_BIN_EXE_mailoauth")), &exe);
     let ca = awk.join("test ca.pem");
     std::fs::copy(mail.ca(), &ca).unwrap();
     let line = |proto: &str, key: &str, tls: &str| {

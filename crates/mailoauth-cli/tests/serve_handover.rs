@@ -3,6 +3,8 @@
 //! install hint when it is missing. Uses the real binaries of this build
 //! (`cargo test --workspace` builds both).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -26,7 +28,7 @@ fn serve_binary() -> PathBuf {
 /// through a symlink to the build directory, where the service sits too).
 fn lone_mailoauth(dir: &Path) -> PathBuf {
     let p = dir.join("mailoauth");
-    std::fs::copy(env!("CARGO_BIN_EXE_mailoauth"), &p).unwrap();
+    common::copy_executable(Path::new(env!("CARGO_BIN_EXE_mailoauth")), &p);
     p
 }
 

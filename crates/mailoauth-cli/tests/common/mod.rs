@@ -22,6 +22,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Copies the executable `src` to `dst` in a `cp` child, so this process
+/// never holds `dst` open for writing: a test thread that forks meanwhile
+/// would carry that descriptor until its exec, and running `dst` would then
+/// fail with "Text file busy" (ETXTBSY) — seen in CI under `cargo test`.
+pub fn copy_executable(src: &std::path::Path, dst: &std::path::Path) {
+    let out = Command::new("cp")
+        .arg("--")
+        .arg(src)
+        .arg(dst)
+        .output()
+        .expect("cp (coreutils) runs");
+    assert!(
+        out.status.success(),
+        "cp {} {}: {}",
+        src.display(),
+        dst.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The standard test accounts against `issuer`, one per client of the server.
 pub fn accounts(issuer: &str, store: &str) -> String {
     format!(
