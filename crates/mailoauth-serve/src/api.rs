@@ -47,10 +47,6 @@ pub struct App {
     pub guard: crate::guard::Guard,
     /// Re-consent links this node handed out.
     pub reconnects: crate::connect::Reconnects,
-    /// Wakes the outbox sender when a message is accepted.
-    pub wake: crate::sender::Wake,
-    /// Wakes the webhook deliverer when events were written (new mail).
-    pub deliver: Arc<tokio::sync::Notify>,
     /// Wakes the watchers' beat when a mailbox was connected (watch it now,
     /// not at the next beat).
     pub watch: tokio::sync::Notify,

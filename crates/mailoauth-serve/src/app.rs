@@ -51,13 +51,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         metrics: crate::metrics::Metrics::new(!settings.behind_proxy.is_empty()),
         reconnects: Default::default(),
         guard: Default::default(),
-        wake: Default::default(),
-        deliver: Default::default(),
         watch: Default::default(),
     });
     // Background work; each task ends with the runtime. The first heartbeat
     // comes before the refresher starts, so it begins with its right share.
-    app.cluster.beat(&app).await;
+    let _ = app.cluster.beat(&app).await;
     tokio::spawn(crate::cluster::run(app.clone()));
     let refresher = tokio::spawn(crate::refresher::run(app.clone()));
     let sender = tokio::spawn(crate::sender::run(app.clone()));
@@ -69,7 +67,6 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                 urls: settings.webhooks.clone(),
                 secret,
                 private_ranges: settings.webhook_private_ranges,
-                wake: app.deliver.clone(),
             }
             .run(),
         );

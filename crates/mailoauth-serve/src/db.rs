@@ -9,6 +9,7 @@
 //! sealed bytes) or decide anything about tokens.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -17,8 +18,11 @@ use sqlx::{AnyPool, Row};
 use mailoauth::Error;
 
 mod mail;
+mod nodes;
 mod watch;
+
 pub use mail::{Attempt, DueMessage, MessageState, NewMessage, Outgoing};
+pub use nodes::{Beat, Wakes};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub struct Db {
     pool: AnyPool,
     /// The backend.
     pub backend: Backend,
+    /// Rung by writes that make work due (see [`Wakes`]).
+    wakes: Arc<Wakes>,
 }
 
 /// A mailbox row without its sealed record.
@@ -379,7 +385,11 @@ impl Db {
             what: "the database (migrations)".into(),
             detail: e.to_string(),
         })?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            wakes: Default::default(),
+        })
     }
 
     /// Is the database answering?
@@ -612,10 +622,14 @@ impl Db {
                 // Another node changed the state between our read and write.
                 continue;
             }
-            for e in events(&old) {
-                insert_event(&mut tx, &e, now).await?;
+            let evs = events(&old);
+            for e in &evs {
+                insert_event(&mut tx, e, now).await?;
             }
             tx.commit().await.map_err(&err)?;
+            if !evs.is_empty() {
+                self.wakes.events.notify_one();
+            }
             return Ok(Some(old));
         }
         Err(Error::Unreachable {
@@ -663,6 +677,9 @@ impl Db {
             .execute(&self.pool)
             .await
             .map_err(db_err("mailboxes"))?;
+        if next <= mailoauth::clock::now() {
+            self.wakes.refresh.notify_one();
+        }
         Ok(())
     }
 
@@ -966,32 +983,6 @@ impl Db {
             .await
             .map_err(db_err("admin sessions"))?;
         Ok(r.rows_affected() == 1)
-    }
-
-    /// Write this node's heartbeat at `now`, and count the nodes that beat
-    /// since `since` (this one included).
-    pub async fn heartbeat(&self, node: &str, now: i64, since: i64) -> Result<i64, Error> {
-        sqlx::query(
-            "INSERT INTO nodes (id, started_at, seen_at) VALUES ($1, $2, $2) \
-             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
-        )
-        .bind(node)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err("nodes"))?;
-        // Nodes gone for an hour are history.
-        sqlx::query("DELETE FROM nodes WHERE seen_at < $1")
-            .bind(now - 3600)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err("nodes"))?;
-        let r = sqlx::query("SELECT COUNT(*) FROM nodes WHERE seen_at >= $1")
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err("nodes"))?;
-        Ok(r.get::<i64, _>(0))
     }
 
     /// Store an admin session (by the digest of its id) for key `key_id`.

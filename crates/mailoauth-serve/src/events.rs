@@ -32,6 +32,8 @@ use crate::metrics::{DELIVERIES, Delivery};
 /// A delivery that failed this many times is given up (the backoff makes that
 /// about a day and a half); its row stays, with the last error, for an admin.
 pub const MAX_ATTEMPTS: i64 = 20;
+/// The longest sleep with nothing due (see [`crate::db::Wakes`]).
+const IDLE: Duration = Duration::from_secs(60);
 /// One delivery's whole time: connect, TLS, request, answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed delivery is left to its node before another may try.
@@ -267,12 +269,10 @@ pub struct Deliverer {
     pub secret: Arc<Zeroizing<String>>,
     /// Whether private address ranges may be targets.
     pub private_ranges: bool,
-    /// Rung when new events are written, so they need not wait for the poll.
-    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Deliverer {
-    /// Poll for due deliveries every second; send each claimed one.
+    /// Send each due delivery it claims; sleep until roused (`db::Wakes`).
     pub async fn run(self) {
         let agent = ureq::Agent::with_parts(
             ureq::Agent::config_builder()
@@ -291,6 +291,7 @@ impl Deliverer {
         let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
         loop {
             let now = mailoauth::clock::now();
+            crate::metrics::ROUNDS.record(crate::metrics::Worker::Deliverer);
             match this.db.due_events(now, MAX_ATTEMPTS, 50).await {
                 Ok(due) => {
                     for e in due {
@@ -306,16 +307,15 @@ impl Deliverer {
                             this.attempt(agent, e).await;
                             drop(permit);
                             // The mailbox's next event was waiting for this one.
-                            this.wake.notify_one();
+                            this.db.wakes().events.notify_one();
                         });
                     }
                 }
                 Err(e) => log::warn!("webhooks: cannot read the outbox: {e}"),
             }
-            tokio::select! {
-                _ = this.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            // Until events are written here, a delivery ends, or the
+            // heartbeat says one fell due (a retry, a peer's event).
+            let _ = tokio::time::timeout(IDLE, this.db.wakes().events.notified()).await;
         }
     }
 

@@ -190,7 +190,6 @@ pub(crate) async fn send_message(
     if let Some(existing) = app.db.add_message(&new, mailoauth::clock::now()).await? {
         return replay(&existing, &digest);
     }
-    app.wake.now();
     let state = app.db.message(&m.id, &msg_id).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,7 +1,7 @@
 //! `/metrics`: the node's counters in the Prometheus text format.
 //!
 //! Owns: the counters (tokens served by where they came from, refreshes and
-//! webhook deliveries by outcome), the token request latency histogram, the
+//! webhook deliveries by outcome, background worker rounds), the token request latency histogram, the
 //! gauges (mailboxes by state, pending webhook deliveries, live nodes) and
 //! their exposition. Counters are plain atomics written on the hot
 //! path with one relaxed add each (no lock, no allocation); the exposition is
@@ -155,6 +155,37 @@ impl WatchCounts {
     }
 }
 
+/// The background workers, in the order of [`Worker`].
+const WORKERS: [&str; 4] = ["heartbeat", "refresher", "sender", "deliverer"];
+
+/// A background worker of the node.
+#[derive(Debug, Clone, Copy)]
+pub enum Worker {
+    /// The cluster heartbeat (every 2 s, the one periodic wake-up).
+    Heartbeat,
+    /// The token refresher.
+    Refresher,
+    /// The outbox sender.
+    Sender,
+    /// The webhook deliverer.
+    Deliverer,
+}
+
+/// How often each background worker woke and read the database for due
+/// work: an idle node's workers sleep, so only the heartbeat's count grows.
+pub struct Rounds([AtomicU64; 4]);
+
+/// The process's worker round counters (a static: the deliverer runs
+/// without the [`App`]).
+pub static ROUNDS: Rounds = Rounds([const { AtomicU64::new(0) }; 4]);
+
+impl Rounds {
+    /// Count one round of `w`.
+    pub fn record(&self, w: Worker) {
+        self.0[w as usize].fetch_add(1, Relaxed);
+    }
+}
+
 /// Refresh outcomes, in the order of [`Refreshes`].
 const OUTCOMES: [&str; 4] = ["ok", "degraded", "login_required", "failed"];
 
@@ -303,6 +334,15 @@ impl Metrics {
             &WATCH_KINDS,
             &WATCH.0,
         );
+        let name = "mailoauth_background_rounds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Times each background worker woke to read the database for due work \
+             (an idle node: the heartbeat alone).\n# TYPE {name} counter"
+        );
+        for (worker, n) in WORKERS.iter().zip(&ROUNDS.0) {
+            let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {}", n.load(Relaxed));
+        }
         let _ = writeln!(
             out,
             "# HELP mailoauth_watch_connections Folder connections this node's watchers hold open.\n\

@@ -33,10 +33,9 @@ const CLAIM: i64 = 120;
 /// Refreshes in flight at once per node (each holds a blocking thread while
 /// the provider answers).
 const PARALLEL: usize = 32;
-/// How often memory is checked against the mailboxes that still exist.
-const SWEEP: Duration = Duration::from_secs(10);
-/// How often expired sign-ins and links are deleted.
-const PURGE: Duration = Duration::from_secs(600);
+/// The longest sleep with nothing due: the heartbeat rouses the refresher
+/// when the schedule says so (`cluster`), this only bounds a lost ring.
+const IDLE: Duration = Duration::from_secs(60);
 /// Due mailboxes read per round.
 const BATCH: i64 = 500;
 
@@ -109,24 +108,8 @@ fn provider_of(account: &Account) -> String {
 pub async fn run(app: Arc<App>) {
     let mut buckets: HashMap<String, Arc<Mutex<Bucket>>> = HashMap::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
-    let mut swept = Instant::now();
-    let mut purged = Instant::now();
     loop {
-        // A mailbox deleted through another node leaves this node's memory
-        // within SWEEP; rows that ran out go every PURGE.
-        if swept.elapsed() >= SWEEP {
-            swept = Instant::now();
-            match app.db.mailbox_ids().await {
-                Ok(ids) => app.tokens.retain_only(&ids),
-                Err(e) => log::warn!("refresher: cannot list mailboxes: {e}"),
-            }
-        }
-        if purged.elapsed() >= PURGE {
-            purged = Instant::now();
-            if let Err(e) = app.db.purge_expired(mailoauth::clock::now()).await {
-                log::warn!("refresher: expired links and sign-ins not purged: {e}");
-            }
-        }
+        crate::metrics::ROUNDS.record(crate::metrics::Worker::Refresher);
         let due = match app.db.due_mailboxes(mailoauth::clock::now(), BATCH).await {
             Ok(d) => d,
             Err(e) => {
@@ -136,7 +119,9 @@ pub async fn run(app: Arc<App>) {
             }
         };
         if due.is_empty() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Until a write of this node or the heartbeat says a mailbox is
+            // due; the timeout only bounds a ring that went astray.
+            let _ = tokio::time::timeout(IDLE, app.db.wakes().refresh.notified()).await;
             continue;
         }
         for m in due {

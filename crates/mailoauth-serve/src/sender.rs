@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use mailoauth::Error;
 use mailoauth::config::Service;
@@ -40,6 +40,9 @@ const CLAIM: i64 = 300;
 /// Attempts before a message that keeps failing transiently is given up
 /// (the backoff makes that about half an hour).
 pub const MAX_ATTEMPTS: i64 = 8;
+/// The longest sleep with nothing due (the heartbeat rouses the sender when
+/// work falls due; this only bounds a lost ring).
+const IDLE: Duration = Duration::from_secs(60);
 /// One SMTP exchange step's timeout.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -49,31 +52,20 @@ pub fn backoff(attempts: i64) -> i64 {
     (5i64 << attempts.clamp(0, 10)).min(600)
 }
 
-/// What wakes the sender early (a message was accepted).
-#[derive(Default)]
-pub struct Wake(Notify);
-
-impl Wake {
-    /// Look at the outbox now.
-    pub fn now(&self) {
-        self.0.notify_one();
-    }
-}
-
 /// Send the outbox until the process ends.
 pub async fn run(app: Arc<App>) {
     let busy: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(PARALLEL));
     loop {
         let now = mailoauth::clock::now();
+        crate::metrics::ROUNDS.record(crate::metrics::Worker::Sender);
         match app.db.due_messages(now, 2000).await {
             Ok(due) => start_turns(&app, &busy, &slots, due).await,
             Err(e) => log::warn!("outbox: cannot read it: {e}"),
         }
-        tokio::select! {
-            _ = app.wake.0.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+        // Until a message is accepted here, a turn ends, or the heartbeat
+        // says one fell due (a retry's time, a peer's claim that ran out).
+        let _ = tokio::time::timeout(IDLE, app.db.wakes().messages.notified()).await;
     }
 }
 
@@ -128,7 +120,7 @@ async fn start_turns(
                     }
                 }
                 drop(permit);
-                app.wake.now();
+                app.db.wakes().messages.notify_one();
             });
         }
     }

@@ -556,17 +556,13 @@ impl Reporter<'_> {
             ));
         }
         let (app, id, folder) = (self.w.app.clone(), self.m.id.clone(), folder.to_owned());
-        let written = !events.is_empty();
+        // The commit rouses the deliverer (`db::Wakes`).
         self.w.on_runtime(async move {
             app.db
                 .advance_cursor(&id, &folder, c, &events, now)
                 .await
                 .map_err(|e| format!("events not written: {e}"))
-        })?;
-        if written {
-            self.w.app.deliver.notify_one();
-        }
-        Ok(())
+        })
     }
 }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use harness::*;
 use serde_json::Value;
 
+const SECRET: &str = "whsec-cluster-secret";
+
 /// Poll `f` every 200 ms until it is `Some`, at most `within`.
 fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
@@ -250,5 +252,80 @@ fn an_import_of_refresh_tokens_alone_redeems_each_once() {
         let half = r#"{"connector":"bench","email":"h@bench.test","refresh_token":"x","access_token":"y"}"#;
         let (ok, _, err) = import(&s, half);
         assert!(!ok && err.contains("`expires_at` together"), "{err}");
+    });
+}
+
+/// This node's `mailoauth_background_rounds_total` per worker.
+fn rounds(n: &Node, key: &str) -> [f64; 4] {
+    let (_, _, text) = n.send(
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {key}"))],
+        "",
+    );
+    ["heartbeat", "refresher", "sender", "deliverer"].map(|w| {
+        let series = format!("mailoauth_background_rounds_total{{worker=\"{w}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+    })
+}
+
+#[test]
+fn an_idle_node_sleeps_until_work_falls_due_and_takes_up_a_peers_within_a_heartbeat() {
+    both(|db| {
+        let s = Setup::new(db, &[]);
+        let provider = ScriptedProvider::start();
+        let hook = Webhook::start(0);
+        s.write_config_with(
+            &format!(
+                "webhooks = [\"{}\"]\nwebhook_secret = \"{SECRET}\"\n",
+                hook.url
+            ),
+            &provider.connector("bench"),
+        );
+        // Tokens good for two hours: nothing is due for the refresher.
+        let minted = provider.mint(3, 7200, 60, "bench");
+        let (ok, _, err) = import(&s, &minted);
+        assert!(ok, "{err}");
+        let n = s.start();
+        let key = s.key(&["admin"], &[]);
+        // The start-up rounds, then quiet.
+        std::thread::sleep(Duration::from_secs(3));
+        let before = rounds(&n, &key);
+        std::thread::sleep(Duration::from_secs(10));
+        let after = rounds(&n, &key);
+        let woke = |i: usize| after[i] - before[i];
+        assert!(
+            (4.0..=6.0).contains(&woke(0)),
+            "one heartbeat per 2 s over 10 s, not {}",
+            woke(0)
+        );
+        for (i, w) in ["refresher", "sender", "deliverer"].iter().enumerate() {
+            assert_eq!(
+                woke(i + 1),
+                0.0,
+                "the {w} woke with nothing due ({before:?} → {after:?})"
+            );
+        }
+
+        // A peer (here the command line, another process) stores a mailbox
+        // whose token is due now: this node's refresher hears of it from its
+        // next heartbeat, not from a poll of its own.
+        let due = provider.mint(1, 60, 0, "bench").replace("user0@", "peer@");
+        let t0 = Instant::now();
+        let (ok, _, err) = import(&s, &due);
+        assert!(ok, "{err}");
+        wait_for(
+            Duration::from_secs(6),
+            "the peer's mailbox refreshed",
+            || (provider.stats()["mailboxes_refreshed"] == 1).then_some(()),
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "taken up after {:?} (heartbeat 2 s)",
+            t0.elapsed()
+        );
+        assert!(rounds(&n, &key)[1] > after[1], "the refresher woke for it");
     });
 }

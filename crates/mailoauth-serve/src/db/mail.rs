@@ -183,7 +183,10 @@ impl Db {
         .execute(&self.pool)
         .await;
         match r {
-            Ok(_) => Ok(None),
+            Ok(_) => {
+                self.wakes.messages.notify_one();
+                Ok(None)
+            }
             Err(e) => {
                 // A unique violation on the key: a retry, or a race with one.
                 if let Some(key) = &m.idempotency_key
@@ -347,6 +350,9 @@ impl Db {
             insert_event(&mut tx, e, now).await?;
         }
         tx.commit().await.map_err(&err)?;
+        if !events.is_empty() {
+            self.wakes.events.notify_one();
+        }
         Ok(())
     }
 

@@ -144,6 +144,9 @@ impl Db {
         .await
         .map_err(&err)?;
         tx.commit().await.map_err(&err)?;
+        if !events.is_empty() {
+            self.wakes.events.notify_one();
+        }
         Ok(())
     }
 }
