@@ -112,12 +112,15 @@ TOML
   sleep 10
   local pg=()
   [ -n "$postmaster" ] && mapfile -t pg < <(pgrep -P "$postmaster")
+  rounds() { curl -sf "http://127.0.0.1:$port/metrics" | awk -F'[{}"]' '/^mailoauth_background_rounds_total/ {printf "%s=%d ", $3, $5}' | sed 's/ $//'; }
+  local r0; r0=$(rounds || true)
   local node_w pg_w=0
   if [ -n "$postmaster" ]; then
     switches "$idle" "${pg[@]}" > "$dir/pg.w" & local pw=$!
   fi
   node_w=$(switches "$idle" "$spid")
   [ -n "$postmaster" ] && { wait "$pw"; pg_w=$(cat "$dir/pg.w"); }
+  local r1; r1=$(rounds || true)
   local threads; threads=$(ls "/proc/$spid/task" | wc -l)
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$spid/status")
   kill "$spid"; wait "$spid" 2>/dev/null || true
@@ -126,6 +129,9 @@ TOML
     "$db" "$label" "$n" "$idle" "$node_w" "$(echo "$node_w / $idle" | bc -l)" "$threads" "$rss"
   [ -n "$postmaster" ] && printf '; PostgreSQL processes %d wake-ups' "$pg_w"
   printf '\n'
+  if [ -n "$r1" ]; then
+    echo "  worker rounds at the start: ${r0}; at the end: ${r1}"
+  fi
   if [ "$db" = postgres ]; then
     runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -m fast stop >/dev/null; pgdata=
   fi
