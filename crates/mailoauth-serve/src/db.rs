@@ -244,26 +244,57 @@ pub struct EventRow {
     pub next_attempt: i64,
 }
 
-/// Write one outbox row inside the transaction that makes its event.
-async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    e: &OutboxEvent,
-    now: i64,
-) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO events (id, url, kind, mailbox, body, created_at, next_attempt) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id, url) DO NOTHING",
-    )
-    .bind(&e.id)
-    .bind(&e.url)
-    .bind(&e.kind)
-    .bind(&e.mailbox)
-    .bind(&e.body)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err("events"))?;
-    Ok(())
+/// The first key of the event order locks (`Db::insert_events`): "mo", so
+/// they cannot meet another application's advisory locks on one key.
+const EVENT_LOCKS: i32 = 0x6d6f;
+
+impl Db {
+    /// Write the outbox rows of `events` inside `tx`, the transaction that
+    /// makes them. Deliveries go out in `seq` order per mailbox, and `seq`
+    /// is drawn when a row is inserted: on PostgreSQL two transactions
+    /// writing one mailbox's events (two folder connections, a state change)
+    /// could commit in the other order, and the deliverer would send the
+    /// later event before the earlier one was visible. So each transaction
+    /// first takes its mailboxes' advisory locks, held until it ends (in one
+    /// order, so two never wait on each other): per mailbox, commit order is
+    /// `seq` order. SQLite's write transactions run one at a time already.
+    pub(crate) async fn insert_events(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        events: &[OutboxEvent],
+        now: i64,
+    ) -> Result<(), Error> {
+        let err = db_err("events");
+        if self.backend == Backend::Postgres {
+            let mut mailboxes: Vec<&str> = events.iter().map(|e| e.mailbox.as_str()).collect();
+            mailboxes.sort_unstable();
+            mailboxes.dedup();
+            for m in mailboxes {
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(EVENT_LOCKS)
+                    .bind(m)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(&err)?;
+            }
+        }
+        for e in events {
+            sqlx::query(
+                "INSERT INTO events (id, url, kind, mailbox, body, created_at, next_attempt) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id, url) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(&e.url)
+            .bind(&e.kind)
+            .bind(&e.mailbox)
+            .bind(&e.body)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(&err)?;
+        }
+        Ok(())
+    }
 }
 
 fn db_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
@@ -623,9 +654,7 @@ impl Db {
                 continue;
             }
             let evs = events(&old);
-            for e in &evs {
-                insert_event(&mut tx, e, now).await?;
-            }
+            self.insert_events(&mut tx, &evs, now).await?;
             tx.commit().await.map_err(&err)?;
             if !evs.is_empty() {
                 self.wakes.events.notify_one();

@@ -1146,3 +1146,62 @@ fn one_connection_watches_several_folders_where_the_server_offers_notify() {
     let ids: BTreeSet<String> = new_mail(&hook).into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), 5, "each message once: {got:?}");
 }
+
+/// PostgreSQL draws an event's `seq` when the row is inserted, so two
+/// transactions writing one mailbox's events could commit out of `seq`
+/// order; each takes the mailbox's advisory lock first. Held here from a
+/// psql session, the lock keeps a new message's event unwritten (and
+/// undelivered) until it is let go — then the event comes, once.
+#[test]
+fn event_rows_of_a_mailbox_wait_for_its_event_lock_on_postgresql() {
+    let s = Setup::new("postgres", &[]);
+    let Database::Postgres(pg) = &s.db else {
+        unreachable!()
+    };
+    let mail = Dovecot::start(&s.oauth.issuer);
+    let hook = Webhook::start(0);
+    configure(&s, &hook, &connector(&s, &dovecot_imap(&mail)));
+    let key = s.key(&["accounts:write"], &[]);
+    let node = s.start();
+    let id = add_mailbox(&node, &key, "locked@example.test");
+    wait_metric(
+        &node,
+        "mailoauth_watch_connections",
+        1.0,
+        Duration::from_secs(20),
+    );
+    let mut psql = std::process::Command::new(format!("{PG_BIN}/psql"))
+        .args(["-At", "-h", "127.0.0.1", "-p", &pg.port.to_string()])
+        .args(["-U", "mailoauth", "postgres"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_psql = psql.stdin.take().unwrap();
+    let mut from_psql = BufReader::new(psql.stdout.take().unwrap());
+    writeln!(
+        to_psql,
+        "BEGIN;\nSELECT pg_advisory_xact_lock(28015, hashtext('{id}'));\nSELECT 'held';"
+    )
+    .unwrap();
+    let mut line = String::new();
+    while line.trim() != "held" {
+        line.clear();
+        assert!(from_psql.read_line(&mut line).unwrap() > 0, "psql ended");
+    }
+    deliver(&mail, "locked@example.test", "behind the lock");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        new_mail(&hook).is_empty(),
+        "an event was written past the mailbox's lock"
+    );
+    writeln!(to_psql, "COMMIT;\n\\q").unwrap();
+    drop(to_psql);
+    let _ = psql.wait();
+    let got = wait_new(&hook, 1, Duration::from_secs(10), || node.log());
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["behind the lock"],
+        "{got:?}"
+    );
+}

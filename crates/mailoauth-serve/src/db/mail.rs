@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use mailoauth::Error;
 
-use super::{Db, OutboxEvent, db_err, insert_event};
+use super::{Db, OutboxEvent, db_err};
 
 /// A message as accepted into the outbox.
 pub struct NewMessage {
@@ -346,9 +346,7 @@ impl Db {
             .bind(id.to_owned()),
         };
         q.execute(&mut *tx).await.map_err(&err)?;
-        for e in events {
-            insert_event(&mut tx, e, now).await?;
-        }
+        self.insert_events(&mut tx, events, now).await?;
         tx.commit().await.map_err(&err)?;
         if !events.is_empty() {
             self.wakes.events.notify_one();

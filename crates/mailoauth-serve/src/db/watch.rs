@@ -13,7 +13,7 @@ use sqlx::Row;
 use mailoauth::Error;
 use mailoauth::mail::watch::Cursor;
 
-use super::{Db, OutboxEvent, db_err, insert_event};
+use super::{Db, OutboxEvent, db_err};
 
 impl Db {
     /// Make sure every mailbox of `connector` has a watcher row, and drop the
@@ -123,9 +123,7 @@ impl Db {
     ) -> Result<(), Error> {
         let err = db_err("watch_cursors");
         let mut tx = self.write().await.map_err(&err)?;
-        for e in events {
-            insert_event(&mut tx, e, now).await?;
-        }
+        self.insert_events(&mut tx, events, now).await?;
         sqlx::query(
             "INSERT INTO watch_cursors (mailbox, folder, uidvalidity, last_uid, modseq, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mailbox, folder) DO UPDATE SET \
