@@ -200,6 +200,7 @@ fn snippets_work_in_the_real_clients() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mark = format!("msmtp-{}", now());
+    let _logs = mail.logs_on_panic();
     let mut c = sb.program("msmtp");
     c.arg("-C").arg(&cfg).args(["-a", "m", "bob@example.test"]);
     let o = run_with_input(

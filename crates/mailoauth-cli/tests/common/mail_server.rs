@@ -84,6 +84,26 @@ impl MailServer {
         panic!("the mail server fixture did not start: {last}");
     }
 
+    /// The last lines of Dovecot's and Postfix's logs.
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for f in ["dovecot.log", "postfix.log"] {
+            let text = std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "--- {f}\n{}\n",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        out
+    }
+
+    /// A guard that prints [`MailServer::log_tail`] if the test panics
+    /// while it lives (a client that hangs says nothing of the server's side).
+    pub fn logs_on_panic(&self) -> LogsOnPanic<'_> {
+        LogsOnPanic(self)
+    }
+
     pub fn port(&self, k: &str) -> u64 {
         self.ports[k].as_u64().unwrap()
     }
@@ -252,4 +272,15 @@ pub fn subjects(dir: &std::path::Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// See [`MailServer::logs_on_panic`].
+pub struct LogsOnPanic<'a>(&'a MailServer);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the mail server's logs:\n{}", self.0.log_tail());
+        }
+    }
 }

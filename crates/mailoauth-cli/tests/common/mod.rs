@@ -309,7 +309,16 @@ pub fn wait_output(child: Child, limit: Duration) -> Output {
         Ok(out) => out.unwrap(),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("process {pid} did not finish within {limit:?}");
+            // What it said before it was killed tells where it hung.
+            let said = match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(o)) => format!(
+                    "; its stdout: {:?}; its stderr: {:?}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                _ => String::new(),
+            };
+            panic!("process {pid} did not finish within {limit:?}{said}");
         }
     }
 }
