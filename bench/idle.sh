@@ -19,20 +19,7 @@ if [ -z "${BINS:-}" ]; then
   cargo build --release -p mailoauth-serve --quiet
   BINS="after=target/release/mailoauth-serve"
 fi
-PG=/usr/lib/postgresql/15/bin
-
-tmp=$(mktemp -d /tmp/mib.XXXX)
-chmod 755 "$tmp"
-pids=()
-pgdata=
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "$pgdata" ] && runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
+source bench/serve_lib.sh /tmp/mib
 # Context switches of every thread of the given processes over $1 seconds,
 # threads that start or end meanwhile included (sampled every 100 ms; a
 # thread that ends loses at most its last 100 ms).
@@ -77,14 +64,7 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()' "$hp" & local hook=$!; pids+=($hook)
   local database="" postmaster=
   if [ "$db" = postgres ]; then
-    pgdata=$dir/pg/data
-    mkdir -p "$dir/pg/sock"; chown -R postgres:postgres "$dir/pg"
-    runuser -u postgres -- "$PG/initdb" -D "$pgdata" -U mailoauth --auth=trust -E UTF8 >/dev/null
-    local pgport; pgport=$(free_port)
-    runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -l "$dir/pg/log" -w \
-      -o "-c listen_addresses=127.0.0.1 -p $pgport -k $dir/pg/sock" start >/dev/null
-    postmaster=$(head -1 "$pgdata/postmaster.pid")
-    database="database = \"postgres://mailoauth@127.0.0.1:$pgport/postgres\""
+    start_pg "$dir"
   fi
   port=$(free_port)
   cat > "$dir/config/mailoauth/config.toml" <<TOML
@@ -133,7 +113,7 @@ TOML
     echo "  worker rounds at the start: ${r0}; at the end: ${r1}"
   fi
   if [ "$db" = postgres ]; then
-    runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -m fast stop >/dev/null; pgdata=
+    stop_pg
   fi
 }
 

@@ -26,20 +26,7 @@ else
   bin=$BIN
 fi
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-PG=/usr/lib/postgresql/15/bin
-
-tmp=$(mktemp -d /tmp/msb.XXXX)
-chmod 755 "$tmp"
-pids=()
-pgdata=
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "$pgdata" ] && runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
+source bench/serve_lib.sh /tmp/msb
 
 run_one() {
   local db=$1 dir=$tmp/$1 port url
@@ -51,13 +38,7 @@ run_one() {
   local pp; pp=$(json "$(head -1 "$dir/provider.out")" '["port"]')
   local database=""
   if [ "$db" = postgres ]; then
-    pgdata=$dir/pg/data
-    mkdir -p "$dir/pg/sock"; chown -R postgres:postgres "$dir/pg"
-    runuser -u postgres -- "$PG/initdb" -D "$pgdata" -U mailoauth --auth=trust -E UTF8 >/dev/null
-    local pgport; pgport=$(free_port)
-    runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -l "$dir/pg/log" -w \
-      -o "-c listen_addresses=127.0.0.1 -p $pgport -k $dir/pg/sock -c max_connections=100" start >/dev/null
-    database="database = \"postgres://mailoauth@127.0.0.1:$pgport/postgres\""
+    start_pg "$dir"
   fi
   port=$(free_port)
   cat > "$dir/config/mailoauth/config.toml" <<TOML
@@ -125,7 +106,7 @@ PY
   printf '%s: token API, fresh token, wrk -t2 -c%s -d%ss: %s req/s, p50 %s, p99 %s%s\n' "$db" "$conns" "$dur" "$rps" "$p50" "$p99" \
     "${non2xx:+, NON-2XX $non2xx}"
   if [ "$db" = postgres ]; then
-    runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -m fast stop >/dev/null; pgdata=
+    stop_pg
   fi
 }
 
