@@ -47,11 +47,7 @@ PY
 
 run_one() {
   local db=$1 label=$2 bin=$3 dir=$tmp/$1-$2 port
-  mkdir -p "$dir/config/mailoauth" "$dir/state"
-  export XDG_CONFIG_HOME=$dir/config XDG_STATE_HOME=$dir/state HOME=$dir
-  python3 bench/scripted_provider.py > "$dir/provider.out" & local prov=$!; pids+=($prov)
-  for _ in $(seq 50); do grep -q port "$dir/provider.out" 2>/dev/null && break; sleep 0.1; done
-  local pp; pp=$(json "$(head -1 "$dir/provider.out")" '["port"]')
+  bench_home "$dir"
   # A webhook receiver that accepts everything (the connect events of the import).
   local hp; hp=$(free_port)
   python3 -c '
@@ -74,13 +70,7 @@ $database
 webhooks = ["http://127.0.0.1:$hp/hook"]
 webhook_secret = "bench-webhook-secret-0123456789"
 
-[serve.connectors.bench]
-provider = "custom"
-client_id = "bench"
-authorize_url = "http://127.0.0.1:$pp/auth"
-token_url = "http://127.0.0.1:$pp/token"
-redirect_uri = "http://127.0.0.1:$port/oauth/callback"
-scopes = ["https://outlook.test/IMAP.AccessAsUser.All", "offline_access"]
+$(bench_connector "$port")
 TOML
   "$bin" keys create --scope admin >/dev/null 2>&1
   curl -sf "http://127.0.0.1:$pp/mint?n=$n&first=7200&window=600&connector=bench" > "$dir/import.jsonl"
@@ -104,7 +94,7 @@ TOML
   local threads; threads=$(ls "/proc/$spid/task" | wc -l)
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$spid/status")
   kill "$spid"; wait "$spid" 2>/dev/null || true
-  kill "$prov" "$hook" 2>/dev/null || true
+  kill "$provider" "$hook" 2>/dev/null || true
   printf '%s %s: %d mailboxes, %d s idle: node %d wake-ups (%.1f/s), %d threads, RSS %d KiB' \
     "$db" "$label" "$n" "$idle" "$node_w" "$(echo "$node_w / $idle" | bc -l)" "$threads" "$rss"
   [ -n "$postmaster" ] && printf '; PostgreSQL processes %d wake-ups' "$pg_w"

@@ -30,12 +30,7 @@ source bench/serve_lib.sh /tmp/msb
 
 run_one() {
   local db=$1 dir=$tmp/$1 port url
-  mkdir -p "$dir/config/mailoauth" "$dir/state"
-  export XDG_CONFIG_HOME=$dir/config XDG_STATE_HOME=$dir/state HOME=$dir
-  # A provider of its own per run: its counters are the judge.
-  python3 bench/scripted_provider.py > "$dir/provider.out" & pids+=($!)
-  for _ in $(seq 50); do grep -q port "$dir/provider.out" 2>/dev/null && break; sleep 0.1; done
-  local pp; pp=$(json "$(head -1 "$dir/provider.out")" '["port"]')
+  bench_home "$dir"
   local database=""
   if [ "$db" = postgres ]; then
     start_pg "$dir"
@@ -47,13 +42,7 @@ listen = "127.0.0.1:$port"
 $database
 refresh_rate = $rate
 
-[serve.connectors.bench]
-provider = "custom"
-client_id = "bench"
-authorize_url = "http://127.0.0.1:$pp/auth"
-token_url = "http://127.0.0.1:$pp/token"
-redirect_uri = "http://127.0.0.1:$port/oauth/callback"
-scopes = ["https://outlook.test/IMAP.AccessAsUser.All", "offline_access"]
+$(bench_connector "$port")
 TOML
   local key; key=$("$bin" keys create --scope admin 2>/dev/null)
   curl -sf "http://127.0.0.1:$pp/mint?n=$n&first=$first&window=600&connector=bench" > "$dir/import.jsonl"

@@ -4,6 +4,7 @@
 #
 # In: $1 of `source` — the scratch directory's prefix (e.g. /tmp/msb).
 # Out: $tmp, $pids (append PIDs to stop at exit), free_port, json,
+#      bench_home DIR (sets $pp, $provider), bench_connector PORT,
 #      start_pg DIR (sets $database to the `[serve]` line, $postmaster), stop_pg.
 set -euo pipefail
 PG=/usr/lib/postgresql/15/bin
@@ -37,4 +38,28 @@ start_pg() {
 stop_pg() {
   runuser -u postgres -- "$PG/pg_ctl" -D "$pgdata" -m fast stop >/dev/null
   pgdata=
+}
+
+# DIR's XDG directories, exported, and a scripted provider of its own (its
+# counters are the judge): $pp its port, $provider its PID.
+bench_home() {
+  local dir=$1
+  mkdir -p "$dir/config/mailoauth" "$dir/state"
+  export XDG_CONFIG_HOME=$dir/config XDG_STATE_HOME=$dir/state HOME=$dir
+  python3 bench/scripted_provider.py > "$dir/provider.out" & provider=$!; pids+=($provider)
+  for _ in $(seq 50); do grep -q port "$dir/provider.out" 2>/dev/null && break; sleep 0.1; done
+  pp=$(json "$(head -1 "$dir/provider.out")" '["port"]')
+}
+
+# The connector `bench` at the scripted provider, for a node on port $1.
+bench_connector() {
+  cat <<TOML
+[serve.connectors.bench]
+provider = "custom"
+client_id = "bench"
+authorize_url = "http://127.0.0.1:$pp/auth"
+token_url = "http://127.0.0.1:$pp/token"
+redirect_uri = "http://127.0.0.1:$1/oauth/callback"
+scopes = ["https://outlook.test/IMAP.AccessAsUser.All", "offline_access"]
+TOML
 }
