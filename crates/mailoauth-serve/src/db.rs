@@ -655,10 +655,7 @@ impl Db {
             }
             let evs = events(&old);
             self.insert_events(&mut tx, &evs, now).await?;
-            tx.commit().await.map_err(&err)?;
-            if !evs.is_empty() {
-                self.wakes.events.notify_one();
-            }
+            self.commit_events(tx, &evs).await.map_err(&err)?;
             return Ok(Some(old));
         }
         Err(Error::Unreachable {

@@ -26,14 +26,12 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use zeroize::Zeroizing;
 
-use crate::db::{Db, EventRow, Mailbox, OutboxEvent};
+use crate::db::{Db, EventRow, Mailbox, OutboxEvent, Wakes};
 use crate::metrics::{DELIVERIES, Delivery};
 
 /// A delivery that failed this many times is given up (the backoff makes that
 /// about a day and a half); its row stays, with the last error, for an admin.
 pub const MAX_ATTEMPTS: i64 = 20;
-/// The longest sleep with nothing due (see [`crate::db::Wakes`]).
-const IDLE: Duration = Duration::from_secs(60);
 /// One delivery's whole time: connect, TLS, request, answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed delivery is left to its node before another may try.
@@ -315,7 +313,7 @@ impl Deliverer {
             }
             // Until events are written here, a delivery ends, or the
             // heartbeat says one fell due (a retry, a peer's event).
-            let _ = tokio::time::timeout(IDLE, this.db.wakes().events.notified()).await;
+            Wakes::sleep(&this.db.wakes().events).await;
         }
     }
 

@@ -24,7 +24,7 @@ use mailoauth::providers::{Account, MAIL_RESOURCE};
 use mailoauth::store::{AccessToken, TokenRecord};
 
 use crate::api::App;
-use crate::db::Mailbox;
+use crate::db::{Mailbox, Wakes};
 use crate::settings::Settings;
 
 /// How long a claimed mailbox is left to its node (longer than a refresh with
@@ -33,9 +33,6 @@ const CLAIM: i64 = 120;
 /// Refreshes in flight at once per node (each holds a blocking thread while
 /// the provider answers).
 const PARALLEL: usize = 32;
-/// The longest sleep with nothing due: the heartbeat rouses the refresher
-/// when the schedule says so (`cluster`), this only bounds a lost ring.
-const IDLE: Duration = Duration::from_secs(60);
 /// Due mailboxes read per round.
 const BATCH: i64 = 500;
 
@@ -120,8 +117,8 @@ pub async fn run(app: Arc<App>) {
         };
         if due.is_empty() {
             // Until a write of this node or the heartbeat says a mailbox is
-            // due; the timeout only bounds a ring that went astray.
-            let _ = tokio::time::timeout(IDLE, app.db.wakes().refresh.notified()).await;
+            // due.
+            Wakes::sleep(&app.db.wakes().refresh).await;
             continue;
         }
         for m in due {

@@ -25,7 +25,7 @@ use mailoauth::mail::{self, Failure};
 use mailoauth::providers::Account;
 
 use crate::api::App;
-use crate::db::{Attempt, DueMessage, Mailbox, Outgoing};
+use crate::db::{Attempt, DueMessage, Mailbox, Outgoing, Wakes};
 use crate::graph::{self, GraphFailure};
 use crate::settings::SendVia;
 
@@ -40,9 +40,6 @@ const CLAIM: i64 = 300;
 /// Attempts before a message that keeps failing transiently is given up
 /// (the backoff makes that about half an hour).
 pub const MAX_ATTEMPTS: i64 = 8;
-/// The longest sleep with nothing due (the heartbeat rouses the sender when
-/// work falls due; this only bounds a lost ring).
-const IDLE: Duration = Duration::from_secs(60);
 /// One SMTP exchange step's timeout.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -65,7 +62,7 @@ pub async fn run(app: Arc<App>) {
         }
         // Until a message is accepted here, a turn ends, or the heartbeat
         // says one fell due (a retry's time, a peer's claim that ran out).
-        let _ = tokio::time::timeout(IDLE, app.db.wakes().messages.notified()).await;
+        Wakes::sleep(&app.db.wakes().messages).await;
     }
 }
 

@@ -347,10 +347,7 @@ impl Db {
         };
         q.execute(&mut *tx).await.map_err(&err)?;
         self.insert_events(&mut tx, events, now).await?;
-        tx.commit().await.map_err(&err)?;
-        if !events.is_empty() {
-            self.wakes.events.notify_one();
-        }
+        self.commit_events(tx, events).await.map_err(&err)?;
         Ok(())
     }
 

@@ -28,7 +28,16 @@ pub struct Wakes {
     pub refresh: tokio::sync::Notify,
 }
 
+/// The longest a worker sleeps with nothing due: the rings above wake it;
+/// this only bounds a ring lost to a bug (at most a minute late).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Wakes {
+    /// Sleep until `n` (one of these) is rung, or [`IDLE`] at most.
+    pub async fn sleep(n: &tokio::sync::Notify) {
+        let _ = tokio::time::timeout(IDLE, n.notified()).await;
+    }
+
     /// Rouse the workers whose next work is due by `now` by `beat`.
     pub fn due(&self, beat: &Beat, now: i64) {
         let due = |t: Option<i64>| t.is_some_and(|t| t <= now);
@@ -109,6 +118,20 @@ impl Db {
             refresh_due: r.try_get(4).map_err(&err)?,
             event_due: r.try_get(5).map_err(&err)?,
         })
+    }
+
+    /// Commit `tx`, which wrote `events`, and rouse this node's deliverer
+    /// for them.
+    pub(crate) async fn commit_events(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Any>,
+        events: &[super::OutboxEvent],
+    ) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.wakes.events.notify_one();
+        }
+        Ok(())
     }
 
     /// Forget nodes that have not beaten since `before` (history, not peers).

@@ -141,10 +141,7 @@ impl Db {
         .execute(&mut *tx)
         .await
         .map_err(&err)?;
-        tx.commit().await.map_err(&err)?;
-        if !events.is_empty() {
-            self.wakes.events.notify_one();
-        }
+        self.commit_events(tx, events).await.map_err(&err)?;
         Ok(())
     }
 }
